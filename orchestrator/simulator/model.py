@@ -1,0 +1,539 @@
+"""One simulated deployment: its tokens, stores, DR jobs and backups.
+
+The state is evolved lazily: a job's whole timeline (queued, executing, terminal, backup visible) is
+drawn when it is created, and every read asks "what is true at `now`". That is what lets one process
+hold 10,000 deployments with no timer per job, and a manual clock step through hours in a test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from orchestrator.simulator.config import DeploymentPlan, ErrorCodes, Quirks, version_tuple
+
+MIN_PASSCODE_LENGTH: Final = 8
+NEVER_EXPIRES: Final = -1
+STAGE_NAMES: Final = (
+    "Validation",
+    "Stage Relational store",
+    "Stage Object store",
+    "Stage system configuration",
+    "Post backup operation cleanup",
+)
+
+
+class JobStatus(StrEnum):
+    SUBMITTED = "SUBMITTED"
+    EXECUTING = "EXECUTING"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    COMPLETED = "COMPLETED"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class ApiError(Exception):
+    """An error the deployment answers with the `{"error": {...}}` envelope."""
+
+    def __init__(self, code: int, message: str, details: list[str] | None = None, message_code: str = ""):
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.message_code = message_code
+
+    def envelope(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message, "details": self.details}
+        if self.message_code:
+            body["messageCode"] = self.message_code
+        return {"error": body}
+
+
+def ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+@dataclass(slots=True)
+class Backup:
+    name: str
+    store: str
+    release: str
+    description: str
+    started_at: float
+    completed_at: float
+    retention_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        start, end = ms(self.started_at), ms(self.completed_at)
+        middle = (start + end) // 2
+        return {
+            "backupName": self.name,
+            "status": "completed",
+            "release": self.release,
+            "siteName": "arcgis",
+            "description": self.description,
+            "startTime": start,
+            "completeTime": end,
+            "backupStore": self.store,
+            "retentionDate": self.retention_ms,
+            "backupType": "FULL",
+            "scheduleType": "MANUAL",
+            "namespace": "arcgis",
+            "relationalStore": [{"startTime": start, "endTime": middle, "status": "completed"}],
+            "objectStore": [{"startTime": middle, "endTime": end, "status": "completed"}],
+        }
+
+
+@dataclass(slots=True)
+class Job:
+    """A DR job with its whole timeline fixed at creation."""
+
+    job_id: str
+    deployment: str
+    operation: str  # "backup" or "delete"
+    store: str
+    backup_name: str
+    username: str
+    operation_uri: str
+    created_at: float
+    executing_at: float  # SUBMITTED before this
+    reported_end_at: float  # the job resource reports `final_status` from here on
+    final_status: JobStatus
+    work_done_at: float  # the server really finished (DR lock released, backup visible if any)
+    makes_backup: bool
+    messages: tuple[str, ...] = ()
+    include_result: bool = True
+    description: str = ""
+    retention_ms: int = NEVER_EXPIRES
+    settled: bool = False
+
+    def status_at(self, now: float) -> JobStatus:
+        if now >= self.reported_end_at:
+            return self.final_status
+        return JobStatus.SUBMITTED if now < self.executing_at else JobStatus.EXECUTING
+
+    def is_running_at(self, now: float) -> bool:
+        return now < self.work_done_at
+
+    def to_json(self, now: float, status: JobStatus | None = None) -> dict[str, Any]:
+        status = status or self.status_at(now)
+        ended = now >= self.reported_end_at
+        updated = self.reported_end_at if ended else (self.executing_at if now >= self.executing_at else None)
+        body: dict[str, Any] = {
+            "jobid": self.job_id,
+            "status": status.value,
+            "starttime": ms(self.created_at),
+            "endtime": ms(self.reported_end_at) if ended else 0,
+            "updatedtime": ms(updated if updated is not None else self.created_at),
+            "username": self.username,
+            "operationURI": self.operation_uri,
+        }
+        if ended and self.final_status is JobStatus.COMPLETED and self.include_result:
+            body["result"] = {"stages": self.stages(self.reported_end_at)}
+        if ended and self.messages:
+            body["messages"] = list(self.messages)
+        return body
+
+    def progress(self, now: float) -> float:
+        span = self.work_done_at - self.created_at
+        return 1.0 if span <= 0 else min(1.0, max(0.0, (now - self.created_at) / span))
+
+    def stages(self, now: float) -> list[dict[str, Any]]:
+        done = self.progress(now) * len(STAGE_NAMES)
+        each = ms((self.work_done_at - self.created_at) / len(STAGE_NAMES))
+        out = []
+        for i, name in enumerate(STAGE_NAMES):
+            state = "completed" if done >= i + 1 else ("in_progress" if done >= i else "pending")
+            out.append(
+                {
+                    "name": name,
+                    "state": state,
+                    "duration": f"{each} millis (~ {each // 60_000} minutes)",
+                    "lastUpdated": ms(min(now, self.work_done_at)),
+                }
+            )
+        return out
+
+
+@dataclass(slots=True)
+class TokenGrant:
+    token: str
+    expires_at: float
+
+
+def deterministic_id(*parts: object, length: int = 32) -> str:
+    return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()[:length]
+
+
+def job_id_for(*parts: object) -> str:
+    h = deterministic_id(*parts)
+    return f"j{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
+
+
+@dataclass
+class Deployment:
+    """The server-side state of one ArcGIS Enterprise deployment."""
+
+    plan: DeploymentPlan
+    seed: int
+    password: str
+    quirks: Quirks
+    codes: ErrorCodes
+    token_default_minutes: int
+    token_max_minutes: int
+    fleet_started_at: float
+    timeout_s: float = 0.0
+    tokens: dict[str, float] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    backups: dict[str, dict[str, Backup]] = field(default_factory=dict)
+    last_dr_job: Job | None = None
+    _unsettled: list[Job] = field(default_factory=list)
+    _next_expiry: float = math.inf
+    _job_counter: int = 0
+    _fault_rng: random.Random | None = None
+    _job_rng: random.Random | None = None
+
+    def __post_init__(self) -> None:
+        self.timeout_s = self.plan.job_timeout_s
+        self.backups = {store: {} for store in self.plan.stores}
+
+    # -- randomness, one seeded stream per purpose so draws of one kind never shift the other --
+    @property
+    def fault_rng(self) -> random.Random:
+        if self._fault_rng is None:
+            self._fault_rng = random.Random(f"{self.seed}:{self.plan.name}:faults")
+        return self._fault_rng
+
+    @property
+    def job_rng(self) -> random.Random:
+        if self._job_rng is None:
+            self._job_rng = random.Random(f"{self.seed}:{self.plan.name}:jobs")
+        return self._job_rng
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def full_version(self) -> str:
+        return self.plan.version if self.plan.version.count(".") == 2 else f"{self.plan.version}.0"
+
+    def is_down(self, now: float) -> bool:
+        if self.plan.down is None:
+            return False
+        opens, closes = self.plan.down
+        return opens <= now - self.fleet_started_at < closes
+
+    # -- time --
+    def settle(self, now: float) -> None:
+        """Bring the state up to `now`: finished jobs leave their backups, the retention cleaner runs."""
+        if self._unsettled:
+            still = []
+            for job in self._unsettled:
+                if now >= job.work_done_at:
+                    self._finish(job)
+                else:
+                    still.append(job)
+            self._unsettled = still
+        if now >= self._next_expiry:
+            self._clean_expired(now)
+        if self.quirks.job_ttl_s is not None:
+            ttl = self.quirks.job_ttl_s
+            for job_id in [j.job_id for j in self.jobs.values() if j.settled and now - j.work_done_at > ttl]:
+                del self.jobs[job_id]
+
+    def _finish(self, job: Job) -> None:
+        job.settled = True
+        if job.makes_backup:
+            backup = Backup(
+                name=job.backup_name,
+                store=job.store,
+                release=self.full_version + self.quirks.backup_release_suffix,
+                description=job.description,
+                started_at=job.created_at,
+                completed_at=job.work_done_at,
+                retention_ms=job.retention_ms,
+            )
+            self.backups[job.store][job.backup_name] = backup
+            if job.retention_ms != NEVER_EXPIRES:
+                self._next_expiry = min(self._next_expiry, job.retention_ms / 1000)
+
+    def _clean_expired(self, now: float) -> None:
+        """The BackupRetentionCleaner: backups whose retentionDate has passed are removed."""
+        next_expiry = math.inf
+        for store in self.backups.values():
+            for name in list(store):
+                retention = store[name].retention_ms
+                if retention == NEVER_EXPIRES:
+                    continue
+                if retention / 1000 <= now:
+                    del store[name]
+                else:
+                    next_expiry = min(next_expiry, retention / 1000)
+        self._next_expiry = next_expiry
+
+    def running_job(self, now: float) -> Job | None:
+        job = self.last_dr_job
+        return job if job is not None and job.is_running_at(now) else None
+
+    # -- tokens --
+    def issue_token(self, username: str, password: str, expiration: str, now: float) -> dict[str, Any]:
+        if not username or not password:
+            missing = "username" if not username else "password"
+            raise ApiError(400, "Unable to generate token.", [f"'{missing}' must be specified."])
+        accepted = self.password + ("-rotated" if self.plan.wrong_credentials else "")
+        if username != self.plan.username or not secrets.compare_digest(password, accepted):
+            raise ApiError(400, "Unable to generate token.", ["Invalid username or password."])
+        try:
+            minutes = float(expiration) if expiration else float(self.token_default_minutes)
+        except ValueError:
+            raise ApiError(400, "Unable to generate token.", ["Invalid expiration."]) from None
+        lifetime = min(max(minutes, 1.0), self.token_max_minutes) * 60
+        if self.plan.faults.token_lifetime_s is not None:
+            lifetime = min(lifetime, self.plan.faults.token_lifetime_s)
+        self._forget_expired_tokens(now)
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = now + lifetime
+        return {"token": token, "expires": ms(now + lifetime), "ssl": True}
+
+    def _forget_expired_tokens(self, now: float) -> None:
+        if len(self.tokens) > 16:
+            for token in [t for t, expires in self.tokens.items() if expires <= now]:
+                del self.tokens[token]
+
+    def check_token(self, token: str | None, now: float) -> None:
+        if not token:
+            raise ApiError(499, "Token Required", ["Token Required"], message_code="GWM_0003")
+        expires = self.tokens.get(token)
+        if expires is None or expires <= now:
+            raise ApiError(498, "Invalid token.")
+
+    # -- stores and backups --
+    def store(self, name: str) -> dict[str, Any]:
+        if name not in self.backups:
+            raise ApiError(self.codes.unknown_store, f"Backup store '{name}' does not exist.")
+        identity = deterministic_id(self.seed, self.name, name, length=20)
+        return {
+            "default": name == self.plan.default_store,
+            "storageConfig": {"storageClass": "backups", "size": "64Gi", "provisioningType": "DYNAMIC"},
+            "identity": identity,
+            "name": name,
+            "identityKey": deterministic_id("key", identity, length=43) + "=",
+            "rootDir": "rootdir",
+            "type": "HOSTED",
+        }
+
+    def backup(self, store: str, name: str) -> Backup:
+        self.store(store)
+        found = self.backups[store].get(name)
+        if found is None:
+            raise ApiError(self.codes.not_found, f"Backup '{name}' does not exist in store '{store}'.")
+        return found
+
+    def create_backup(
+        self,
+        *,
+        store: str,
+        name: str,
+        passcode: str,
+        description: str,
+        retention: str,
+        username: str,
+        operation_uri: str,
+        now: float,
+    ) -> Job:
+        self.store(store)
+        if not name:
+            raise ApiError(400, "Unable to create backup.", ["'name' must be specified."])
+        if len(passcode) < MIN_PASSCODE_LENGTH:
+            raise ApiError(
+                self.codes.bad_passcode,
+                "Unable to create backup.",
+                [f"The passcode must be at least {MIN_PASSCODE_LENGTH} characters long."],
+            )
+        retention_ms = _parse_retention(retention)
+        if name in self.backups[store] or any(
+            j.backup_name == name and j.store == store for j in self._unsettled if j.makes_backup
+        ):
+            raise ApiError(
+                self.codes.duplicate_name, "Unable to create backup.", [f"Backup '{name}' already exists."]
+            )
+        running = self.running_job(now)
+        if running is not None:
+            raise ApiError(
+                self.codes.job_running,
+                "Unable to create backup.",
+                [f"Another disaster recovery operation is in progress (job {running.job_id})."],
+            )
+        job = self._plan_backup_job(store, name, description, retention_ms, username, operation_uri, now)
+        self.jobs[job.job_id] = job
+        self._unsettled.append(job)
+        self.last_dr_job = job
+        return job
+
+    def _plan_backup_job(
+        self,
+        store: str,
+        name: str,
+        description: str,
+        retention_ms: int,
+        username: str,
+        operation_uri: str,
+        now: float,
+    ) -> Job:
+        rng = self.job_rng
+        duration = self.plan.job_duration.sample(rng)
+        fails = rng.random() < self.plan.faults.job_failure
+        fail_point = rng.uniform(0.2, 0.9)
+        version = self.plan.version
+        if duration > self.timeout_s:
+            final, end, messages = (
+                JobStatus.CANCELLED,
+                now + self.timeout_s,
+                (f"The backup job was cancelled: it ran longer than timeoutInSeconds ({self.timeout_s:g}).",),
+            )
+        elif fails:
+            stage = STAGE_NAMES[min(len(STAGE_NAMES) - 1, int(fail_point * len(STAGE_NAMES)))]
+            final, end, messages = (
+                JobStatus.FAILED,
+                now + duration * fail_point,
+                (f"Backup failed during stage '{stage}': the staging volume could not be written.",),
+            )
+        else:
+            final, end, messages = JobStatus.COMPLETED, now + duration, ()
+        instant = final is JobStatus.COMPLETED and version in self.quirks.instant_complete_versions
+        self._job_counter += 1
+        return Job(
+            job_id=job_id_for(self.seed, self.name, self._job_counter),
+            deployment=self.name,
+            operation="backup",
+            store=store,
+            backup_name=name,
+            username=username,
+            operation_uri=operation_uri,
+            created_at=now,
+            executing_at=now + (end - now) * self.quirks.queue_fraction,
+            reported_end_at=now if instant else end,
+            final_status=final,
+            work_done_at=end,
+            makes_backup=final is JobStatus.COMPLETED,
+            messages=messages,
+            include_result=version not in self.quirks.no_result_versions,
+            description=description,
+            retention_ms=retention_ms,
+        )
+
+    def delete_backup(self, store: str, name: str, as_job: bool, username: str, uri: str, now: float) -> Job | None:
+        self.backup(store, name)
+        del self.backups[store][name]
+        if not as_job:
+            return None
+        self._job_counter += 1
+        job = Job(
+            job_id=job_id_for(self.seed, self.name, self._job_counter),
+            deployment=self.name,
+            operation="delete",
+            store=store,
+            backup_name=name,
+            username=username,
+            operation_uri=uri,
+            created_at=now,
+            executing_at=now,
+            reported_end_at=now,
+            final_status=JobStatus.COMPLETED,
+            work_done_at=now,
+            makes_backup=False,
+            settled=True,
+        )
+        self.jobs[job.job_id] = job
+        return job
+
+    def update_retention(self, store: str, name: str, retention: str) -> None:
+        backup = self.backup(store, name)
+        backup.retention_ms = _parse_retention(retention)
+        if backup.retention_ms != NEVER_EXPIRES:
+            self._next_expiry = min(self._next_expiry, backup.retention_ms / 1000)
+
+    def job(self, job_id: str) -> Job:
+        found = self.jobs.get(job_id)
+        if found is None:
+            raise ApiError(self.codes.not_found, f"Job '{job_id}' does not exist.")
+        return found
+
+    # -- DR settings and status --
+    def settings(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "stagingVolumeConfig": {
+                "component": "DR_JOB",
+                "storageClass": "default",
+                "size": "64Gi",
+                "provisioningType": "DYNAMIC",
+            }
+        }
+        if self.plan.has_timeout_setting:
+            body["timeoutInSeconds"] = self.timeout_s
+        return body
+
+    def update_settings(self, settings: dict[str, Any]) -> None:
+        if "timeoutInSeconds" in settings:
+            if not self.plan.has_timeout_setting:
+                raise ApiError(400, "Unable to update settings.", ["timeoutInSeconds needs 11.0 or later."])
+            value = settings["timeoutInSeconds"]
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ApiError(400, "Unable to update settings.", ["timeoutInSeconds must be a positive number."])
+            self.timeout_s = float(value)
+
+    def dr_status(self, now: float) -> dict[str, Any]:
+        job = self.last_dr_job
+        if job is None:
+            return {"status": {"code": 0, "messages": [], "state": "no_op"}}
+        running = job.is_running_at(now)
+        state = "running" if running else {JobStatus.COMPLETED: "success"}.get(job.final_status, "failed")
+        if version_tuple(self.plan.version) < (10, 9, 1):
+            messages = [{"code": 4014, "message": "Started backup process.", "when": ms(job.created_at)}]
+            if not running:
+                text = "Backup completed." if state == "success" else "; ".join(job.messages)
+                messages.append({"code": 4015, "message": text, "when": ms(job.work_done_at)})
+            return {"status": {"code": 3, "messages": messages, "state": state}}
+        elapsed = (min(now, job.work_done_at) - job.created_at) * 1000
+        return {
+            "status": {
+                "code": 3,
+                "scheduleType": "MANUAL",
+                "stages": job.stages(now),
+                "startTime": ms(job.created_at),
+                "completeTime": 0 if running else ms(job.work_done_at),
+                "state": state,
+                "backupStore": job.store,
+                "message": "; ".join(job.messages) if not running else "",
+                "operation": "Backup",
+                "overallDuration": _duration_text(elapsed),
+                "backupName": job.backup_name,
+            }
+        }
+
+
+def _parse_retention(retention: str) -> int:
+    if retention in ("", None):
+        return NEVER_EXPIRES
+    try:
+        value = int(retention)
+    except ValueError:
+        raise ApiError(400, "Invalid retentionDate.", ["retentionDate must be epoch milliseconds or -1."]) from None
+    if value != NEVER_EXPIRES and value <= 0:
+        raise ApiError(400, "Invalid retentionDate.", ["retentionDate must be epoch milliseconds or -1."])
+    return value
+
+
+def _duration_text(millis: float) -> str:
+    total = int(millis)
+    hours, rest = divmod(total, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis_left = divmod(rest, 1000)
+    return f"{hours:02d}hr:{minutes:02d}min:{seconds:02d}sec:{millis_left}millisec"

@@ -1,0 +1,466 @@
+"""The simulated fleet on aiohttp's web server: one loopback socket, one web context per deployment.
+
+`/<deployment>/sharing/rest/generateToken` and `/<deployment>/admin/...` answer as ArcGIS Enterprise on
+Kubernetes does (see `../shared/reference/arcgis-admin-api.md`), faults included; `/_simulator/...`
+serves the fleet's records (deployment names are DNS labels, so none can be `_simulator`).
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from orchestrator.clock import ManualClock
+from orchestrator.simulator.faults import Fault, chance, draw_latency, draw_request_fault
+from orchestrator.simulator.fleet import SimulatedFleet
+from orchestrator.simulator.model import ApiError, Deployment, Job, JobStatus
+from orchestrator.simulator.records import CreateRecord, RequestRecord
+from orchestrator.simulator.routes import Endpoint, Route, match
+
+INTROSPECTION: Final = "_simulator"
+_SECRET_KEYS: Final = frozenset({"token", "password", "passcode"})
+_REASONS: Final = {498: "Invalid Token", 499: "Token Required"}
+_INGRESS_PAGES: Final = {
+    502: "502 Bad Gateway",
+    503: "503 Service Temporarily Unavailable",
+    429: "429 Too Many Requests",
+}
+_FLEET_KEY: Final = web.AppKey("fleet", SimulatedFleet)
+
+
+class _NoAnswer(Exception):
+    """The connection was reset on purpose: there is no response to send."""
+
+
+def build_app(fleet: SimulatedFleet) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[_FLEET_KEY] = fleet
+    app.router.add_route("*", "/{path:.*}", _handle)
+    return app
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    fleet = request.app[_FLEET_KEY]
+    segments = tuple(request.path.strip("/").split("/"))
+    if segments[0] == INTROSPECTION:
+        return await _introspect(fleet, request, segments[1:])
+    deployment = fleet.deployments.get(segments[0])
+    if deployment is None:
+        return _ingress_page(404, "404 Not Found")
+    fleet.in_flight.enter(deployment.name)
+    try:
+        return await _serve_deployment(fleet, deployment, request, segments[1:])
+    except _NoAnswer:
+        # The transport is already aborted; aiohttp drops whatever is returned.
+        return web.Response(status=500)
+    finally:
+        fleet.in_flight.leave(deployment.name)
+
+
+async def _serve_deployment(
+    fleet: SimulatedFleet, deployment: Deployment, request: web.Request, segments: tuple[str, ...]
+) -> web.StreamResponse:
+    arrived = fleet.clock.now()
+    query = request.query
+    form: Mapping[str, str] = {}
+    if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = _text_fields(await request.post())
+    params = {**query, **form}
+    token, source = _find_token(request, form, query)
+    route = match(segments)
+    record = _RecordBuilder(
+        at=arrived,
+        deployment=deployment.name,
+        method=request.method,
+        path=request.path,
+        endpoint=route.endpoint.value if route else "unknown",
+        token_source=source,
+        secret_in_url=_secret_in_url(deployment, fleet.password, query),
+    )
+    try:
+        response = await _answer(fleet, deployment, request, route, params, token, source, record)
+    except _NoAnswer:
+        record.status = 0
+        raise
+    finally:
+        fleet.record_request(record.build())
+    record.status = response.status
+    return response
+
+
+@dataclass(slots=True)
+class _RecordBuilder:
+    at: float
+    deployment: str
+    method: str
+    path: str
+    endpoint: str
+    token_source: str
+    secret_in_url: bool
+    status: int = 0
+    error_code: int = 0
+    fault: str = ""
+
+    def build(self) -> RequestRecord:
+        return RequestRecord(
+            self.at,
+            self.deployment,
+            self.method,
+            self.path,
+            self.endpoint,
+            self.token_source,
+            self.secret_in_url,
+            self.status,
+            self.error_code,
+            self.fault,
+        )
+
+
+async def _answer(
+    fleet: SimulatedFleet,
+    deployment: Deployment,
+    request: web.Request,
+    route: Route | None,
+    params: dict[str, str],
+    token: str | None,
+    source: str,
+    record: _RecordBuilder,
+) -> web.StreamResponse:
+    profile = deployment.plan.faults
+    if deployment.is_down(fleet.clock.now()):
+        record.fault = Fault.DOWN
+        return _ingress_page(503, _INGRESS_PAGES[503])
+    latency = draw_latency(deployment.fault_rng, profile)
+    if latency > 0:
+        await anyio.sleep(latency)
+    fault = draw_request_fault(deployment.fault_rng, profile)
+    record.fault = fault.value
+    if fault in (Fault.HTTP_502, Fault.HTTP_503, Fault.HTTP_429):
+        status = int(fault.value.removeprefix("http_"))
+        return _ingress_page(status, _INGRESS_PAGES[status], retry_after=profile.retry_after_s)
+    if fault is Fault.RESET:
+        _reset(request)
+    if fault is Fault.HANG:
+        await anyio.sleep(profile.hang_s)  # cancelled at once if the client gives up first
+        _reset(request)
+
+    now = fleet.clock.now()
+    fmt = params.get("f", "html")
+    try:
+        if route is None or (route.since_10_9_1 and deployment.plan.legacy_only):
+            raise ApiError(fleet.config.error_codes.not_found, "Resource does not exist or is inaccessible.")
+        if route.post_only and request.method != "POST":
+            raise ApiError(
+                fleet.config.error_codes.method_not_allowed,
+                "Method not supported.",
+                [f"The '{route.endpoint.value}' operation requires an HTTP POST request."],
+            )
+        if route.endpoint is not Endpoint.TOKEN:
+            strict = fleet.config.quirks.strict_post_token and request.method == "POST" and source == "query"
+            deployment.check_token(None if strict else token, now)
+        deployment.settle(now)
+        body = _dispatch(fleet, deployment, request, route, params, now, record)
+    except ApiError as error:
+        record.error_code = error.code
+        if route is not None and route.endpoint in (Endpoint.CREATE, Endpoint.LEGACY_CREATE):
+            _record_create(fleet, deployment, route, params, now, error=error)
+        return _render_error(error, fmt, fleet.config.error_status == "mirror")
+    if route.endpoint is Endpoint.LEGACY_ROOT:
+        fmt = "html"  # documented as HTML only
+    return _render(body, fmt)
+
+
+def _dispatch(
+    fleet: SimulatedFleet,
+    deployment: Deployment,
+    request: web.Request,
+    route: Route,
+    params: dict[str, str],
+    now: float,
+    record: _RecordBuilder,
+) -> dict[str, Any]:
+    endpoint = route.endpoint
+    context = f"/{deployment.name}/admin"
+    match endpoint:
+        case Endpoint.TOKEN:
+            return deployment.issue_token(
+                params.get("username", ""), params.get("password", ""), params.get("expiration", ""), now
+            )
+        case Endpoint.ROOT:
+            version = deployment.plan.version
+            return {
+                "fullVersion": deployment.full_version,
+                "currentVersion": float(".".join(version.split(".")[:2])),
+                "resources": ["orgs", "logs", "system", "datastores", "uploads", "services", "jobs"],
+            }
+        case Endpoint.DR:
+            return {"operations": ["status"], "resources": ["stores", "settings"]}
+        case Endpoint.SETTINGS:
+            return deployment.settings()
+        case Endpoint.SETTINGS_UPDATE:
+            deployment.update_settings(_json_param(params, "settings"))
+            return {"status": "success"}
+        case Endpoint.STATUS | Endpoint.LEGACY_STATUS:
+            return deployment.dr_status(now)
+        case Endpoint.STORES:
+            return {"backupStores": [deployment.store(name) for name in deployment.plan.stores]}
+        case Endpoint.STORE:
+            return deployment.store(route.store)
+        case Endpoint.STORE_VALIDATE:
+            deployment.store(route.store)
+            return {"isReady": True, "status": "success"}
+        case Endpoint.BACKUPS | Endpoint.LEGACY_BACKUPS:
+            store = route.store or params.get("storeName") or deployment.plan.default_store
+            deployment.store(store)
+            return {"backups": [b.to_json() for b in deployment.backups[store].values()]}
+        case Endpoint.BACKUP | Endpoint.LEGACY_BACKUP:
+            store = route.store or params.get("storeName") or deployment.plan.default_store
+            return deployment.backup(store, route.backup).to_json()
+        case Endpoint.BACKUP_UPDATE:
+            deployment.update_retention(route.store, route.backup, params.get("retentionDate", ""))
+            return {"status": "success"}
+        case Endpoint.BACKUP_DELETE | Endpoint.LEGACY_DELETE:
+            store = route.store or params.get("storeName") or deployment.plan.default_store
+            as_job = params.get("async", "false").lower() == "true" and deployment.plan.has_timeout_setting
+            uri = f"{context}/system/disasterrecovery/stores/{store}/backups/{route.backup}/delete"
+            job = deployment.delete_backup(store, route.backup, as_job, _caller(deployment), uri, now)
+            return _job_descriptor(request, deployment, job.job_id) if job else {"status": "success"}
+        case Endpoint.CREATE | Endpoint.LEGACY_CREATE:
+            store = route.store or params.get("storeName") or deployment.plan.default_store
+            job = deployment.create_backup(
+                store=store,
+                name=params.get("name", ""),
+                passcode=params.get("passcode", ""),
+                description=params.get("description", ""),
+                retention=params.get("retentionDate", ""),
+                username=_caller(deployment),
+                operation_uri=f"{context}/system/disasterrecovery/stores/{store}/backups/create",
+                now=now,
+            )
+            lost = chance(deployment.fault_rng, deployment.plan.faults.lost_create)
+            _record_create(fleet, deployment, route, params, now, job=job, lost=lost)
+            if lost:
+                record.fault = Fault.LOST_CREATE
+                _reset(request)
+            return _job_descriptor(request, deployment, job.job_id)
+        case Endpoint.JOBS:
+            return {"jobs": list(deployment.jobs)}
+        case Endpoint.JOB:
+            job = deployment.job(route.job)
+            if chance(deployment.fault_rng, deployment.plan.faults.unavailable_blip):
+                record.fault = Fault.UNAVAILABLE
+                return job.to_json(now, JobStatus.UNAVAILABLE)
+            return job.to_json(now)
+        case Endpoint.LEGACY_ROOT:
+            return {"operations": ["backup"], "resources": ["backups", "status"]}
+    raise AssertionError(f"unrouted endpoint {endpoint}")  # pragma: no cover
+
+
+def _caller(deployment: Deployment) -> str:
+    return deployment.plan.username
+
+
+def _job_descriptor(request: web.Request, deployment: Deployment, job_id: str) -> dict[str, Any]:
+    origin = f"{request.scheme}://{request.host}"
+    return {"jobsUrl": f"{origin}/{deployment.name}/admin/jobs/{job_id}", "jobid": job_id, "status": "SUBMITTED"}
+
+
+def _record_create(
+    fleet: SimulatedFleet,
+    deployment: Deployment,
+    route: Route,
+    params: Mapping[str, str],
+    now: float,
+    *,
+    job: Job | None = None,
+    lost: bool = False,
+    error: ApiError | None = None,
+) -> None:
+    fleet.record_create(
+        CreateRecord(
+            at=now,
+            deployment=deployment.name,
+            store=route.store or params.get("storeName") or deployment.plan.default_store,
+            backup_name=params.get("name", ""),
+            accepted=error is None,
+            job_id=job.job_id if job else "",
+            error_code=error.code if error else 0,
+            response_lost=lost,
+        ),
+        job,
+    )
+
+
+def _json_param(params: Mapping[str, str], name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(params.get(name, ""))
+    except ValueError:
+        raise ApiError(400, f"Invalid '{name}' parameter.", [f"'{name}' must be a JSON object."]) from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"Invalid '{name}' parameter.", [f"'{name}' must be a JSON object."])
+    return value
+
+
+def _text_fields(form: MultiDictProxy[Any]) -> dict[str, str]:
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def _find_token(request: web.Request, form: Mapping[str, str], query: Mapping[str, str]) -> tuple[str | None, str]:
+    """The token and where it came from, in the order the real server's web tier looks."""
+    for header in ("X-Esri-Authorization", "Authorization"):
+        value = request.headers.get(header, "")
+        if value[:7].lower() == "bearer ":
+            return value[7:].strip(), header.lower()
+    if form.get("token"):
+        return form["token"], "body"
+    if query.get("token"):
+        return query["token"], "query"
+    return None, "none"
+
+
+def _secret_in_url(deployment: Deployment, password: str, query: Mapping[str, str]) -> bool:
+    if not query:
+        return False
+    if _SECRET_KEYS.intersection(key.lower() for key in query):
+        return True
+    return any(value in deployment.tokens or password in value for value in query.values())
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection with a TCP reset, as a crashed pod or a killed proxy connection does."""
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    raise _NoAnswer
+
+
+# -- rendering --
+
+
+def _render(body: Mapping[str, Any], fmt: str, title: str = "", status: int = 200) -> web.Response:
+    """`f=json` compact, `f=pjson` indented, anything else (the default, `html`) an HTML page."""
+    reason = _REASONS.get(status)
+    if fmt in ("json", "pjson"):
+        text = json.dumps(body, indent=2) if fmt == "pjson" else json.dumps(body, separators=(",", ":"))
+        return web.Response(status=status, reason=reason, text=text, content_type="application/json")
+    page = _html_page(title or "ArcGIS Enterprise Administrator Directory", body)
+    return web.Response(status=status, reason=reason, text=page, content_type="text/html")
+
+
+def _render_error(error: ApiError, fmt: str, mirror_status: bool) -> web.Response:
+    status = error.code if mirror_status and 400 <= error.code <= 599 else 200
+    return _render(error.envelope(), fmt, title=f"Error: {error.message}", status=status)
+
+
+def _html_page(title: str, body: Mapping[str, Any]) -> str:
+    return (
+        "<!DOCTYPE html><html><head><title>ArcGIS Enterprise</title></head><body>"
+        f"<h2>{html.escape(title)}</h2><pre>{html.escape(json.dumps(body, indent=2))}</pre></body></html>"
+    )
+
+
+def _ingress_page(status: int, title: str, retry_after: int | None = None) -> web.Response:
+    """What the Kubernetes ingress in front of a deployment answers: HTML, not ArcGIS JSON."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    page = f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center><hr><center>nginx</center></body></html>"
+    return web.Response(status=status, text=page, content_type="text/html", headers=headers)
+
+
+# -- introspection --
+
+
+async def _introspect(fleet: SimulatedFleet, request: web.Request, segments: tuple[str, ...]) -> web.Response:
+    what = segments[0] if segments else ""
+    wanted = request.query.get("deployment")
+    if what == "clock" and segments[1:] == ("advance",) and request.method == "POST":
+        if not isinstance(fleet.clock, ManualClock):
+            return web.json_response({"error": "the simulator runs on the real clock"}, status=409)
+        fleet.clock.advance(float(request.query.get("seconds", "0")))
+        return web.json_response({"now_ms": int(fleet.clock.now() * 1000)})
+    if request.method != "GET":
+        return web.json_response({"error": "introspection is read-only (GET)"}, status=405)
+    offset = int(request.query.get("offset", "0"))
+    limit = int(request.query.get("limit", "100000"))
+    rows: list[dict[str, Any]]
+    if what == "stats":
+        return web.json_response(fleet.stats())
+    if what == "fleet":
+        rows = fleet.describe()
+    elif what == "requests":
+        rows = [r.to_json() for r in fleet.requests if wanted is None or r.deployment == wanted]
+    elif what == "creates":
+        rows = [c.to_json() for c in fleet.creates if wanted is None or c.deployment == wanted]
+    elif what == "jobs":
+        rows = fleet.jobs(wanted)
+    elif what == "backups":
+        rows = fleet.backups(wanted)
+    else:
+        return web.json_response(
+            {"error": "unknown; try stats, fleet, requests, creates, jobs, backups"}, status=404
+        )
+    return web.json_response({"total": len(rows), "offset": offset, "items": rows[offset : offset + limit]})
+
+
+# -- serving --
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSimulator:
+    fleet: SimulatedFleet
+    base_url: str  # e.g. http://127.0.0.1:41234
+    port: int
+
+    def url_of(self, deployment: str) -> str:
+        """The root of one deployment, web context included, as an inventory names it."""
+        return f"{self.base_url}/{deployment}"
+
+
+def _check_loopback(host: str) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}")
+
+
+@asynccontextmanager
+async def serve_fleet(
+    fleet: SimulatedFleet,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[RunningSimulator]:
+    """Serve the fleet on a loopback socket (port 0: a free one) until the block exits."""
+    _check_loopback(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    bound_port = sock.getsockname()[1]
+    runner = web.AppRunner(build_app(fleet), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.SockSite(runner, sock, ssl_context=ssl_context, shutdown_timeout=0.5, backlog=4096)
+    try:
+        await site.start()
+        scheme = "https" if ssl_context else "http"
+        shown_host = f"[{host}]" if family == socket.AF_INET6 else ("127.0.0.1" if host == "localhost" else host)
+        yield RunningSimulator(fleet, f"{scheme}://{shown_host}:{bound_port}", bound_port)
+    finally:
+        await runner.cleanup()
