@@ -15,7 +15,13 @@ from typing import Any, Final
 
 import anyio
 
-from orchestrator.simulator.config import PROFILES, FleetConfig, FleetFileError, fleet_from_mapping, load_fleet_file
+from orchestrator.simulator.config import (
+    PROFILES,
+    FleetConfig,
+    FleetFileError,
+    fleet_from_mapping,
+    load_fleet_file,
+)
 
 EXIT_OK: Final = 0
 EXIT_BAD_INPUT: Final = 2
@@ -44,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--error-status",
         choices=["200", "mirror"],
-        help="HTTP status of ArcGIS errors: 200 with an error body (default, as real servers) or mirror the code",
+        help="HTTP status of ArcGIS errors: 200 with an error body (default, as real servers do) "
+        "or mirror the error code",
     )
     sim.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
@@ -94,13 +101,18 @@ async def _simulate(args: argparse.Namespace, config: FleetConfig, password: str
     ) as running:
         print(f"simulated fleet of {len(fleet.deployments)} deployments listening on {running.base_url}")
         print(f"  a deployment: {running.url_of(fleet.plans[0].name)}/admin")
-        print(f"  records:      {running.base_url}/_simulator/stats (also: fleet, requests, creates, jobs, backups)")
+        print(f"  records:      {running.base_url}/_simulator/stats")
+        print("                (also: fleet, requests, creates, jobs, backups)")
         if tls:
             print(f"  CA to trust:  {tls.ca_cert}")
         if args.write_inventory:
             urls = {plan.name: running.url_of(plan.name) for plan in fleet.plans}
             secrets_dir = write_inventory(
-                args.write_inventory, fleet.plans, urls, password=fleet.password, ca_bundle=tls.ca_cert if tls else None
+                args.write_inventory,
+                fleet.plans,
+                urls,
+                password=fleet.password,
+                ca_bundle=tls.ca_cert if tls else None,
             )
             print(f"  inventory:    {args.write_inventory} (secrets in {secrets_dir}/)")
         print("press Ctrl-C to stop", flush=True)

@@ -184,7 +184,14 @@ class FleetConfig(_Strict):
     count: int = Field(0, ge=0, le=100_000)
     name_template: str = "gis-{index:04d}"
     versions: dict[str, float] = Field(
-        default_factory=lambda: {"10.9": 1, "10.9.1": 1, "11.3": 6, "11.4": 4, "11.5": 4, "12.0": 4}
+        default_factory=lambda: {
+            "10.9": 1.0,
+            "10.9.1": 1.0,
+            "11.3": 6.0,
+            "11.4": 4.0,
+            "11.5": 4.0,
+            "12.0": 4.0,
+        }
     )
     stores: tuple[str, ...] = ("default",)
     default_store: str | None = None
@@ -211,6 +218,19 @@ class FleetConfig(_Strict):
         if not any(weight > 0 for weight in versions.values()):
             raise ValueError("at least one version needs a positive weight")
         return versions
+
+    @field_validator("name_template")
+    @classmethod
+    def _template_gives_names(cls, template: str) -> str:
+        try:
+            first, second = template.format(index=0), template.format(index=1)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("use {index} (e.g. 'gis-{index:04d}') and no other placeholder") from None
+        if first == second:
+            raise ValueError("the template must contain {index}, or every name would be the same")
+        if not re.fullmatch(NAME_PATTERN, first):
+            raise ValueError(f"gives {first!r}, not a DNS label (lower-case letters, digits, '-')")
+        return template
 
     @field_validator("profile")
     @classmethod
@@ -354,10 +374,5 @@ def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
                 faults=faults,
                 down=spec.down if spec.down is not None else down_window,
             )
-        )
-    invalid = [plan.name for plan in plans if not re.fullmatch(NAME_PATTERN, plan.name)]
-    if invalid:
-        raise FleetFileError(
-            f"name_template {config.name_template!r} gives names that are not DNS labels, e.g. {invalid[0]!r}"
         )
     return plans

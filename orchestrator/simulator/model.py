@@ -56,7 +56,7 @@ class ApiError(Exception):
 
 
 def ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 @dataclass(slots=True)
@@ -361,9 +361,7 @@ class Deployment:
         if name in self.backups[store] or any(
             j.backup_name == name and j.store == store for j in self._unsettled if j.makes_backup
         ):
-            raise ApiError(
-                self.codes.duplicate_name, "Unable to create backup.", [f"Backup '{name}' already exists."]
-            )
+            raise ApiError(self.codes.duplicate_name, "Unable to create backup.", [f"Backup '{name}' already exists."])
         running = self.running_job(now)
         if running is not None:
             raise ApiError(
@@ -392,6 +390,7 @@ class Deployment:
         fails = rng.random() < self.plan.faults.job_failure
         fail_point = rng.uniform(0.2, 0.9)
         version = self.plan.version
+        messages: tuple[str, ...]
         if duration > self.timeout_s:
             final, end, messages = (
                 JobStatus.CANCELLED,

@@ -75,7 +75,10 @@ async def _serve_deployment(
     arrived = fleet.clock.now()
     query = request.query
     form: Mapping[str, str] = {}
-    if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if request.method == "POST" and request.content_type in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
         form = _text_fields(await request.post())
     params = {**query, **form}
     token, source = _find_token(request, form, query)
@@ -91,13 +94,10 @@ async def _serve_deployment(
     )
     try:
         response = await _answer(fleet, deployment, request, route, params, token, source, record)
-    except _NoAnswer:
-        record.status = 0
-        raise
+        record.status = response.status
+        return response
     finally:
-        fleet.record_request(record.build())
-    record.status = response.status
-    return response
+        fleet.record_request(record.build())  # status stays 0 when no answer was sent (reset, hang)
 
 
 @dataclass(slots=True)
@@ -174,7 +174,8 @@ async def _answer(
         body = _dispatch(fleet, deployment, request, route, params, now, record)
     except ApiError as error:
         record.error_code = error.code
-        if route is not None and route.endpoint in (Endpoint.CREATE, Endpoint.LEGACY_CREATE):
+        is_create = route is not None and route.endpoint in (Endpoint.CREATE, Endpoint.LEGACY_CREATE)
+        if route is not None and is_create and request.method == "POST":
             _record_create(fleet, deployment, route, params, now, error=error)
         return _render_error(error, fmt, fleet.config.error_status == "mirror")
     if route.endpoint is Endpoint.LEGACY_ROOT:
@@ -274,7 +275,11 @@ def _caller(deployment: Deployment) -> str:
 
 def _job_descriptor(request: web.Request, deployment: Deployment, job_id: str) -> dict[str, Any]:
     origin = f"{request.scheme}://{request.host}"
-    return {"jobsUrl": f"{origin}/{deployment.name}/admin/jobs/{job_id}", "jobid": job_id, "status": "SUBMITTED"}
+    return {
+        "jobsUrl": f"{origin}/{deployment.name}/admin/jobs/{job_id}",
+        "jobid": job_id,
+        "status": "SUBMITTED",
+    }
 
 
 def _record_create(
@@ -377,7 +382,10 @@ def _html_page(title: str, body: Mapping[str, Any]) -> str:
 def _ingress_page(status: int, title: str, retry_after: int | None = None) -> web.Response:
     """What the Kubernetes ingress in front of a deployment answers: HTML, not ArcGIS JSON."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    page = f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center><hr><center>nginx</center></body></html>"
+    page = (
+        f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center>"
+        "<hr><center>nginx</center></body></html>"
+    )
     return web.Response(status=status, text=page, content_type="text/html", headers=headers)
 
 
@@ -410,9 +418,7 @@ async def _introspect(fleet: SimulatedFleet, request: web.Request, segments: tup
     elif what == "backups":
         rows = fleet.backups(wanted)
     else:
-        return web.json_response(
-            {"error": "unknown; try stats, fleet, requests, creates, jobs, backups"}, status=404
-        )
+        return web.json_response({"error": "unknown; try stats, fleet, requests, creates, jobs, backups"}, status=404)
     return web.json_response({"total": len(rows), "offset": offset, "items": rows[offset : offset + limit]})
 
 
@@ -450,17 +456,23 @@ async def serve_fleet(
     """Serve the fleet on a loopback socket (port 0: a free one) until the block exits."""
     _check_loopback(host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1" if host == "localhost" else host, port))
-    bound_port = sock.getsockname()[1]
-    runner = web.AppRunner(build_app(fleet), access_log=None, handler_cancellation=True)
+    address = "127.0.0.1" if host == "localhost" else host
+    runner = web.AppRunner(build_app(fleet), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=ssl_context, shutdown_timeout=0.5, backlog=4096)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        await site.start()
-        scheme = "https" if ssl_context else "http"
-        shown_host = f"[{host}]" if family == socket.AF_INET6 else ("127.0.0.1" if host == "localhost" else host)
-        yield RunningSimulator(fleet, f"{scheme}://{shown_host}:{bound_port}", bound_port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=4096)
+        await site.start()  # from here on the server owns the socket and closes it at cleanup
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    bound = sock.getsockname()[1]
+    scheme = "https" if ssl_context else "http"
+    shown = f"[{address}]" if family == socket.AF_INET6 else address
+    try:
+        yield RunningSimulator(fleet, f"{scheme}://{shown}:{bound}", bound)
     finally:
         await runner.cleanup()
