@@ -46,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--deployments", type=int, metavar="N", help="number of generated deployments (default 20)")
     sim.add_argument("--profile", choices=sorted(PROFILES), help="fault profile (default: none)")
     sim.add_argument("--seed", type=int, help="seed of every random draw (default 0): same seed, same fleet")
+    sim.add_argument(
+        "--versions",
+        metavar="MIX",
+        help="version mix as VERSION=WEIGHT pairs, e.g. '11.3=3,11.4=1,12.0=1' (default: a realistic mix)",
+    )
+    sim.add_argument("--stores", metavar="NAMES", help="backup stores of every deployment, e.g. 'default,offsite'")
+    sim.add_argument(
+        "--token-lifetime",
+        type=float,
+        metavar="S",
+        help="cap every token's lifetime at S seconds (tokens expire mid-job)",
+    )
     sim.add_argument("--job-seconds", type=float, metavar="S", help="median backup job duration (default 2.0)")
     sim.add_argument(
         "--error-status",
@@ -80,12 +92,29 @@ def _fleet_config(args: argparse.Namespace) -> FleetConfig:
         overrides["seed"] = args.seed
     if args.error_status is not None:
         overrides["error_status"] = args.error_status
+    if args.versions is not None:
+        overrides["versions"] = _version_mix(args.versions)
+    if args.stores is not None:
+        overrides["stores"] = tuple(name.strip() for name in args.stores.split(",") if name.strip())
+    if args.token_lifetime is not None:
+        overrides["faults"] = {"token_lifetime_s": args.token_lifetime}
     if args.job_seconds is not None:
         overrides["job_duration"] = {"dist": "lognormal", "median": args.job_seconds, "sigma": 0.35}
     if args.fleet is not None:
         return load_fleet_file(args.fleet, **overrides)
     overrides.setdefault("count", 20)
     return fleet_from_mapping(overrides, source="command line")
+
+
+def _version_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for pair in text.split(","):
+        version, _, weight = pair.partition("=")
+        try:
+            mix[version.strip()] = float(weight or 1)
+        except ValueError:
+            raise FleetFileError(f"--versions: {pair!r} is not VERSION=WEIGHT (e.g. 11.3=2)") from None
+    return mix
 
 
 async def _simulate(args: argparse.Namespace, config: FleetConfig, password: str | None) -> int:

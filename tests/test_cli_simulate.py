@@ -90,6 +90,25 @@ async def test_simulate_takes_the_password_from_an_environment_variable() -> Non
     assert process.returncode == 0
 
 
+async def test_common_flags_shape_the_fleet(tmp_path: Path) -> None:
+    """--versions, --stores and --token-lifetime override the fleet file, merging into its [faults]."""
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text("count = 9\n[faults]\nhttp_429 = 0.0\njob_failure = 0.5\n")
+    process, lines = _start(
+        "--fleet", str(fleet_file), "--deployments", "4", "--versions", "12.0=1", "--stores", "a,b",
+        "--token-lifetime", "5",
+    )  # fmt: skip
+    try:
+        base = lines[0].rsplit(" ", 1)[1]
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/_simulator/fleet") as response:
+            fleet = (await response.json())["items"]
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert len(fleet) == 4
+    assert {(d["version"], tuple(d["stores"]), d["token_lifetime_s"]) for d in fleet} == {("12.0", ("a", "b"), 5.0)}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -98,6 +117,8 @@ async def test_simulate_takes_the_password_from_an_environment_variable() -> Non
         (["--password-env", "SURELY_UNSET_VARIABLE_XYZ"], "SURELY_UNSET_VARIABLE_XYZ"),
         (["--fleet", "/nonexistent/fleet.toml"], "cannot read the fleet file"),
         (["--deployments", "-1"], "count"),
+        (["--versions", "11.3=lots"], "not VERSION=WEIGHT"),
+        (["--versions", "9.9=1"], "unknown version '9.9'"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 
 from orchestrator.simulator.config import (
     PROFILES,
+    DeploymentSpec,
     Distribution,
+    ErrorCodes,
+    FaultProfile,
+    FleetConfig,
     FleetFileError,
+    Quirks,
     fleet_from_mapping,
     load_fleet_file,
     resolve_fleet,
@@ -131,3 +136,19 @@ def test_distribution_draws_stay_within_bounds(dist: str, low: float, span: floa
     assert drawn >= 0
     if dist != "fixed":
         assert low <= drawn <= low + span
+
+
+EXAMPLE = Path(__file__).parents[1] / "orchestrator" / "simulator" / "fleets" / "example.toml"
+
+
+def test_example_fleet_file_loads_and_shows_every_key() -> None:
+    """The shipped example is valid and documents every key of the fleet file, so the docs cannot drift."""
+    config = load_fleet_file(EXAMPLE)
+    assert [plan.name for plan in resolve_fleet(config)][:2] == ["gis-eu-1", "gis-legacy"]
+    text = EXAMPLE.read_text()
+    models = [FleetConfig, FaultProfile, ErrorCodes, Quirks, DeploymentSpec]
+    shown = [
+        f"{m.__name__}.{key}" for m in models for key in m.model_fields if f"{key} =" in text or f"[{key}]" in text
+    ]
+    missing = sorted({f"{m.__name__}.{key}" for m in models for key in m.model_fields} - set(shown))
+    assert missing == []

@@ -145,6 +145,21 @@ async def test_wrong_credentials(start_fleet: FleetStarter, session: aiohttp.Cli
         assert "token" in await Admin(session, sim, "fine").sign_in(PASSWORD)
 
 
+async def test_account_without_the_dr_privilege_gets_403(
+    start_fleet: FleetStarter, session: aiohttp.ClientSession
+) -> None:
+    """`forbidden`: signs in and reads the admin root, but DR resources and jobs answer the 403 envelope."""
+    async with start_fleet(count=0, deployments=[{"name": "viewer", "forbidden": True}]) as (fleet, sim, _clock):
+        admin = Admin(session, sim, "viewer")
+        await admin.sign_in()
+        assert "fullVersion" in await admin.get("/admin")
+        refused = await admin.create("nope")
+        assert refused["error"]["code"] == 403
+        assert refused["error"]["message"].startswith("You do not have permissions")
+        assert (await admin.get("/admin/jobs"))["error"]["code"] == 403
+        assert fleet.creates[-1].error_code == 403
+
+
 async def _fault_sequence(start_fleet: FleetStarter, session: aiohttp.ClientSession, seed: int) -> list[Any]:
     faults = {"http_5xx": 0.2, "http_429": 0.2, "unavailable_blip": 0.3, "retry_after_s": 0}
     async with start_fleet(seed=seed, count=2, faults=faults, job_duration={"dist": "fixed", "value": 100}) as (

@@ -174,6 +174,7 @@ class DeploymentSpec(_Strict):
     profile: str | None = None
     faults: Overrides = Field(default_factory=dict)
     wrong_credentials: bool | None = None
+    forbidden: bool = False  # the account signs in but lacks the DR privilege: 403 on DR resources and jobs
     down: tuple[float, float] | None = None  # seconds after fleet start: [opens, closes)
 
 
@@ -300,7 +301,11 @@ def load_fleet_file(path: Path, **overrides: Any) -> FleetConfig:
         raise FleetFileError(f"{path}: cannot read the fleet file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise FleetFileError(f"{path}: not valid TOML: {exc}") from None
-    return fleet_from_mapping({**data, **overrides}, source=str(path))
+    merged = dict(data)
+    for key, value in overrides.items():
+        base = merged.get(key)
+        merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    return fleet_from_mapping(merged, source=str(path))
 
 
 def fleet_from_mapping(data: Mapping[str, Any], source: str = "fleet") -> FleetConfig:
@@ -325,6 +330,7 @@ class DeploymentPlan:
     default_store: str
     username: str
     wrong_credentials: bool
+    forbidden: bool
     job_duration: Distribution
     job_timeout_s: float
     faults: FaultProfile
@@ -369,6 +375,7 @@ def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
                 default_store=default_store,
                 username=spec.username or config.username,
                 wrong_credentials=drawn_wrong if spec.wrong_credentials is None else spec.wrong_credentials,
+                forbidden=spec.forbidden,
                 job_duration=spec.job_duration or config.job_duration,
                 job_timeout_s=spec.job_timeout_s or config.job_timeout_s,
                 faults=faults,

@@ -116,6 +116,7 @@ class SimulatedFleet:
                 "default_store": d.plan.default_store,
                 "username": d.plan.username,
                 "wrong_credentials": d.plan.wrong_credentials,
+                "forbidden": d.plan.forbidden,
                 "down": list(d.plan.down) if d.plan.down else None,
                 "timeout_s": d.timeout_s,
                 "token_lifetime_s": d.plan.faults.token_lifetime_s,

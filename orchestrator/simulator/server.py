@@ -170,6 +170,8 @@ async def _answer(
         if route.endpoint is not Endpoint.TOKEN:
             strict = fleet.config.quirks.strict_post_token and request.method == "POST" and source == "query"
             deployment.check_token(None if strict else token, now)
+            if deployment.plan.forbidden and route.endpoint not in (Endpoint.TOKEN, Endpoint.ROOT):
+                raise ApiError(403, "You do not have permissions to access this resource or perform this operation.")
         deployment.settle(now)
         body = _dispatch(fleet, deployment, request, route, params, now, record)
     except ApiError as error:
