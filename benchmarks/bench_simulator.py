@@ -96,9 +96,7 @@ async def _read_until(process: asyncio.subprocess.Process, pattern: re.Pattern[b
     while line := await process.stdout.readline():
         if found := pattern.search(line):
             return found
-    raise RuntimeError(
-        f"the simulator exited before printing {pattern.pattern!r} (exit code {await process.wait()})"
-    )
+    raise RuntimeError(f"the simulator exited before printing {pattern.pattern!r} (exit code {await process.wait()})")
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -152,9 +150,7 @@ class Outcome:
     latencies_s: list[float] = field(default_factory=list)
 
 
-async def bounded(
-    items: Iterable[T], work: Callable[[T], Awaitable[R]], concurrency: int, limit_s: float
-) -> list[R]:
+async def bounded(items: Iterable[T], work: Callable[[T], Awaitable[R]], concurrency: int, limit_s: float) -> list[R]:
     """Run `work` on every item, at most `concurrency` at once, all within `limit_s` seconds."""
     pending = iter(items)
     results: list[R] = []
@@ -188,9 +184,7 @@ async def prepare(session: aiohttp.ClientSession, base_url: str, password: str, 
     """Sign in to one deployment and start one backup there."""
     root = f"{base_url}/{target.name}"
     form = {"username": "admin", "password": password, "f": "json"}
-    target.token = (await fetch_json(session, "POST", f"{root}/sharing/rest/generateToken", data=form))[
-        "token"
-    ]
+    target.token = (await fetch_json(session, "POST", f"{root}/sharing/rest/generateToken", data=form))["token"]
     headers = {"X-Esri-Authorization": f"Bearer {target.token}"}
     form = {"name": f"bench-{target.name}", "passcode": PASSCODE, "f": "json"}
     job = await fetch_json(session, "POST", root + target.create_path, data=form, headers=headers)
@@ -213,9 +207,7 @@ async def cheap_request(
     headers = {"X-Esri-Authorization": f"Bearer {target.token}"}
     started = time.perf_counter()
     try:
-        async with session.get(
-            f"{base_url}/{target.name}{path}", params={"f": "json"}, headers=headers
-        ) as resp:
+        async with session.get(f"{base_url}/{target.name}{path}", params={"f": "json"}, headers=headers) as resp:
             body = await resp.read()
             good = resp.status == 200 and not body.startswith(b'{"error"')
     except (aiohttp.ClientError, TimeoutError):
@@ -386,9 +378,7 @@ def _or_dash(value: float | None, template: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--deployments", type=int, default=10_000, help="fleet size (default 10,000)")
-    parser.add_argument(
-        "--requests", type=int, default=20_000, help="cheap requests to time (default 20,000)"
-    )
+    parser.add_argument("--requests", type=int, default=20_000, help="cheap requests to time (default 20,000)")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
     parser.add_argument(
         "--sample",
@@ -396,16 +386,10 @@ def _parser() -> argparse.ArgumentParser:
         default=2_000,
         help="deployments signed in and loaded (default 2,000; capped at N)",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the fleet and the request mix (default 0)"
-    )
-    parser.add_argument(
-        "--max-seconds", type=float, default=300.0, help="bound of each load phase (default 300)"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fleet and the request mix (default 0)")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="bound of each load phase (default 300)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the 1-deployment start-up baseline")
-    parser.add_argument(
-        "--out", type=Path, default=Path("benchmarks/results/simulator.json"), help="JSON output"
-    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulator.json"), help="JSON output")
     return parser
 
 
