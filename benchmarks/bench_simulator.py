@@ -49,7 +49,7 @@ PASSWORD_ENV: Final = "BENCH_SIMULATOR_PASSWORD"
 PASSCODE: Final = "bench-passcode-0001"
 TARGET_CPU_US: Final = 1000.0  # the simulator must stay well under this per cheap request
 LISTENING: Final = re.compile(rb"listening on (http://127\.0\.0\.1:\d+)")
-READY: Final = re.compile(rb"press Ctrl-C to stop")  # printed once its SIGINT handler is (about to be) set
+READY: Final = re.compile(rb"press Ctrl-C to stop")  # the banner's last line
 DR: Final = "/admin/system/disasterrecovery"
 STARTUP_TIMEOUT_S: Final = 300.0
 STOP_TIMEOUT_S: Final = 10.0
@@ -83,9 +83,10 @@ async def running_simulator(deployments: int, seed: int, password: str) -> Async
     try:
         listening = await asyncio.wait_for(_read_until(process, LISTENING), STARTUP_TIMEOUT_S)
         startup_s = time.perf_counter() - started
-        # A SIGINT before the banner's end meets no handler of its own and ends in a traceback.
+        base_url = listening.group(1).decode()
         await asyncio.wait_for(_read_until(process, READY), STARTUP_TIMEOUT_S)
-        yield Simulator(process, listening.group(1).decode(), startup_s)
+        await _answered(base_url)
+        yield Simulator(process, base_url, startup_s)
     finally:
         await _stop(process)
 
@@ -97,6 +98,18 @@ async def _read_until(process: asyncio.subprocess.Process, pattern: re.Pattern[b
         if found := pattern.search(line):
             return found
     raise RuntimeError(f"the simulator exited before printing {pattern.pattern!r} (exit code {await process.wait()})")
+
+
+async def _answered(base_url: str) -> None:
+    """Wait for one answer after the banner: only then is the simulator's own SIGINT handler surely set.
+
+    `orchestrator simulate` prints its banner, then sets the handler with no await in between, so its
+    event loop answers nothing after the banner until the handler is in place. A SIGINT sooner ends
+    the simulator with a KeyboardInterrupt traceback instead of a clean stop.
+    """
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await fetch_json(session, "GET", f"{base_url}/_simulator/stats")
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -223,6 +236,19 @@ async def cheap_request(
 
 
 @dataclass(frozen=True, slots=True)
+class Phases:
+    """What one run saw: simulator stats when loaded, before and after the measured phase, and timings."""
+
+    startup_s: float
+    loaded: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    setup_s: float
+    wall_s: float
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     deployments: int
     requests: int
@@ -251,7 +277,7 @@ def new_session(concurrency: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
 
 
-async def measure(settings: Settings, password: str) -> dict[str, Any]:
+async def measure(settings: Settings, password: str) -> Phases:
     async with (
         running_simulator(settings.deployments, settings.seed, password) as simulator,
         new_session(settings.concurrency) as session,
@@ -278,7 +304,7 @@ async def measure(settings: Settings, password: str) -> dict[str, Any]:
         )
         wall_s = time.perf_counter() - started
         after = await stats_of(session, simulator)
-    return report(settings, simulator.startup_s, loaded, before, after, outcome, wall_s, setup_s)
+    return Phases(simulator.startup_s, loaded, before, after, setup_s, wall_s, outcome)
 
 
 async def baseline_startup_s(seed: int) -> float:
@@ -286,16 +312,8 @@ async def baseline_startup_s(seed: int) -> float:
         return simulator.startup_s
 
 
-def report(
-    settings: Settings,
-    startup_s: float,
-    loaded: dict[str, Any],
-    before: dict[str, Any],
-    after: dict[str, Any],
-    outcome: Outcome,
-    wall_s: float,
-    setup_s: float,
-) -> dict[str, Any]:
+def report(settings: Settings, phases: Phases) -> dict[str, Any]:
+    loaded, before, after, outcome, wall_s = phases.loaded, phases.before, phases.after, phases.outcome, phases.wall_s
     latencies_ms = sorted(s * 1000 for s in outcome.latencies_s)
     cuts = statistics.quantiles(latencies_ms, n=100) if len(latencies_ms) > 1 else [0.0] * 99
     cpu_us = per_request_us(before, after, "cpu_seconds")
@@ -311,9 +329,9 @@ def report(
             "seed": settings.seed,
             "profile": "none",
         },
-        "startup_s": round(startup_s, 3),
+        "startup_s": round(phases.startup_s, 3),
         "setup": {
-            "seconds": round(setup_s, 3),
+            "seconds": round(phases.setup_s, 3),
             "requests": before["requests"] - loaded["requests"],
             "cpu_us_per_request": per_request_us(loaded, before, "cpu_seconds"),
         },
@@ -349,7 +367,7 @@ def machine() -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     measured, settings = result["measured"], result["settings"]
     rows = [
-        ("deployments loaded", f"{settings['deployments']:,}"),
+        ("deployments loaded / signed in", f"{settings['deployments']:,} / {settings['sampled_deployments']:,}"),
         ("start-up (process start to listening)", f"{result['startup_s']:.2f} s"),
         ("start-up, 1-deployment baseline", _or_dash(result.get("startup_s_1_deployment"), "{:.2f} s")),
         (
@@ -380,12 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--deployments", type=int, default=10_000, help="fleet size (default 10,000)")
     parser.add_argument("--requests", type=int, default=20_000, help="cheap requests to time (default 20,000)")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (default 64)")
-    parser.add_argument(
-        "--sample",
-        type=int,
-        default=2_000,
-        help="deployments signed in and loaded (default 2,000; capped at N)",
-    )
+    parser.add_argument("--sample", type=int, help="deployments signed in, one backup each (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fleet and the request mix (default 0)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="bound of each load phase (default 300)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the 1-deployment start-up baseline")
@@ -394,7 +407,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def run(settings: Settings, password: str) -> dict[str, Any]:
-    result = await measure(settings, password)
+    """Measure, then time the baseline start-up. SIGTERM cancels the run, so the simulator is stopped too."""
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    result = report(settings, await measure(settings, password))
     if settings.baseline:
         result["startup_s_1_deployment"] = round(await baseline_startup_s(settings.seed), 3)
     return result
@@ -403,19 +420,26 @@ async def run(settings: Settings, password: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for name in ("deployments", "requests", "concurrency", "sample"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"error: --{name} must be at least 1", file=sys.stderr)
             return 2
     settings = Settings(
         deployments=args.deployments,
         requests=args.requests,
         concurrency=args.concurrency,
-        sample=min(args.sample, args.deployments),
+        sample=min(args.sample or args.deployments, args.deployments),
         seed=args.seed,
         max_seconds=args.max_seconds,
         baseline=not args.no_baseline,
     )
-    result = asyncio.run(run(settings, secrets.token_urlsafe(24)))
+    try:
+        result = asyncio.run(run(settings, secrets.token_urlsafe(24)))
+    except TimeoutError:
+        print("error: timed out (simulator start-up, or a load phase past --max-seconds)", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; the simulator was stopped", file=sys.stderr)
+        return 130
     print(markdown(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,300 @@
+"""The only module that speaks HTTP to ArcGIS Enterprise.
+
+Every request is a POST with a form body and `f=json`; the token travels in the
+`X-Esri-Authorization` header, never in a URL. Every answer is checked for the `{"error": ...}`
+envelope whatever its HTTP status, and every failure becomes a classified `TargetError`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+
+from orchestrator.backoff import Backoff, parse_retry_after, retry_delay
+from orchestrator.clock import Clock
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.inventory import Deployment
+from orchestrator.settings import RunSettings
+
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
+_TRANSIENT_HTTP: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+_DR: Final = "/admin/system/disasterrecovery"
+
+
+@dataclass(slots=True)
+class ApiContext:
+    """What every client of a run shares: one HTTP session, the request cap, time and randomness."""
+
+    http: aiohttp.ClientSession
+    settings: RunSettings
+    clock: Clock
+    rng: random.Random
+    request_limiter: anyio.CapacityLimiter
+    on_retry: Any = None  # callable(deployment, error, delay) or None
+
+
+@cache
+def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+
+
+def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) -> dict[str, Any]:
+    """Turn one HTTP answer into its JSON object, or raise the classified error it stands for. Pure."""
+    retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    if 300 <= status < 400:
+        target = headers.get("Location", "?")
+        raise TargetError(ErrorClass.PERMANENT, f"HTTP {status} redirect to {target!r} not followed", code=status)
+    parsed: Any = None
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        raise envelope_error(parsed["error"], retry_after)
+    if status in _TRANSIENT_HTTP:
+        raise TargetError(ErrorClass.TRANSIENT, f"HTTP {status}", retry_after=retry_after, code=status)
+    if status in (401, 403):
+        raise TargetError(ErrorClass.AUTHENTICATION, f"HTTP {status}: access refused", code=status)
+    if status == 404:
+        raise TargetError(ErrorClass.CONFIGURATION, "HTTP 404: no such path (check the URL and web context)", code=404)
+    if not 200 <= status < 300:
+        raise TargetError(ErrorClass.PERMANENT, f"HTTP {status}", code=status)
+    if parsed is None:
+        kind = (
+            "an HTML page"
+            if body.lstrip()[:1] == b"<"
+            else ("an empty body" if not body else "a body that is not JSON")
+        )
+        raise TargetError(ErrorClass.PERMANENT, f"answered {kind} instead of JSON (a proxy or login page?)")
+    if not isinstance(parsed, dict):
+        raise TargetError(ErrorClass.PERMANENT, f"answered JSON {type(parsed).__name__}, expected an object")
+    return parsed
+
+
+def envelope_error(error: Mapping[str, Any], retry_after: float | None = None) -> TargetError:
+    """Classify ArcGIS's `{"error": {"code", "message", "details"}}`."""
+    code = error.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    message = str(error.get("message") or "error")
+    details = error.get("details")
+    detail_text = "; ".join(str(d) for d in details) if isinstance(details, list) else ""
+    text = f"{code} {message}" + (f" ({detail_text})" if detail_text else "")
+    lowered = text.lower()
+    if (
+        code in (498, 499)
+        or error.get("messageCode") == "GWM_0003"
+        or code in (401, 403)
+        or "unable to generate token" in lowered
+    ):
+        error_class = ErrorClass.AUTHENTICATION
+    elif code == 404 or "does not exist" in lowered:
+        error_class = ErrorClass.CONFIGURATION
+    elif "in progress" in lowered or (code is not None and code in _TRANSIENT_HTTP):
+        error_class = ErrorClass.TRANSIENT
+    else:
+        error_class = ErrorClass.PERMANENT
+    return TargetError(error_class, text, retry_after=retry_after, code=code)
+
+
+@dataclass(slots=True)
+class ArcGISClient:
+    """One deployment's admin API: a cached token, retries of transient errors, version-aware paths."""
+
+    deployment: Deployment
+    context: ApiContext
+    version: str = ""
+    requests: int = 0
+    _token: str | None = field(default=None, repr=False)
+    _token_expires: float = 0.0
+    _token_lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def legacy(self) -> bool:
+        """10.9 has only the `backuprestore` paths."""
+        parts = tuple(int(p) for p in self.version.split(".")[:3] if p.isdigit())
+        return bool(parts) and parts < (10, 9, 1)
+
+    # -- transport --
+    async def _send(self, path: str, form: Mapping[str, str], token: str | None) -> dict[str, Any]:
+        settings, ctx = self.context.settings, self.context
+        headers = {"X-Esri-Authorization": f"Bearer {token}"} if token else {}
+        ssl_option: ssl.SSLContext | bool = (
+            _ssl_context(self.deployment.ca_bundle) if self.deployment.verify_tls else False
+        )
+        timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=settings.connect_timeout)
+        async with ctx.request_limiter:
+            self.requests += 1
+            try:
+                async with ctx.http.post(
+                    self.deployment.url + path,
+                    data={"f": "json", **form},
+                    headers=headers,
+                    ssl=ssl_option,
+                    allow_redirects=False,
+                    timeout=timeout,
+                ) as response:
+                    body = await response.content.read(MAX_BODY_BYTES + 1)
+                    if len(body) > MAX_BODY_BYTES:
+                        raise TargetError(ErrorClass.PERMANENT, f"answer larger than {MAX_BODY_BYTES} bytes refused")
+                    return interpret(response.status, response.headers, body, ctx.clock.now())
+            except TargetError:
+                raise
+            except TimeoutError:
+                raise TargetError(
+                    ErrorClass.TRANSIENT, f"no answer within {settings.request_timeout:g} s", ambiguous=True
+                ) from None
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise TargetError(
+                    ErrorClass.CONFIGURATION, f"TLS certificate not trusted: {exc.certificate_error}"
+                ) from None
+            except aiohttp.ClientConnectorError as exc:
+                raise TargetError(ErrorClass.TRANSIENT, f"cannot connect: {exc.os_error.strerror or exc}") from None
+            except aiohttp.ClientError as exc:
+                reason = type(exc).__name__
+                raise TargetError(ErrorClass.TRANSIENT, f"connection lost ({reason})", ambiguous=True) from None
+
+    async def call(self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True) -> dict[str, Any]:
+        """One admin request, signed; renews the token once on 498/499; retries transient errors."""
+        renewed = False
+
+        async def signed() -> dict[str, Any]:
+            nonlocal renewed
+            token = await self.token()
+            try:
+                return await self._send(path, form or {}, token)
+            except TargetError as error:
+                if error.code not in (498, 499) or renewed:
+                    raise
+                renewed = True  # expired or revoked under us: one fresh token, then no more
+                self._token = None
+                return await self._send(path, form or {}, await self.token())
+
+        return await self._retrying(signed, retry=retry)
+
+    async def _retrying(self, attempt_once: Callable[[], Awaitable[dict[str, Any]]], *, retry: bool) -> dict[str, Any]:
+        settings = self.context.settings
+        backoff = Backoff(settings.retry_initial, 2.0, settings.retry_max)
+        attempt = 0
+        while True:
+            try:
+                return await attempt_once()
+            except TargetError as error:
+                if not (retry and error.transient and attempt < settings.retries):
+                    raise
+                delay = retry_delay(backoff, attempt, self.context.rng, error.retry_after)
+                attempt += 1
+                if self.context.on_retry is not None:
+                    self.context.on_retry(self.deployment, error, delay)
+            await self.context.clock.sleep(delay)  # no limiter is held while waiting
+
+    async def token(self) -> str:
+        """The cached token, renewed a margin before it expires."""
+        async with self._token_lock:
+            now = self.context.clock.now()
+            if self._token is None or now >= self._token_expires:
+                await self._sign_in(now)
+            assert self._token is not None
+            return self._token
+
+    async def _sign_in(self, now: float) -> None:
+        form = {
+            "username": self.deployment.username,
+            "password": self.deployment.password.get_secret_value(),
+            "client": "referer",
+            "referer": self.deployment.url,
+            "expiration": str(self.context.settings.token_minutes),
+        }
+        try:
+            grant = await self._retrying(lambda: self._send("/sharing/rest/generateToken", form, None), retry=True)
+        except TargetError as error:
+            if error.transient or error.error_class is ErrorClass.CONFIGURATION:
+                raise
+            # Refused credentials are final: retrying them only risks locking the account.
+            raise TargetError(ErrorClass.AUTHENTICATION, f"sign-in refused: {error.message}", code=error.code) from None
+        token, expires = grant.get("token"), grant.get("expires")
+        if not isinstance(token, str) or not token:
+            raise TargetError(ErrorClass.AUTHENTICATION, "sign-in answered no token")
+        valid = isinstance(expires, int | float) and not isinstance(expires, bool)
+        expires_at = float(expires) / 1000 if valid and expires is not None else now + 60
+        lifetime = max(0.0, expires_at - now)
+        # Renew a margin before expiry: a tenth of the lifetime, at most a minute.
+        self._token, self._token_expires = token, expires_at - min(60.0, lifetime / 10)
+
+    # -- resources --
+    async def detect_version(self) -> str:
+        root = await self.call("/admin")
+        version = root.get("fullVersion") or root.get("currentVersion")
+        self.version = str(version) if version is not None else ""
+        return self.version
+
+    async def default_store(self) -> str:
+        stores = await self.store_list()
+        defaults = [str(s["name"]) for s in stores if s.get("default") is True and isinstance(s.get("name"), str)]
+        if defaults:
+            return defaults[0]
+        if len(stores) == 1 and isinstance(stores[0].get("name"), str):
+            return str(stores[0]["name"])
+        raise TargetError(ErrorClass.CONFIGURATION, "no default backup store; name the stores in the inventory")
+
+    async def store_list(self) -> list[dict[str, Any]]:
+        body = await self.call(f"{_DR}/stores")
+        stores = body.get("backupStores")
+        if not isinstance(stores, list):
+            raise TargetError(ErrorClass.PERMANENT, "stores answer without backupStores")
+        return [s for s in stores if isinstance(s, dict)]
+
+    async def create_backup(
+        self, store: str, name: str, passcode: str, description: str, retention_ms: int | None
+    ) -> str:
+        """Submit the backup; returns the job id. Not retried here: a retry needs reconciling first."""
+        form = {"name": name, "passcode": passcode, "description": description}
+        if retention_ms is not None:
+            form["retentionDate"] = str(retention_ms)
+        if self.legacy:
+            path = f"{_DR}/backuprestore/backup"
+            form["storeName"] = store
+        else:
+            path = f"{_DR}/stores/{quote(store, safe='')}/backups/create"
+        body = await self.call(path, form, retry=False)
+        job_id = body.get("jobid")
+        if not isinstance(job_id, str) or not job_id:
+            raise TargetError(ErrorClass.PERMANENT, "create answered without a jobid", ambiguous=True)
+        return job_id
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self.call(f"/admin/jobs/{quote(job_id, safe='')}", retry=False)
+
+    async def job_ids(self) -> list[str]:
+        jobs = (await self.call("/admin/jobs")).get("jobs")
+        return [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
+
+    async def backup_names(self, store: str) -> set[str]:
+        if self.legacy:
+            body = await self.call(f"{_DR}/backuprestore/backups", {"storeName": store})
+        else:
+            body = await self.call(f"{_DR}/stores/{quote(store, safe='')}/backups")
+        backups = body.get("backups")
+        if not isinstance(backups, list):
+            raise TargetError(ErrorClass.PERMANENT, "backups answer without a backups list")
+        return {
+            b["backupName"]
+            for b in backups
+            if isinstance(b, dict)
+            and isinstance(b.get("backupName"), str)
+            and b.get("status", "completed") == "completed"
+        }
+
+    async def dr_status(self) -> dict[str, Any]:
+        path = f"{_DR}/backuprestore/status" if self.legacy else f"{_DR}/status"
+        status = (await self.call(path)).get("status")
+        return status if isinstance(status, dict) else {}

@@ -1,0 +1,59 @@
+"""Backoff as pure formulas: exponential with full jitter, capped, and Retry-After honoured.
+
+Tested by stepping the attempt number with a seeded `random.Random`, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+MAX_RETRY_AFTER: Final = 600.0  # a server asking for more than 10 minutes is not waited for longer
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """`initial * factor ** attempt`, capped at `cap`; `delay` draws uniformly below it (full jitter)."""
+
+    initial: float
+    factor: float
+    cap: float
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay of attempt `attempt` (0-based), before jitter."""
+        if self.initial <= 0:
+            return 0.0
+        # Compare exponents, not powers, so a large attempt number never overflows.
+        try:
+            grown = self.initial * self.factor ** min(attempt, 1024)
+        except OverflowError:
+            return self.cap
+        return min(self.cap, grown)
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, self.ceiling(attempt))
+
+
+def retry_delay(backoff: Backoff, attempt: int, rng: random.Random, retry_after: float | None) -> float:
+    """The wait before retry `attempt`: the server's Retry-After when it gave one, else the backoff draw."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+    return backoff.delay(attempt, rng)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)

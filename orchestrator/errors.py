@@ -1,0 +1,61 @@
+"""The error tree. Exit codes are decided in one place only: `cli.main`.
+
+    OrchestratorError
+    ├── InputError        bad inventory, settings or selection: nothing was sent (exit 2)
+    └── TargetError       one target's failure, classified; becomes a report row, never stops the run
+        └── (error_class) authentication | configuration | transient | permanent
+                          | job_failed | job_timed_out | interrupted
+
+Only `transient` errors are retried. A `TargetError` whose create request may have reached the
+server (`ambiguous`) is reconciled with the server before any new create.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorClass(StrEnum):
+    AUTHENTICATION = "authentication"  # bad credentials, missing privilege, token refused after renewal
+    CONFIGURATION = "configuration"  # unknown store, wrong URL or context, TLS verification failed
+    TRANSIENT = "transient"  # 5xx, 429, timeouts, connection errors, UNAVAILABLE, DR job already running
+    PERMANENT = "permanent"  # anything else the server refused, or an answer we cannot read
+    JOB_FAILED = "job_failed"  # the backup job ended FAILED or CANCELLED
+    JOB_TIMED_OUT = "job_timed_out"  # the job did not end within --job-timeout
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / run deadline before the target ended
+
+
+class OrchestratorError(Exception):
+    """Base of everything this package raises on purpose."""
+
+
+class InputError(OrchestratorError):
+    """Input that cannot be used. `problems` lists every one found, each naming where and how to fix it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class TargetError(OrchestratorError):
+    """A classified failure of one request or job on one deployment. The message never holds a secret."""
+
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        ambiguous: bool = False,
+        code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.retry_after = retry_after
+        self.ambiguous = ambiguous  # the request may have been carried out although no answer came
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        return self.error_class is ErrorClass.TRANSIENT

@@ -1,0 +1,145 @@
+"""Run settings: command-line flags, then ORCHESTRATOR_* variables, then a settings file, then defaults.
+
+Read once, at the edge (`cli`); everything else takes the frozen `RunSettings` object.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from orchestrator.errors import InputError
+
+NAME_FIELDS: Final = frozenset({"timestamp", "deployment", "store", "run_id"})
+DEFAULT_NAME_TEMPLATE: Final = "backup-{timestamp}-{deployment}"
+
+
+@dataclass(frozen=True, slots=True)
+class FailureBudget:
+    """`--max-failures`: stop submitting once this many (or this share of all) targets failed."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def exceeded(self, failed: int, total: int) -> bool:
+        if self.count is not None and failed >= self.count:
+            return True
+        return self.percent is not None and total > 0 and failed * 100 >= self.percent * total
+
+
+def parse_failure_budget(text: str | None) -> FailureBudget:
+    if text is None or text == "":
+        return FailureBudget()
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is neither a count (e.g. 5) nor a share (e.g. 10%)")
+    number, percent = match.groups()
+    if percent:
+        if not 0 < float(number) <= 100:
+            raise ValueError("a share must be above 0% and at most 100%")
+        return FailureBudget(percent=float(number))
+    if "." in number or int(number) < 1:
+        raise ValueError("a count must be a whole number of at least 1")
+    return FailureBudget(count=int(number))
+
+
+class RunSettings(BaseSettings):
+    """Every setting of a fleet run. Each default is explained in the README and in `--help`."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="forbid", frozen=True)
+
+    inventory: Path | None = Field(None, description="inventory file (TOML or CSV)")
+    select: tuple[str, ...] = Field((), description="tag=TAG or name=GLOB; repeat to narrow (all must match)")
+    concurrency: int = Field(32, ge=1, le=10_000, description="HTTP requests in flight at once, fleet-wide")
+    max_running: int = Field(0, ge=0, description="backup jobs running at once, fleet-wide (0: no cap)")
+    poll_initial: float = Field(5.0, gt=0, description="first poll of a job after this many seconds (ceiling)")
+    poll_max: float = Field(60.0, gt=0, description="longest wait between two polls of one job, seconds")
+    poll_factor: float = Field(2.0, ge=1, description="poll interval growth per poll (full jitter below it)")
+    job_timeout: float = Field(7500.0, gt=0, description="give up following a job after this many seconds")
+    deadline: float | None = Field(None, gt=0, description="seconds after start: submit nothing new after it")
+    max_failures: str | None = Field(None, description="N or P%: stop submitting once reached")
+    retries: int = Field(4, ge=0, le=20, description="retries of a request that failed transiently")
+    retry_initial: float = Field(1.0, ge=0, description="first retry after up to this many seconds")
+    retry_max: float = Field(30.0, ge=0, description="longest wait between retries, seconds")
+    request_timeout: float = Field(60.0, gt=0, description="whole HTTP request, seconds")
+    connect_timeout: float = Field(10.0, gt=0, description="TCP and TLS connect, seconds")
+    token_minutes: int = Field(60, ge=1, description="token lifetime asked of generateToken, minutes")
+    grace: float = Field(30.0, ge=0, description="after Ctrl-C / SIGTERM, follow running jobs this long")
+    name_template: str = Field(
+        DEFAULT_NAME_TEMPLATE, description="backup name; {timestamp} {deployment} {store} {run_id}"
+    )
+    description: str = Field("fleet backup {run_id}", description="backup description; same fields as the name")
+    report_dir: Path = Field(Path("reports"), description="reports go to REPORT_DIR/RUN_ID/")
+    log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
+    quiet: bool = Field(False, description="only the final summary")
+
+    @field_validator("max_failures")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        parse_failure_budget(value)
+        return value
+
+    @field_validator("name_template", "description")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        unknown = fields - NAME_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {sorted(unknown)}; use {{timestamp}} {{deployment}} {{store}} {{run_id}}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _poll_bounds(self) -> RunSettings:
+        if self.poll_max < self.poll_initial:
+            raise ValueError(f"poll_max ({self.poll_max}) is below poll_initial ({self.poll_initial})")
+        return self
+
+    @property
+    def failure_budget(self) -> FailureBudget:
+        return parse_failure_budget(self.max_failures)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as written into reports (there is no secret among them)."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(flags: dict[str, Any], settings_file: Path | None = None) -> RunSettings:
+    """Flags (only those given) win over ORCHESTRATOR_* variables, which win over the settings file."""
+    file_values: dict[str, Any] = {}
+    if settings_file is not None:
+        try:
+            file_values = tomllib.loads(settings_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError([f"{settings_file}: cannot read the settings file ({exc.strerror})"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError([f"{settings_file}: not valid TOML: {exc}"]) from None
+
+    class _FromFile(RunSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, InitSettingsSource(settings_cls, file_values)
+
+    try:
+        loaded = _FromFile(**flags)
+    except ValidationError as exc:
+        where = f"settings (flags, ORCHESTRATOR_* variables{', ' + str(settings_file) if settings_file else ''})"
+        raise InputError(
+            [f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    return RunSettings.model_validate(loaded.model_dump())
