@@ -1,0 +1,216 @@
+"""One poller for every running backup job.
+
+Each job has its own next-poll time (exponential backoff with full jitter, capped); the poller sleeps
+until the earliest one (or until a new job arrives), polls what is due, and decides with `judge_job`,
+a pure function. A job that says COMPLETED is confirmed by finding its backup in the store's list
+(11.4 says COMPLETED before the backup exists); a missing `result` is fine (12.0). Unknown or missing
+statuses, UNAVAILABLE and transient errors are tolerated until the job timeout. No limiter is held
+while waiting: the only one, on HTTP requests, lives inside the client.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+import anyio
+
+from orchestrator.backoff import Backoff
+from orchestrator.clock import Clock
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.targets import Outcome, Phase, TargetState
+
+FAILED_STATUSES: Final = frozenset({"FAILED", "CANCELLED", "TIMED OUT", "TIME OUT", "TIMEDOUT", "ERROR"})
+
+
+class JobApi(Protocol):
+    """What the poller needs of a deployment."""
+
+    async def job(self, job_id: str) -> dict[str, Any]: ...
+
+    async def backup_names(self, store: str) -> set[str]: ...
+
+
+class Verdict(StrEnum):
+    WAIT = "wait"  # not finished, or not saying: poll again later
+    CONFIRM = "confirm"  # says COMPLETED: look for the backup
+    FAILED = "failed"
+
+
+def judge_job(body: dict[str, Any]) -> tuple[Verdict, str, str]:
+    """(verdict, status as the server spelled it, failure reason). Pure; tolerant of any shape."""
+    status = body.get("status")
+    if not isinstance(status, str):
+        return Verdict.WAIT, "", ""
+    normalized = status.strip().upper()
+    if normalized == "COMPLETED":
+        return Verdict.CONFIRM, status, ""
+    if normalized in FAILED_STATUSES:
+        messages = body.get("messages")
+        if isinstance(messages, list) and messages:
+            reason = "; ".join(str(m.get("message", m)) if isinstance(m, dict) else str(m) for m in messages)
+        else:
+            reason = f"the job ended {status} without messages"
+        return Verdict.FAILED, status, reason
+    return Verdict.WAIT, status, ""
+
+
+def next_poll_at(now: float, polls: int, backoff: Backoff, rng: random.Random, give_up_at: float) -> float:
+    """When to poll next: the backoff draw, but never after the moment we would give up. Pure."""
+    return min(now + backoff.delay(polls, rng), give_up_at)
+
+
+@dataclass(eq=False)
+class _Followed:
+    target: TargetState
+    api: JobApi
+    give_up_at: float
+    confirming: bool
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+OnPoll = Callable[[TargetState], None]
+
+
+class Poller:
+    """Follows every submitted job to its end; `follow` returns when the target has its outcome."""
+
+    def __init__(self, *, backoff: Backoff, clock: Clock, rng: random.Random, on_poll: OnPoll | None = None) -> None:
+        self._backoff = backoff
+        self._clock = clock
+        self._rng = rng
+        self._on_poll = on_poll
+        self._due: list[tuple[float, int, _Followed]] = []
+        self._sequence = 0
+        self._in_flight = 0
+        self._closed = False
+        self._wake = anyio.Event()
+        self.peak_followed = 0
+
+    @property
+    def followed(self) -> int:
+        return len(self._due) + self._in_flight
+
+    async def follow(self, target: TargetState, api: JobApi, give_up_at: float) -> None:
+        """Poll the target's job (or, without a job id, its store's list) until it ends or times out."""
+        followed = _Followed(target, api, give_up_at, confirming=not target.job_id)
+        target.phase = Phase.CONFIRMING if followed.confirming else Phase.RUNNING
+        first = next_poll_at(self._clock.now(), 0, self._backoff, self._rng, give_up_at)
+        self._push(first, followed)
+        await followed.done.wait()
+
+    def close(self) -> None:
+        """No more jobs will come: `run` returns once the followed ones are done."""
+        self._closed = True
+        self._wake.set()
+
+    def _push(self, at: float, followed: _Followed) -> None:
+        self._sequence += 1
+        heapq.heappush(self._due, (at, self._sequence, followed))
+        self.peak_followed = max(self.peak_followed, self.followed)
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as polls:
+            while True:
+                self._wake = anyio.Event()  # reset before looking, so no push can be missed
+                if self._closed and not self._due and not self._in_flight:
+                    return
+                now = self._clock.now()
+                while self._due and self._due[0][0] <= now:
+                    _, _, followed = heapq.heappop(self._due)
+                    self._in_flight += 1
+                    polls.start_soon(self._poll, followed)
+                delay = self._due[0][0] - now if self._due else None
+                await self._sleep_or_wake(delay)
+
+    async def _sleep_or_wake(self, delay: float | None) -> None:
+        wake = self._wake
+        async with anyio.create_task_group() as race:
+
+            async def sleep_then_stop() -> None:
+                assert delay is not None
+                await self._clock.sleep(delay)
+                race.cancel_scope.cancel()
+
+            async def wake_then_stop() -> None:
+                await wake.wait()
+                race.cancel_scope.cancel()
+
+            if delay is not None:
+                race.start_soon(sleep_then_stop)
+            race.start_soon(wake_then_stop)
+
+    async def _poll(self, followed: _Followed) -> None:
+        target = followed.target
+        try:
+            finished = await self._check(followed)
+        finally:
+            self._in_flight -= 1
+        if self._on_poll is not None:
+            self._on_poll(target)
+        if finished:
+            followed.done.set()
+            self._wake.set()
+            return
+        now = self._clock.now()
+        if now >= followed.give_up_at:
+            target.fail(_timed_out(followed, self._clock), now)
+            followed.done.set()
+            self._wake.set()
+            return
+        self._push(next_poll_at(now, target.polls, self._backoff, self._rng, followed.give_up_at), followed)
+
+    async def _check(self, followed: _Followed) -> bool:
+        """One look at the job; True once the target has its outcome."""
+        target = followed.target
+        target.polls += 1
+        if not followed.confirming:
+            try:
+                body = await followed.api.job(target.job_id)
+            except TargetError as error:
+                if error.error_class is ErrorClass.AUTHENTICATION:
+                    target.fail(error, self._clock.now())
+                    return True
+                if error.error_class is ErrorClass.CONFIGURATION:
+                    followed.confirming = True  # the job resource vanished: the store's list tells the truth
+                    target.notes.append(f"job resource unreadable ({error.message}); confirming by the backups list")
+                return False
+            verdict, status, reason = judge_job(body)
+            if status:
+                target.server_status = status
+            if verdict is Verdict.FAILED:
+                target.fail(TargetError(ErrorClass.JOB_FAILED, reason), self._clock.now())
+                return True
+            if verdict is Verdict.WAIT:
+                return False
+            followed.confirming = True
+        target.phase = Phase.CONFIRMING
+        try:
+            names = await followed.api.backup_names(target.store)
+        except TargetError as error:
+            if error.error_class is ErrorClass.AUTHENTICATION:
+                target.fail(error, self._clock.now())
+                return True
+            return False
+        if target.backup_name in names:
+            target.finish(Outcome.SUCCEEDED, self._clock.now())
+            return True
+        return False
+
+
+def _timed_out(followed: _Followed, clock: Clock) -> TargetError:
+    target = followed.target
+    waited = clock.now() - (target.submitted_at or clock.now())
+    if followed.confirming and target.server_status.upper() == "COMPLETED":
+        reason = (
+            f"the job said COMPLETED but backup {target.backup_name!r} did not appear in store "
+            f"{target.store!r} within {waited:.0f} s"
+        )
+    else:
+        reason = f"no end after {waited:.0f} s (last status {target.server_status or 'unknown'})"
+    return TargetError(ErrorClass.JOB_TIMED_OUT, reason)

@@ -1,0 +1,197 @@
+"""The consolidated report: one row per target, in inventory order, as JSON, CSV and Markdown.
+
+The Markdown is what a person reads in the morning: summary first, failures with their reasons next,
+then the full table. Nothing here holds a secret: rows are built field by field from the targets.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from tabulate import tabulate
+
+from orchestrator.runner import RunResult
+from orchestrator.targets import Outcome, TargetState
+
+COLUMNS: Final = (
+    "deployment",
+    "url",
+    "store",
+    "backup_name",
+    "job_id",
+    "outcome",
+    "server_status",
+    "error_class",
+    "error",
+    "attempts",
+    "polls",
+    "submitted_at",
+    "finished_at",
+    "duration_s",
+    "retention_date",
+)
+OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
+SLOWEST: Final = 5
+
+
+def iso(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def row(target: TargetState) -> dict[str, Any]:
+    return {
+        "deployment": target.deployment.name,
+        "url": target.deployment.url,
+        "store": target.store or "(default store)",
+        "backup_name": target.backup_name,
+        "job_id": target.job_id,
+        "outcome": target.outcome.value,
+        "server_status": target.server_status,
+        "error_class": target.error_class,
+        "error": target.error,
+        "attempts": target.attempts,
+        "polls": target.polls,
+        "submitted_at": iso(target.submitted_at),
+        "finished_at": iso(target.finished_at),
+        "duration_s": target.duration_s,
+        "retention_date": iso(target.retention_ms / 1000) if target.retention_ms is not None else "",
+    }
+
+
+def summarize(targets: list[TargetState]) -> dict[str, Any]:
+    outcomes = Counter(t.outcome.value for t in targets)
+    by_tag: dict[str, Counter[str]] = defaultdict(Counter)
+    for target in targets:
+        for tag in target.deployment.tags:
+            by_tag[tag][target.outcome.value] += 1
+    failures: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for target in targets:
+        if target.outcome is not Outcome.SUCCEEDED:
+            kind = target.error_class or target.outcome.value
+            failures[(kind, target.error or target.outcome.value)].append(target.key)
+    timed = [t for t in targets if t.duration_s is not None and t.outcome is Outcome.SUCCEEDED]
+    slowest = sorted(timed, key=lambda t: t.duration_s or 0.0, reverse=True)[:SLOWEST]
+    return {
+        "total": len(targets),
+        **{outcome: outcomes.get(outcome, 0) for outcome in OUTCOMES},
+        "by_tag": {
+            tag: {o: counts.get(o, 0) for o in OUTCOMES if counts.get(o)} for tag, counts in sorted(by_tag.items())
+        },
+        "slowest": [{"target": t.key, "duration_s": t.duration_s} for t in slowest],
+        "failures_by_reason": [
+            {"error_class": error_class, "reason": reason, "count": len(keys), "targets": keys}
+            for (error_class, reason), keys in sorted(failures.items(), key=lambda item: -len(item[1]))
+        ],
+    }
+
+
+def report_document(result: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "started_at": iso(result.started_at),
+        "finished_at": iso(result.finished_at),
+        "inventory": result.inventory,
+        "stopped_reason": result.stopped_reason,
+        "settings": result.settings.public(),
+        "summary": summarize(result.targets),
+        "targets": [row(t) for t in result.targets],
+    }
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    counts = [(outcome, summary[outcome]) for outcome in OUTCOMES if summary[outcome]] + [("total", summary["total"])]
+    return tabulate(counts, headers=["outcome", "targets"], tablefmt="simple")
+
+
+def markdown_text(document: dict[str, Any]) -> str:
+    summary = document["summary"]
+    lines = [
+        f"# Backup run {document['run_id']}",
+        "",
+        f"Started {document['started_at']}, finished {document['finished_at']}; inventory `{document['inventory']}`.",
+        "",
+        "## Summary",
+        "",
+        tabulate(
+            [(o, summary[o]) for o in OUTCOMES] + [("**total**", summary["total"])],
+            headers=["outcome", "targets"],
+            tablefmt="github",
+        ),
+    ]
+    if document["stopped_reason"]:
+        lines += ["", f"**Submitting stopped early**: {document['stopped_reason']}."]
+    if summary["by_tag"]:
+        tags = sorted(summary["by_tag"].items())
+        lines += ["", "By tag:", "", tabulate(
+            [(tag, *(counts.get(o, 0) for o in OUTCOMES)) for tag, counts in tags],
+            headers=["tag", *OUTCOMES],
+            tablefmt="github",
+        )]  # fmt: skip
+    lines += ["", "## Failures and other non-successes", ""]
+    if summary["failures_by_reason"]:
+        lines.append(
+            tabulate(
+                [
+                    (
+                        f["count"],
+                        f["error_class"],
+                        _cell(f["reason"]),
+                        _cell(", ".join(f["targets"][:10]) + (" ..." if f["count"] > 10 else "")),
+                    )
+                    for f in summary["failures_by_reason"]
+                ],
+                headers=["targets", "class", "reason", "which"],
+                tablefmt="github",
+            )
+        )
+    else:
+        lines.append("None: every target succeeded.")
+    if summary["slowest"]:
+        lines += [
+            "",
+            "Slowest successful targets: "
+            + ", ".join(f"{s['target']} ({s['duration_s']:.1f} s)" for s in summary["slowest"]),
+        ]
+    lines += [
+        "",
+        "## All targets",
+        "",
+        tabulate(
+            [[_cell(str(r[c])) for c in COLUMNS if c != "url"] for r in document["targets"]],
+            headers=[c for c in COLUMNS if c != "url"],
+            tablefmt="github",
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_reports(result: RunResult) -> Path:
+    """Write report.json, report.csv and report.md under REPORT_DIR/RUN_ID/; return that folder."""
+    folder = result.settings.report_dir / result.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    document = report_document(result)
+    (folder / "report.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (folder / "report.csv").write_text(csv_text(document["targets"]), encoding="utf-8")
+    (folder / "report.md").write_text(markdown_text(document), encoding="utf-8")
+    return folder

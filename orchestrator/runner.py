@@ -1,0 +1,194 @@
+"""The fleet run: inventory -> concurrent creates under limits -> one multiplexed poller -> outcomes.
+
+`run_fleet` always returns a result with every target in it, whatever happened: a target that failed
+is a value, an interrupted run still has an outcome and a reason for each target.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import groupby
+
+import aiohttp
+import anyio
+
+from orchestrator.api import ApiContext, ArcGISClient
+from orchestrator.backoff import Backoff
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.errors import TargetError
+from orchestrator.events import Event, EventKind, Observer, Observers
+from orchestrator.inventory import Deployment
+from orchestrator.poll import Poller
+from orchestrator.settings import RunSettings
+from orchestrator.submit import Gate, WorkerContext, back_up_deployment
+from orchestrator.targets import Outcome, TargetState, build_targets, run_timestamp
+
+Emit = Callable[[EventKind, TargetState | None, str], None]
+
+
+@dataclass(slots=True)
+class RunControl:
+    """How the command line stops a run: `stop()` stops submitting and gives running jobs a grace
+    period; `abort()` ends the run at once. Either way the result still covers every target."""
+
+    stop_requested: bool = False
+    _stop: anyio.Event | None = None
+    _scope: anyio.CancelScope | None = None
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def abort(self) -> None:
+        self.stop()
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_id: str
+    started_at: float
+    finished_at: float
+    targets: list[TargetState]
+    settings: RunSettings
+    inventory: str
+    stopped_reason: str = ""  # why submitting stopped early (failure threshold, deadline, interrupt)
+    requests: int = 0
+    peak_jobs_followed: int = 0
+
+
+def new_run_id(started_at: float, rng: random.Random) -> str:
+    return f"{run_timestamp(started_at)}-{rng.getrandbits(24):06x}"
+
+
+async def run_fleet(
+    deployments: list[Deployment],
+    settings: RunSettings,
+    *,
+    run_id: str,
+    started_at: float,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    observer: Observer | None = None,
+    control: RunControl | None = None,
+    inventory: str = "",
+) -> RunResult:
+    clock = clock or SystemClock()
+    rng = rng or random.Random()
+    observer = observer or Observers()
+    control = control or RunControl()
+    targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started_at)
+    result = RunResult(run_id, started_at, started_at, targets, settings, inventory)
+    gate = Gate()
+    budget = settings.failure_budget
+
+    def emit(kind: EventKind, target: TargetState | None = None, detail: str = "") -> None:
+        observer.on_event(Event(kind, clock.now(), target, detail))
+
+    def on_finished(target: TargetState) -> None:
+        emit(EventKind.FINISHED, target)
+        failed = sum(1 for t in targets if t.outcome in (Outcome.FAILED, Outcome.TIMED_OUT))
+        if gate.open and budget.exceeded(failed, len(targets)):
+            gate.close(f"not submitted: the failure threshold ({settings.max_failures}) was reached")
+            emit(EventKind.STOPPED_SUBMITTING, detail=gate.reason)
+
+    def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
+        emit(EventKind.RETRY, detail=f"{deployment.name}: {error.message}; retrying in {delay:.1f} s")
+
+    emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {len(deployments)} deployments")
+    clients: list[ArcGISClient] = []
+    with anyio.CancelScope() as run_scope:
+        control._scope, control._stop = run_scope, anyio.Event()
+        if control.stop_requested:
+            control._stop.set()
+        connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+        async with aiohttp.ClientSession(
+            connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+        ) as http:
+            context = ApiContext(http, settings, clock, rng, anyio.CapacityLimiter(settings.concurrency), on_retry)
+            poller = Poller(
+                backoff=Backoff(settings.poll_initial, settings.poll_factor, settings.poll_max),
+                clock=clock,
+                rng=rng,
+                on_poll=lambda target: emit(EventKind.POLLED, target, target.server_status),
+            )
+            worker_context = WorkerContext(
+                poller=poller,
+                gate=gate,
+                running_limiter=anyio.CapacityLimiter(settings.max_running or math.inf),
+                clock=clock,
+                rng=rng,
+                retries=settings.retries,
+                retry_backoff=Backoff(settings.retry_initial, 2.0, settings.retry_max),
+                job_timeout=settings.job_timeout,
+                description=settings.description.format(
+                    run_id=run_id, timestamp=run_timestamp(started_at), deployment="", store=""
+                ),
+                passcode=lambda target: target.deployment.passcode.get_secret_value(),
+                on_submitted=lambda target: emit(EventKind.SUBMITTED, target, target.job_id),
+                on_finished=on_finished,
+            )
+            async with anyio.create_task_group() as polling:
+                polling.start_soon(poller.run)
+                async with anyio.create_task_group() as watchers:
+                    watchers.start_soon(_watch_stop, control, control._stop, gate, settings, clock, run_scope, emit)
+                    if settings.deadline is not None:
+                        watchers.start_soon(_watch_deadline, settings.deadline, gate, clock, emit)
+                    async with anyio.create_task_group() as workers:
+                        for _, group in groupby(targets, key=lambda t: t.deployment.name):
+                            group_targets = list(group)
+                            client = ArcGISClient(group_targets[0].deployment, context)
+                            clients.append(client)
+                            workers.start_soon(back_up_deployment, group_targets, client, worker_context)
+                    watchers.cancel_scope.cancel()
+                poller.close()
+            result.peak_jobs_followed = poller.peak_followed
+    _settle_unfinished(targets, gate, clock.now())
+    result.finished_at = clock.now()
+    result.stopped_reason = "" if gate.open else gate.reason
+    result.requests = sum(client.requests for client in clients)
+    emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
+    return result
+
+
+async def _watch_stop(
+    control: RunControl,
+    stop: anyio.Event,
+    gate: Gate,
+    settings: RunSettings,
+    clock: Clock,
+    run_scope: anyio.CancelScope,
+    emit: Emit,
+) -> None:
+    await stop.wait()
+    gate.close("not started: the run was interrupted", Outcome.NOT_STARTED)
+    emit(EventKind.STOPPED_SUBMITTING, None, f"interrupted: following running jobs for {settings.grace:g} s")
+    await clock.sleep(settings.grace)
+    run_scope.cancel()
+
+
+async def _watch_deadline(deadline: float, gate: Gate, clock: Clock, emit: Emit) -> None:
+    await clock.sleep(deadline)
+    gate.close(f"not submitted: the run deadline ({deadline:g} s) was reached")
+    emit(EventKind.STOPPED_SUBMITTING, None, gate.reason)
+
+
+def _settle_unfinished(targets: list[TargetState], gate: Gate, now: float) -> None:
+    """After the run: a target without an outcome was cut short; say how."""
+    for target in targets:
+        if target.finished:
+            continue
+        if target.submitted_at is not None:
+            job = f" (job {target.job_id})" if target.job_id else ""
+            target.finish(
+                Outcome.INTERRUPTED,
+                now,
+                reason=f"the run ended while the backup was in progress{job}; it may still complete on the server",
+            )
+        else:
+            target.finish(Outcome.NOT_STARTED, now, reason=gate.reason or "the run ended before this target started")
