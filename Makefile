@@ -4,13 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest simulate bench-simulator clean
+.PHONY: demo test lint typecheck pytest simulate bench-simulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# The main job on the built-in simulated fleet: a few dozen deployments, flaky profile, live progress.
+demo: $(STAMP)
+	$(BIN)/orchestrator demo
 
 test: $(STAMP) lint typecheck pytest
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,16 @@ class ApiContext:
     rng: random.Random
     request_limiter: anyio.CapacityLimiter
     on_retry: Any = None  # callable(deployment, error, delay) or None
+
+
+@asynccontextmanager
+async def open_api_context(
+    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: Any = None
+) -> AsyncIterator[ApiContext]:
+    """One HTTP session for a whole run, with the run's cap on requests in flight."""
+    connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as http:
+        yield ApiContext(http, settings, clock, rng, anyio.CapacityLimiter(settings.concurrency), on_retry)
 
 
 @cache

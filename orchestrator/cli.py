@@ -1,6 +1,7 @@
 """The command line. `main(argv) -> int` is the only place that knows exit codes.
 
-Exit codes: 0 success, 2 bad input (nothing was started).
+Exit codes: 0 every target succeeded; 1 some target did not; 2 bad input (nothing was submitted);
+3 the run was aborted (failure threshold, deadline or interrupt).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import Any, Final
 
 import anyio
 
+from orchestrator import commands
+from orchestrator.errors import InputError
+from orchestrator.runner import RunResult
+from orchestrator.settings import RunSettings
 from orchestrator.simulator.config import (
     PROFILES,
     FleetConfig,
@@ -22,9 +27,12 @@ from orchestrator.simulator.config import (
     fleet_from_mapping,
     load_fleet_file,
 )
+from orchestrator.targets import Outcome
 
 EXIT_OK: Final = 0
+EXIT_SOME_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
+EXIT_ABORTED: Final = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +41,34 @@ def _parser() -> argparse.ArgumentParser:
         description="Fleet-scale disaster-recovery backups for ArcGIS Enterprise on Kubernetes.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="back up every selected deployment of an inventory and write the report",
+        description="Create a DR backup on every selected target concurrently, follow every job to its end, "
+        "and write REPORT_DIR/RUN_ID/report.{json,csv,md}. Settings come from these flags, then ORCHESTRATOR_* "
+        "variables, then --settings FILE, then the defaults shown.",
+    )
+    _add_run_flags(run)
+    plan = commands.add_parser(
+        "plan",
+        help="show what a run would do (targets, stores, backup names, limits); submit nothing",
+        description="Print the targets, stores, backup names and limits of a run without submitting anything. "
+        "With --check, also sign in to each deployment and check, read-only, that each store exists and that no "
+        "DR job is already running.",
+    )
+    _add_run_flags(plan)
+    plan.add_argument("--check", action="store_true", help="sign in and check stores and running DR jobs (read-only)")
+    demo = commands.add_parser(
+        "demo",
+        help="run a real fleet run against a built-in simulated fleet (flaky profile)",
+        description="Start a simulated fleet in-process, write an inventory for it, and run the fleet run against "
+        "it with a live progress display: what `make demo` does.",
+    )
+    demo.add_argument("--deployments", type=int, default=40, metavar="N", help="simulated deployments (default 40)")
+    demo.add_argument("--profile", choices=sorted(PROFILES), default="flaky", help="fault profile (default flaky)")
+    demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    demo.add_argument("--report-dir", type=Path, default=Path("reports"), help="where reports go (default reports/)")
+    demo.add_argument("--quiet", action="store_true", help="only the final summary")
     sim = commands.add_parser(
         "simulate",
         help="serve a simulated fleet of ArcGIS Enterprise deployments on loopback",
@@ -80,6 +116,43 @@ def _parser() -> argparse.ArgumentParser:
         help="write an inventory of the fleet here, with its secrets in PATH's stem + '.secrets/'",
     )
     return parser
+
+
+def exit_code(result: RunResult) -> int:
+    if result.stopped_reason:
+        return EXIT_ABORTED
+    if all(target.outcome is Outcome.SUCCEEDED for target in result.targets):
+        return EXIT_OK
+    return EXIT_SOME_FAILED
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per run setting, generated from `RunSettings` so help, names and defaults never drift."""
+    parser.add_argument("--settings", type=Path, metavar="FILE", help="settings file (TOML, same keys as the flags)")
+    for name, info in RunSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = info.default
+        shown = "none" if default is None or default == () else default
+        help_text = f"{info.description} (default: {shown}; env ORCHESTRATOR_{name.upper()})"
+        if info.annotation is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif name == "select":
+            parser.add_argument(flag, action="append", metavar="RULE", help=help_text)
+        elif name == "log_format":
+            parser.add_argument(flag, choices=["text", "json"], help=help_text)
+        else:
+            kind = {int: int, float: float}.get(_plain_type(info.annotation), str)
+            parser.add_argument(flag, type=kind, metavar=name.upper(), help=help_text)
+
+
+def _plain_type(annotation: Any) -> Any:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the flags actually given, so variables and the settings file can fill the rest."""
+    return {name: getattr(args, name) for name in RunSettings.model_fields if getattr(args, name, None) is not None}
 
 
 def _fleet_config(args: argparse.Namespace) -> FleetConfig:
@@ -154,6 +227,21 @@ async def _simulate(args: argparse.Namespace, config: FleetConfig, password: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        if args.command in ("run", "plan"):
+            settings, deployments, inventory = commands.prepare(_run_flags(args), args.settings)
+            if args.command == "plan":
+                checks_passed = anyio.run(commands.plan, settings, deployments, args.check)
+                return EXIT_OK if checks_passed else EXIT_SOME_FAILED
+            return exit_code(anyio.run(commands.run_and_report, settings, deployments, inventory))
+        if args.command == "demo":
+            result = anyio.run(commands.demo, args.deployments, args.profile, args.seed, args.report_dir, args.quiet)
+            return exit_code(result)
+    except InputError as error:
+        print("error: the input cannot be used; nothing was submitted:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.command == "simulate":
         password = None
         if args.password_env:

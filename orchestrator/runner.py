@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
 
-import aiohttp
 import anyio
 
-from orchestrator.api import ApiContext, ArcGISClient
+from orchestrator.api import ArcGISClient, open_api_context
 from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import TargetError
@@ -24,7 +23,7 @@ from orchestrator.inventory import Deployment
 from orchestrator.poll import Poller
 from orchestrator.settings import RunSettings
 from orchestrator.submit import Gate, WorkerContext, back_up_deployment
-from orchestrator.targets import Outcome, TargetState, build_targets, run_timestamp
+from orchestrator.targets import Outcome, TargetState, run_timestamp
 
 Emit = Callable[[EventKind, TargetState | None, str], None]
 
@@ -67,7 +66,7 @@ def new_run_id(started_at: float, rng: random.Random) -> str:
 
 
 async def run_fleet(
-    deployments: list[Deployment],
+    targets: list[TargetState],
     settings: RunSettings,
     *,
     run_id: str,
@@ -82,7 +81,6 @@ async def run_fleet(
     rng = rng or random.Random()
     observer = observer or Observers()
     control = control or RunControl()
-    targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started_at)
     result = RunResult(run_id, started_at, started_at, targets, settings, inventory)
     gate = Gate()
     budget = settings.failure_budget
@@ -100,17 +98,14 @@ async def run_fleet(
     def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
         emit(EventKind.RETRY, detail=f"{deployment.name}: {error.message}; retrying in {delay:.1f} s")
 
-    emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {len(deployments)} deployments")
+    deployments = len({t.deployment.name for t in targets})
+    emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {deployments} deployments")
     clients: list[ArcGISClient] = []
     with anyio.CancelScope() as run_scope:
         control._scope, control._stop = run_scope, anyio.Event()
         if control.stop_requested:
             control._stop.set()
-        connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
-        async with aiohttp.ClientSession(
-            connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
-        ) as http:
-            context = ApiContext(http, settings, clock, rng, anyio.CapacityLimiter(settings.concurrency), on_retry)
+        async with open_api_context(settings, clock, rng, on_retry) as context:
             poller = Poller(
                 backoff=Backoff(settings.poll_initial, settings.poll_factor, settings.poll_max),
                 clock=clock,
@@ -130,7 +125,7 @@ async def run_fleet(
                     run_id=run_id, timestamp=run_timestamp(started_at), deployment="", store=""
                 ),
                 passcode=lambda target: target.deployment.passcode.get_secret_value(),
-                on_submitted=lambda target: emit(EventKind.SUBMITTED, target, target.job_id),
+                on_submitted=lambda target: emit(EventKind.SUBMITTED, target, ""),
                 on_finished=on_finished,
             )
             async with anyio.create_task_group() as polling:

@@ -85,7 +85,7 @@ class TargetState:
 
 
 def run_timestamp(started_at: float) -> str:
-    return datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%MZ")
+    return datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def backup_name(template: str, *, deployment: str, store: str, run_id: str, started_at: float) -> str:
