@@ -312,7 +312,7 @@ async def baseline_startup_s(seed: int) -> float:
         return simulator.startup_s
 
 
-def report(settings: Settings, phases: Phases) -> dict[str, Any]:
+def report(settings: Settings, phases: Phases, host: dict[str, Any]) -> dict[str, Any]:
     loaded, before, after, outcome, wall_s = phases.loaded, phases.before, phases.after, phases.outcome, phases.wall_s
     latencies_ms = sorted(s * 1000 for s in outcome.latencies_s)
     cuts = statistics.quantiles(latencies_ms, n=100) if len(latencies_ms) > 1 else [0.0] * 99
@@ -320,7 +320,7 @@ def report(settings: Settings, phases: Phases) -> dict[str, Any]:
     return {
         "benchmark": "simulator",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": host,
         "settings": {
             "deployments": settings.deployments,
             "requests": settings.requests,
@@ -361,6 +361,7 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
+        "load_average_1m_before": round(os.getloadavg()[0], 2),  # other work here skews every figure
     }
 
 
@@ -411,7 +412,8 @@ async def run(settings: Settings, password: str) -> dict[str, Any]:
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    result = report(settings, await measure(settings, password))
+    host = machine()  # before the run: its load average is then the machine's other work
+    result = report(settings, await measure(settings, password), host)
     if settings.baseline:
         result["startup_s_1_deployment"] = round(await baseline_startup_s(settings.seed), 3)
     return result

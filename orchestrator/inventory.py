@@ -228,18 +228,18 @@ def _resolve(entries: list[_Entry], base: Path, problems: _Problems) -> list[Dep
     seen: dict[str, str] = {}
     secret_cache: dict[tuple[str, str], str | None] = {}
     for entry in entries:
-        deployment = _resolve_one(entry, base, problems, secret_cache)
-        if deployment is None:
-            continue
-        if deployment.name in seen:
+        name = entry.values.get("name")
+        if isinstance(name, str) and name in seen:
             problems.add(
                 entry.location,
-                f"{entry.label}: duplicate name {deployment.name!r} (first at {seen[deployment.name]}); "
-                "names must be unique",
+                f"{entry.label}: duplicate name {name!r} (first at {seen[name]}); names must be unique",
             )
             continue
-        seen[deployment.name] = entry.location
-        deployments.append(deployment)
+        if isinstance(name, str):
+            seen[name] = entry.location
+        deployment = _resolve_one(entry, base, problems, secret_cache)
+        if deployment is not None:
+            deployments.append(deployment)
     return deployments
 
 
@@ -358,14 +358,21 @@ def _secret(
             cache[key] = os.environ.get(str(env_name)) or None
         if cache[key] is None:
             problems.add(
-                where, f"{env_key}: the environment variable {env_name} is not set (or empty); export it before the run"
+                where,
+                f"{_owner(entry, where)}: {env_key}: the environment variable {env_name} is not set (or empty); "
+                "export it before the run",
             )
         return cache[key]
     path = (base / str(file_name)).resolve()
     key, where = ("file", str(path)), entry.where[file_key]
     if key not in cache:
-        cache[key] = _read_secret_file(path, file_key, where, problems)
+        cache[key] = _read_secret_file(path, f"{_owner(entry, where)}: {file_key}", where, problems)
     return cache[key]
+
+
+def _owner(entry: _Entry, where: str) -> str:
+    """Who a message is about: the entry, or [defaults] when the key was inherited (said once for all)."""
+    return entry.label if where == entry.location else "[defaults]"
 
 
 def _read_secret_file(path: Path, key: str, where: str, problems: _Problems) -> str | None:

@@ -95,6 +95,11 @@ class Poller:
     def followed(self) -> int:
         return len(self._due) + self._in_flight
 
+    @property
+    def next_due(self) -> float | None:
+        """When the next poll is due (None when no job waits): for tests that step a manual clock."""
+        return self._due[0][0] if self._due else None
+
     async def follow(self, target: TargetState, api: JobApi, give_up_at: float) -> None:
         """Poll the target's job (or, without a job id, its store's list) until it ends or times out."""
         followed = _Followed(target, api, give_up_at, confirming=not target.job_id)

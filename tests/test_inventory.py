@@ -1,0 +1,187 @@
+"""Inventories load from TOML and CSV; every bad input is reported at once with file, line and fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import InputError
+from orchestrator.inventory import load_inventory, select
+
+GOOD = """
+[defaults]
+username = "admin"
+password_env = "TEST_INV_PASSWORD"
+passcode_file = "secrets/passcode"
+retention_days = 14
+stores = ["default"]
+
+[[deployments]]
+name = "gis-eu-1"
+url = "https://gis-eu-1.example.com/arcgis/"
+tags = ["prod", "eu"]
+stores = ["default", "offsite"]
+
+[[deployments]]
+name = "gis-us-1"
+url = "http://127.0.0.1:8443/arcgis"
+tags = ["test", "us"]
+verify_tls = false
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TEST_INV_PASSWORD", "s3cret-password")
+    (tmp_path / "secrets").mkdir()
+    passcode = tmp_path / "secrets" / "passcode"
+    passcode.write_text("long-enough-passcode\n")
+    os.chmod(passcode, 0o600)
+    return tmp_path
+
+
+def _write(folder: Path, text: str, name: str = "inventory.toml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_a_good_inventory_resolves_defaults_and_secrets(folder: Path) -> None:
+    inventory = load_inventory(_write(folder, GOOD))
+    eu, us = inventory.deployments
+    assert (eu.name, eu.url, eu.tags, eu.stores) == (
+        "gis-eu-1",
+        "https://gis-eu-1.example.com/arcgis",
+        ("prod", "eu"),
+        ("default", "offsite"),
+    )
+    assert eu.password.get_secret_value() == "s3cret-password"
+    assert eu.passcode.get_secret_value() == "long-enough-passcode"
+    assert eu.retention_days == 14 and eu.verify_tls
+    assert us.stores == ("default",) and not us.verify_tls
+    assert "s3cret" not in repr(inventory)
+    assert inventory.warnings == ()
+
+
+def test_csv_inventory_with_the_same_fields(folder: Path) -> None:
+    text = (
+        "name,url,tags,stores,username,password_env,passcode_file,retention_days\n"
+        "gis-eu-1,https://gis.example.com/arcgis,prod;eu,default;offsite,admin,TEST_INV_PASSWORD,secrets/passcode,7\n"
+        "gis-us-1,https://gis-us.example.com/portal,,,admin,TEST_INV_PASSWORD,secrets/passcode,\n"
+    )
+    eu, us = load_inventory(_write(folder, text, "fleet.csv")).deployments
+    assert eu.tags == ("prod", "eu") and eu.stores == ("default", "offsite") and eu.retention_days == 7
+    assert us.stores == () and us.retention_days is None
+
+
+def test_every_problem_is_reported_at_once_with_line_and_fix(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UNSET_VARIABLE_FOR_TEST", raising=False)
+    text = """[defaults]
+username = "admin"
+password_env = "TEST_INV_PASSWORD"
+passcode_file = "secrets/passcode"
+
+[[deployments]]
+name = "one"
+url = "http://gis.example.com/arcgis"
+
+[[deployments]]
+name = "one"
+url = "https://gis.example.com/arcgis"
+
+[[deployments]]
+name = "typo"
+url = "https://gis.example.com/arcgis"
+pasword_env = "X"
+
+[[deployments]]
+name = "literal"
+url = "https://gis.example.com/arcgis"
+password = "hunter2-literal"
+
+[[deployments]]
+name = "nourl"
+
+[[deployments]]
+name = "nocontext"
+url = "https://gis.example.com"
+
+[[deployments]]
+name = "unset"
+url = "https://gis.example.com/arcgis"
+password_env = "UNSET_VARIABLE_FOR_TEST"
+
+[[deployments]]
+name = "shortcode"
+url = "https://gis.example.com/arcgis"
+passcode_file = "secrets/short"
+
+[[deployments]]
+name = "nofile"
+url = "https://gis.example.com/arcgis"
+passcode_file = "secrets/missing"
+"""
+    (folder / "secrets" / "short").write_text("short\n")
+    path = _write(folder, text)
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    problems = "\n".join(caught.value.problems)
+    expected = [
+        f"{path}:6: deployments[0] (one): url: 'http://gis.example.com/arcgis' uses http; use https",
+        f"{path}:10: deployments[1] (one): duplicate name 'one' (first at {path}:6)",
+        f"{path}:14: deployments[2] (typo): unknown key 'pasword_env'; did you mean 'password_env'?",
+        f"{path}:19: deployments[3] (literal): a literal secret ('password') is refused",
+        'password_env = "VARIABLE" or password_file = "path/to/file"',
+        f"{path}:24: deployments[4] (nourl): url: missing",
+        f"{path}:27: deployments[5] (nocontext): url: 'https://gis.example.com' has no web context",
+        f"{path}:31: deployments[6] (unset): password_env: the environment variable UNSET_VARIABLE_FOR_TEST is not set",
+        f"{path}:36: deployments[7] (shortcode): passcode_file: the passcode is shorter than 8 characters",
+        f"{path}:41: deployments[8] (nofile): passcode_file: cannot read",
+    ]
+    for fragment in expected:
+        assert fragment in problems
+    assert "hunter2" not in problems
+
+
+def test_an_unset_default_variable_is_reported_once(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_INV_PASSWORD")
+    with pytest.raises(InputError) as caught:
+        load_inventory(_write(folder, GOOD))
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(f"{folder / 'inventory.toml'}:2: ")
+
+
+def test_secret_file_readable_by_others_draws_a_warning(folder: Path) -> None:
+    os.chmod(folder / "secrets" / "passcode", 0o644)
+    assert "chmod 600" in load_inventory(_write(folder, GOOD)).warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("not toml = = 1", "not valid TOML"),
+        ("[defaults]\nusername = 'a'", "no deployments"),
+        ("[defaultz]\nusername = 'a'", "did you mean 'defaults'?"),
+    ],
+)
+def test_broken_files(folder: Path, text: str, expected: str) -> None:
+    with pytest.raises(InputError, match=expected):
+        load_inventory(_write(folder, text))
+
+
+def test_missing_inventory_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read the inventory"):
+        load_inventory(tmp_path / "nope.toml")
+
+
+def test_selection_by_tag_and_name_glob(folder: Path) -> None:
+    deployments = load_inventory(_write(folder, GOOD)).deployments
+    assert [d.name for d in select(deployments, ["tag=prod"])] == ["gis-eu-1"]
+    assert [d.name for d in select(deployments, ["name=gis-*"])] == ["gis-eu-1", "gis-us-1"]
+    assert [d.name for d in select(deployments, ["name=gis-*", "tag=us"])] == ["gis-us-1"]
+    with pytest.raises(InputError, match="no deployment matched"):
+        select(deployments, ["tag=nothing"])
+    with pytest.raises(InputError, match="write tag=TAG or name=GLOB"):
+        select(deployments, ["region=eu"])

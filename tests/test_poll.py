@@ -1,0 +1,217 @@
+"""The poller's decisions and schedule, driven by a manual clock and an in-memory deployment."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.backoff import Backoff
+from orchestrator.clock import ManualClock
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.inventory import Deployment
+from orchestrator.poll import Poller, Verdict, judge_job, next_poll_at
+from orchestrator.targets import Outcome, TargetState
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("body", "verdict", "status"),
+    [
+        ({"status": "COMPLETED", "result": {"stages": []}}, Verdict.CONFIRM, "COMPLETED"),
+        ({"status": "COMPLETED"}, Verdict.CONFIRM, "COMPLETED"),  # 12.0: no result is fine
+        ({"status": "completed"}, Verdict.CONFIRM, "completed"),
+        ({"status": "EXECUTING"}, Verdict.WAIT, "EXECUTING"),
+        ({"status": "UNAVAILABLE"}, Verdict.WAIT, "UNAVAILABLE"),
+        ({"status": "SOMETHING NEW"}, Verdict.WAIT, "SOMETHING NEW"),
+        ({}, Verdict.WAIT, ""),
+        ({"status": 42}, Verdict.WAIT, ""),
+        ({"status": "FAILED", "messages": ["disk full"]}, Verdict.FAILED, "FAILED"),
+        ({"status": "CANCELLED"}, Verdict.FAILED, "CANCELLED"),
+        ({"status": "TIMED OUT"}, Verdict.FAILED, "TIMED OUT"),
+    ],
+)
+def test_judge_job(body: dict[str, Any], verdict: Verdict, status: str) -> None:
+    assert judge_job(body)[:2] == (verdict, status)
+
+
+def test_failure_reason_carries_the_messages() -> None:
+    assert judge_job({"status": "FAILED", "messages": ["disk full", {"message": "retry later"}]})[2] == (
+        "disk full; retry later"
+    )
+    assert "without messages" in judge_job({"status": "FAILED"})[2]
+
+
+def test_next_poll_never_passes_the_give_up_time() -> None:
+    rng = random.Random(1)
+    backoff = Backoff(10, 2, 60)
+    assert all(100 <= next_poll_at(100, n, backoff, rng, 150) <= 150 for n in range(20))
+    assert next_poll_at(100, 50, backoff, rng, 120) <= 120
+
+
+def _deployment() -> Deployment:
+    return Deployment(
+        name="d",
+        url="http://127.0.0.1:1/d",
+        tags=(),
+        stores=("default",),
+        username="admin",
+        password=SecretStr("x"),
+        passcode=SecretStr("passcode-1"),
+        retention_days=None,
+        ca_bundle=None,
+        verify_tls=True,
+        source="test",
+    )
+
+
+@dataclass
+class FakeJob:
+    """A job's server-side story as a function of time."""
+
+    reports_completed_at: float
+    backup_at: float
+    fails: bool = False
+    blips: set[int] = field(default_factory=set)  # poll numbers answering UNAVAILABLE
+    errors: dict[int, TargetError] = field(default_factory=dict)  # poll numbers failing
+
+
+class FakeDeployment:
+    def __init__(self, clock: ManualClock, jobs: dict[str, FakeJob]) -> None:
+        self.clock = clock
+        self.jobs = jobs
+        self.polls: dict[str, list[float]] = {job_id: [] for job_id in jobs}
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        story = self.jobs[job_id]
+        self.polls[job_id].append(self.clock.now())
+        number = len(self.polls[job_id])
+        if number in story.errors:
+            raise story.errors[number]
+        if number in story.blips:
+            return {"status": "UNAVAILABLE"}
+        if self.clock.now() < story.reports_completed_at:
+            return {"status": "EXECUTING"}
+        return {"status": "FAILED", "messages": ["boom"]} if story.fails else {"status": "COMPLETED"}
+
+    async def backup_names(self, store: str) -> set[str]:
+        return {f"backup-{job_id}" for job_id, s in self.jobs.items() if self.clock.now() >= s.backup_at}
+
+
+async def _let_tasks_run() -> None:
+    """Give every ready task its turn (the fake deployment answers without real I/O)."""
+    for _ in range(30):
+        await anyio.lowlevel.checkpoint()
+
+
+async def _follow_all(
+    jobs: dict[str, FakeJob], *, timeout: float = 1000.0, backoff: Backoff = Backoff(5, 2, 60)
+) -> tuple[list[TargetState], FakeDeployment, ManualClock, Poller]:
+    """Follow every job with one poller, stepping the manual clock whenever every task is waiting."""
+    clock = ManualClock(start=0.0)
+    api = FakeDeployment(clock, jobs)
+    poller = Poller(backoff=backoff, clock=clock, rng=random.Random(7))
+    targets = []
+    for index, job_id in enumerate(jobs):
+        target = TargetState(index, _deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
+        target.submitted_at = 0.0
+        targets.append(target)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+
+        async def follow_everything() -> None:
+            async with anyio.create_task_group() as follows:
+                for target in targets:
+                    follows.start_soon(poller.follow, target, api, timeout)
+            poller.close()
+
+        tg.start_soon(follow_everything)
+        with anyio.fail_after(30):
+            while not all(t.finished for t in targets) or poller.followed:
+                await _let_tasks_run()
+                due = poller.next_due
+                clock.advance(max(due - clock.now(), 0.0) if due is not None else 0.5)
+    return targets, api, clock, poller
+
+
+async def test_a_completed_job_succeeds_once_its_backup_is_listed() -> None:
+    [target], api, _, _ = await _follow_all({"j1": FakeJob(reports_completed_at=600, backup_at=600)})
+    assert target.outcome is Outcome.SUCCEEDED and target.server_status == "COMPLETED"
+    assert target.finished_at is not None and 600 <= target.finished_at <= 660  # at most one capped interval late
+    # Backoff with full jitter below a 60 s cap: a mean gap of about 30 s once grown, where Esri's
+    # fixed 10 s interval would poll 60 times.
+    assert len(api.polls["j1"]) <= 30
+
+
+async def test_polls_back_off_exponentially_up_to_the_cap() -> None:
+    _, api, _, _ = await _follow_all({"j1": FakeJob(reports_completed_at=900, backup_at=900)})
+    times = api.polls["j1"]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(gap <= 60 for gap in gaps)  # never more than the cap
+    assert times[0] <= 5  # the first poll comes within poll_initial
+
+
+async def test_11_4_early_completed_waits_for_the_backup() -> None:
+    [target], _, _, _ = await _follow_all({"j1": FakeJob(reports_completed_at=0, backup_at=300)})
+    assert target.outcome is Outcome.SUCCEEDED
+    assert target.finished_at is not None and target.finished_at >= 300
+
+
+async def test_unavailable_unknown_and_transient_errors_are_tolerated() -> None:
+    story = FakeJob(
+        reports_completed_at=200,
+        backup_at=200,
+        blips={1, 2},
+        errors={3: TargetError(ErrorClass.TRANSIENT, "HTTP 503"), 4: TargetError(ErrorClass.PERMANENT, "garbage")},
+    )
+    [target], _, _, _ = await _follow_all({"j1": story})
+    assert target.outcome is Outcome.SUCCEEDED
+
+
+async def test_a_failed_job_fails_with_its_messages() -> None:
+    [target], _, _, _ = await _follow_all({"j1": FakeJob(reports_completed_at=50, backup_at=10**9, fails=True)})
+    assert target.outcome is Outcome.FAILED
+    assert (target.error_class, target.error) == ("job_failed", "boom")
+
+
+async def test_a_job_that_never_ends_times_out_on_time() -> None:
+    [target], _, _, _ = await _follow_all({"j1": FakeJob(10**9, 10**9)}, timeout=400)
+    assert target.outcome is Outcome.TIMED_OUT and target.error_class == "job_timed_out"
+    assert target.finished_at == 400
+    assert "EXECUTING" in target.error
+
+
+async def test_completed_without_backup_times_out_with_a_clear_reason() -> None:
+    [target], _, _, _ = await _follow_all({"j1": FakeJob(0, 10**9)}, timeout=120)
+    assert target.outcome is Outcome.TIMED_OUT
+    assert "said COMPLETED but backup" in target.error
+
+
+async def test_authentication_failure_ends_the_target() -> None:
+    story = FakeJob(100, 100, errors={1: TargetError(ErrorClass.AUTHENTICATION, "498 Invalid token.")})
+    [target], _, _, _ = await _follow_all({"j1": story})
+    assert target.outcome is Outcome.FAILED and target.error_class == "authentication"
+
+
+async def test_a_vanished_job_is_confirmed_by_the_backups_list() -> None:
+    story = FakeJob(100, 100, errors={1: TargetError(ErrorClass.CONFIGURATION, "404 Job does not exist")})
+    [target], api, _, _ = await _follow_all({"j1": story})
+    assert target.outcome is Outcome.SUCCEEDED
+    assert len(api.polls["j1"]) == 1
+    assert "confirming by the backups list" in target.notes[0]
+
+
+async def test_one_poller_follows_many_jobs_each_on_its_own_schedule() -> None:
+    jobs = {f"j{n}": FakeJob(reports_completed_at=10 * n, backup_at=10 * n) for n in range(1, 31)}
+    targets, api, _, poller = await _follow_all(jobs)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in targets)
+    assert poller.peak_followed == 30
+    for target in targets:
+        story = jobs[target.job_id]
+        assert target.finished_at is not None and target.finished_at - story.backup_at <= 61
