@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,12 +112,12 @@ async def _let_tasks_run() -> None:
 
 
 async def _follow_all(
-    jobs: dict[str, FakeJob], *, timeout: float = 1000.0, backoff: Backoff = Backoff(5, 2, 60)
+    jobs: dict[str, FakeJob], *, give_up_after: float = 1000.0
 ) -> tuple[list[TargetState], FakeDeployment, ManualClock, Poller]:
     """Follow every job with one poller, stepping the manual clock whenever every task is waiting."""
     clock = ManualClock(start=0.0)
     api = FakeDeployment(clock, jobs)
-    poller = Poller(backoff=backoff, clock=clock, rng=random.Random(7))
+    poller = Poller(backoff=Backoff(5, 2, 60), clock=clock, rng=random.Random(7))
     targets = []
     for index, job_id in enumerate(jobs):
         target = TargetState(index, _deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
@@ -128,7 +129,7 @@ async def _follow_all(
         async def follow_everything() -> None:
             async with anyio.create_task_group() as follows:
                 for target in targets:
-                    follows.start_soon(poller.follow, target, api, timeout)
+                    follows.start_soon(poller.follow, target, api, give_up_after)
             poller.close()
 
         tg.start_soon(follow_everything)
@@ -152,7 +153,7 @@ async def test_a_completed_job_succeeds_once_its_backup_is_listed() -> None:
 async def test_polls_back_off_exponentially_up_to_the_cap() -> None:
     _, api, _, _ = await _follow_all({"j1": FakeJob(reports_completed_at=900, backup_at=900)})
     times = api.polls["j1"]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap <= 60 for gap in gaps)  # never more than the cap
     assert times[0] <= 5  # the first poll comes within poll_initial
 
@@ -181,14 +182,14 @@ async def test_a_failed_job_fails_with_its_messages() -> None:
 
 
 async def test_a_job_that_never_ends_times_out_on_time() -> None:
-    [target], _, _, _ = await _follow_all({"j1": FakeJob(10**9, 10**9)}, timeout=400)
+    [target], _, _, _ = await _follow_all({"j1": FakeJob(10**9, 10**9)}, give_up_after=400)
     assert target.outcome is Outcome.TIMED_OUT and target.error_class == "job_timed_out"
     assert target.finished_at == 400
     assert "EXECUTING" in target.error
 
 
 async def test_completed_without_backup_times_out_with_a_clear_reason() -> None:
-    [target], _, _, _ = await _follow_all({"j1": FakeJob(0, 10**9)}, timeout=120)
+    [target], _, _, _ = await _follow_all({"j1": FakeJob(0, 10**9)}, give_up_after=120)
     assert target.outcome is Outcome.TIMED_OUT
     assert "said COMPLETED but backup" in target.error
 
@@ -209,7 +210,7 @@ async def test_a_vanished_job_is_confirmed_by_the_backups_list() -> None:
 
 async def test_one_poller_follows_many_jobs_each_on_its_own_schedule() -> None:
     jobs = {f"j{n}": FakeJob(reports_completed_at=10 * n, backup_at=10 * n) for n in range(1, 31)}
-    targets, api, _, poller = await _follow_all(jobs)
+    targets, _, _, poller = await _follow_all(jobs)
     assert all(t.outcome is Outcome.SUCCEEDED for t in targets)
     assert poller.peak_followed == 30
     for target in targets:
