@@ -10,13 +10,13 @@ variable), so its CPU time is counted apart from this load generator's. The scri
 
 1. times the start-up of the fleet (process start to the "listening on" line), and of a one-deployment
    fleet as a baseline for interpreter start and imports;
-2. signs in to a seeded sample of deployments and starts one backup on each (store-scoped paths, or
-   the `backuprestore` ones on 10.9, which has nothing else);
+2. signs in to every deployment (or a seeded `--sample`) and starts one backup on each (store-scoped
+   paths, or the `backuprestore` ones on 10.9, which has nothing else);
 3. sends `--requests` cheap requests (job polls and backups-list reads, half each, spread at random over
    the sample) over keep-alive connections with bounded concurrency and a bounded total time;
 4. reads `/_simulator/stats` before and after that phase: simulator CPU seconds per request (and the
    same from `/proc/<pid>/stat` as a cross-check on Linux), requests/s seen by the client, client
-   latency, and the simulator's peak RSS.
+   latency, and the simulator's peak RSS (high-water mark) once the fleet is loaded and at the end.
 
 It prints a Markdown table and writes the figures, with the machine and the date, as JSON to `--out`.
 Traffic goes to 127.0.0.1 only. The simulator is always stopped (SIGINT, then SIGKILL).
@@ -314,7 +314,7 @@ async def baseline_startup_s(seed: int) -> float:
 
 def report(settings: Settings, phases: Phases, host: dict[str, Any]) -> dict[str, Any]:
     loaded, before, after, outcome, wall_s = phases.loaded, phases.before, phases.after, phases.outcome, phases.wall_s
-    latencies_ms = sorted(s * 1000 for s in outcome.latencies_s)
+    latencies_ms = [s * 1000 for s in outcome.latencies_s]
     cuts = statistics.quantiles(latencies_ms, n=100) if len(latencies_ms) > 1 else [0.0] * 99
     cpu_us = per_request_us(before, after, "cpu_seconds")
     return {

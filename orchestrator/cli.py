@@ -198,27 +198,28 @@ async def _simulate(args: argparse.Namespace, config: FleetConfig, password: str
 
     fleet = SimulatedFleet(config, password=password)
     tls = ensure_tls_files(args.tls_dir) if args.tls_dir else None
-    async with serve_fleet(
-        fleet, host=args.host, port=args.port, ssl_context=tls.server_context() if tls else None
-    ) as running:
-        print(f"simulated fleet of {len(fleet.deployments)} deployments listening on {running.base_url}")
-        print(f"  a deployment: {running.url_of(fleet.plans[0].name)}/admin")
-        print(f"  records:      {running.base_url}/_simulator/stats")
-        print("                (also: fleet, requests, creates, jobs, backups)")
-        if tls:
-            print(f"  CA to trust:  {tls.ca_cert}")
-        if args.write_inventory:
-            urls = {plan.name: running.url_of(plan.name) for plan in fleet.plans}
-            secrets_dir = write_inventory(
-                args.write_inventory,
-                fleet.plans,
-                urls,
-                password=fleet.password,
-                ca_bundle=tls.ca_cert if tls else None,
-            )
-            print(f"  inventory:    {args.write_inventory} (secrets in {secrets_dir}/)")
-        print("press Ctrl-C to stop", flush=True)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Signals are taken before the banner: a Ctrl-C right after "press Ctrl-C" must stop cleanly.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with serve_fleet(
+            fleet, host=args.host, port=args.port, ssl_context=tls.server_context() if tls else None
+        ) as running:
+            print(f"simulated fleet of {len(fleet.deployments)} deployments listening on {running.base_url}")
+            print(f"  a deployment: {running.url_of(fleet.plans[0].name)}/admin")
+            print(f"  records:      {running.base_url}/_simulator/stats")
+            print("                (also: fleet, requests, creates, jobs, backups)")
+            if tls:
+                print(f"  CA to trust:  {tls.ca_cert}")
+            if args.write_inventory:
+                urls = {plan.name: running.url_of(plan.name) for plan in fleet.plans}
+                secrets_dir = write_inventory(
+                    args.write_inventory,
+                    fleet.plans,
+                    urls,
+                    password=fleet.password,
+                    ca_bundle=tls.ca_cert if tls else None,
+                )
+                print(f"  inventory:    {args.write_inventory} (secrets in {secrets_dir}/)")
+            print("press Ctrl-C to stop", flush=True)
             async for _ in signals:
                 break
     print("simulator stopped")

@@ -31,6 +31,7 @@ from orchestrator.simulator.routes import Endpoint, Route, match
 
 INTROSPECTION: Final = "_simulator"
 _SECRET_KEYS: Final = frozenset({"token", "password", "passcode"})
+_TOKEN_HEADERS: Final = (("X-Esri-Authorization", "x-esri-authorization"), ("Authorization", "authorization"))
 _REASONS: Final = {498: "Invalid Token", 499: "Token Required"}
 _INGRESS_PAGES: Final = {
     502: "502 Bad Gateway",
@@ -326,10 +327,10 @@ def _text_fields(form: MultiDictProxy[Any]) -> dict[str, str]:
 
 def _find_token(request: web.Request, form: Mapping[str, str], query: Mapping[str, str]) -> tuple[str | None, str]:
     """The token and where it came from, in the order the real server's web tier looks."""
-    for header in ("X-Esri-Authorization", "Authorization"):
+    for header, source in _TOKEN_HEADERS:
         value = request.headers.get(header, "")
         if value[:7].lower() == "bearer ":
-            return value[7:].strip(), header.lower()
+            return value[7:].strip(), source
     if form.get("token"):
         return form["token"], "body"
     if query.get("token"):
@@ -409,19 +410,24 @@ async def _introspect(fleet: SimulatedFleet, request: web.Request, segments: tup
     rows: list[dict[str, Any]]
     if what == "stats":
         return web.json_response(fleet.stats())
+    records: list[RequestRecord] | list[CreateRecord] | None = None
     if what == "fleet":
         rows = fleet.describe()
     elif what == "requests":
-        rows = [r.to_json() for r in fleet.requests if wanted is None or r.deployment == wanted]
+        records = [r for r in fleet.requests if wanted is None or r.deployment == wanted]
     elif what == "creates":
-        rows = [c.to_json() for c in fleet.creates if wanted is None or c.deployment == wanted]
+        records = [c for c in fleet.creates if wanted is None or c.deployment == wanted]
     elif what == "jobs":
         rows = fleet.jobs(wanted)
     elif what == "backups":
         rows = fleet.backups(wanted)
     else:
         return web.json_response({"error": "unknown; try stats, fleet, requests, creates, jobs, backups"}, status=404)
-    return web.json_response({"total": len(rows), "offset": offset, "items": rows[offset : offset + limit]})
+    if records is not None:  # page first, convert after: a page costs its size, not the whole log's
+        total, items = len(records), [r.to_json() for r in records[offset : offset + limit]]
+    else:
+        total, items = len(rows), rows[offset : offset + limit]
+    return web.json_response({"total": total, "offset": offset, "items": items})
 
 
 # -- serving --

@@ -1,0 +1,276 @@
+"""End to end over real sockets: the fleet run against the simulator, every target accounted for."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from orchestrator.clock import SystemClock
+from orchestrator.events import Event, EventKind, Observer
+from orchestrator.inventory import Deployment, load_inventory
+from orchestrator.progress import LogObserver
+from orchestrator.report import write_reports
+from orchestrator.runner import RunControl, RunResult, run_fleet
+from orchestrator.settings import load_settings
+from orchestrator.simulator import SimulatedFleet, serve_fleet
+from orchestrator.simulator.config import fleet_from_mapping
+from orchestrator.simulator.inventory_file import write_inventory
+from orchestrator.targets import Outcome, build_targets
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.anyio
+
+QUICK_JOBS = {"dist": "uniform", "low": 0.2, "high": 0.6}
+
+
+@asynccontextmanager
+async def simulated(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[SimulatedFleet, list[Deployment]]]:
+    """A simulated fleet on 127.0.0.1 and the deployments of the inventory `simulate` writes for it."""
+    config.setdefault("job_duration", QUICK_JOBS)
+    fleet = SimulatedFleet(fleet_from_mapping(config), password=PASSWORD)
+    async with serve_fleet(fleet) as sim:
+        path = tmp_path / "inventory.toml"
+        write_inventory(path, fleet.plans, {p.name: sim.url_of(p.name) for p in fleet.plans}, password=PASSWORD)
+        yield fleet, list(load_inventory(path).deployments)
+
+
+async def run(
+    deployments: list[Deployment],
+    tmp_path: Path,
+    *,
+    control: RunControl | None = None,
+    log: io.StringIO | None = None,
+    observer: Observer | None = None,
+    **overrides: Any,
+) -> RunResult:
+    flags = {
+        "poll_initial": 0.05,
+        "poll_max": 0.3,
+        "retry_initial": 0.02,
+        "retry_max": 0.2,
+        "request_timeout": 2.0,
+        "connect_timeout": 1.0,
+        "job_timeout": 15.0,
+        "grace": 0.3,
+        "report_dir": tmp_path / "reports",
+        **overrides,
+    }
+    settings = load_settings(flags)
+    clock = SystemClock()
+    started = clock.now()
+    targets = build_targets(deployments, name_template=settings.name_template, run_id="test-run", started_at=started)
+    if log is not None:
+        observer = LogObserver(log, verbose=True)
+    return await run_fleet(
+        targets,
+        settings,
+        run_id="test-run",
+        started_at=started,
+        clock=clock,
+        rng=random.Random(5),
+        observer=observer,
+        control=control,
+    )
+
+
+def backups_per_target(fleet: SimulatedFleet) -> Counter[tuple[str, str, str]]:
+    return Counter((b["deployment"], b["backupStore"], b["backupName"]) for b in fleet.backups())
+
+
+async def test_happy_path_every_version(tmp_path: Path) -> None:
+    """Every target succeeds with exactly one backup, across 10.9 to 12.0 and their quirks."""
+    versions = {"10.9": 1, "10.9.1": 1, "11.3": 1, "11.4": 1, "12.0": 1}
+    async with simulated(tmp_path, count=15, versions=versions, seed=3) as (fleet, deployments):
+        result = await run(deployments, tmp_path)
+    assert {p.version for p in fleet.plans} == set(versions)
+    assert [t.deployment.name for t in result.targets] == [d.name for d in deployments]
+    assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets), [(t.key, t.error) for t in result.targets]
+    backups = backups_per_target(fleet)
+    assert backups == Counter((t.deployment.name, "default", t.backup_name) for t in result.targets)
+    assert fleet.secrets_in_urls == 0
+    assert set(fleet.token_sources) == {"x-esri-authorization", "none"}  # "none": generateToken itself
+    early = [t for t in result.targets if t.deployment.tags[-1] == "v11.4"]
+    jobs = {j["job_id"]: j for j in fleet.jobs()}
+    for target in early:  # 11.4 said COMPLETED at once; success waited for the backup
+        assert target.finished_at is not None and target.finished_at >= jobs[target.job_id]["completed_at"]
+
+
+async def test_two_stores_run_one_after_another_and_limits_hold(tmp_path: Path) -> None:
+    """--concurrency caps requests in flight and --max-running caps running jobs, measured at the server;
+    a deployment never runs two DR jobs at once."""
+    async with simulated(tmp_path, count=8, stores=["default", "offsite"], versions={"11.3": 1}) as (
+        fleet,
+        deployments,
+    ):
+        result = await run(deployments, tmp_path, concurrency=3, max_running=2)
+    assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] * 16
+    assert [(t.deployment.name, t.store) for t in result.targets][:2] == [
+        ("gis-0000", "default"),
+        ("gis-0000", "offsite"),
+    ]
+    assert fleet.in_flight.peak <= 3
+    peak_fleet, peak_one = fleet.peak_running_jobs()
+    assert peak_fleet <= 2 and peak_one == 1
+
+
+async def test_default_store_is_asked_of_the_server(tmp_path: Path) -> None:
+    """Without `stores` in the inventory, the store marked default on each deployment is backed up."""
+    async with simulated(tmp_path, count=2, stores=["a", "b"], default_store="b", versions={"12.0": 1}) as (
+        fleet,
+        deployments,
+    ):
+        result = await run([replace(d, stores=()) for d in deployments], tmp_path)
+    assert [(t.store, t.outcome) for t in result.targets] == [("b", Outcome.SUCCEEDED)] * 2
+    assert {b["backupStore"] for b in fleet.backups()} == {"b"}
+
+
+async def test_tokens_are_renewed_mid_job(tmp_path: Path) -> None:
+    """Tokens living 0.3 s expire during 1 s jobs: renewed before expiry or once on 498, never failing."""
+    job = {"dist": "fixed", "value": 1.0}
+    async with simulated(
+        tmp_path, count=4, versions={"11.3": 1}, job_duration=job, faults={"token_lifetime_s": 0.3}
+    ) as (
+        fleet,
+        deployments,
+    ):
+        result = await run(deployments, tmp_path, poll_initial=0.2, poll_max=0.4)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets)
+    assert fleet.request_counts["token"] > 2 * len(deployments)
+
+
+@pytest.mark.parametrize("profile", ["none", "flaky", "hostile"])
+async def test_every_profile_every_target_has_an_outcome_and_a_reason(tmp_path: Path, profile: str) -> None:
+    """Under every fault profile: every target in the report, a reason on every non-success,
+    at most one backup per target, succeeded only when the backup exists, no secret in any URL."""
+    faults = {"hang_s": 3.0, "retry_after_s": 0}
+    async with simulated(tmp_path, count=30, profile=profile, seed=11, faults=faults) as (fleet, deployments):
+        log = io.StringIO()
+        result = await run(deployments, tmp_path, log=log, retries=6)
+    assert len(result.targets) == 30
+    backups = backups_per_target(fleet)
+    assert max(backups.values(), default=1) == 1
+    for target in result.targets:
+        assert target.outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT), target.key
+        exists = (target.deployment.name, target.store, target.backup_name) in backups
+        if target.outcome is Outcome.SUCCEEDED:
+            assert exists, target.key
+        else:
+            assert target.error and target.error_class, target.key
+    wrong = {p.name for p in fleet.plans if p.wrong_credentials}
+    for target in result.targets:
+        if target.deployment.name in wrong:
+            assert target.error_class == "authentication" and "sign-in refused" in target.error
+    assert fleet.secrets_in_urls == 0
+    if profile == "none":
+        assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets)
+    else:
+        assert sum(t.outcome is Outcome.SUCCEEDED for t in result.targets) >= 10
+    _assert_no_secret(fleet, result, log.getvalue())
+
+
+def _assert_no_secret(fleet: SimulatedFleet, result: RunResult, log: str) -> None:
+    folder = write_reports(result)
+    written = log + "".join(p.read_text() for p in folder.iterdir())
+    tokens = [token for d in fleet.deployments.values() for token in d.tokens]
+    passcode = result.targets[0].deployment.passcode.get_secret_value()
+    for secret in (PASSWORD, passcode, *tokens):
+        assert secret not in written
+
+
+class AfterSubmissions:
+    """Calls `act` once `count` backups have been submitted: an operator pressing Ctrl-C mid-run."""
+
+    def __init__(self, count: int, act: Callable[[], None]) -> None:
+        self.count, self.act = count, act
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.SUBMITTED:
+            self.count -= 1
+            if self.count == 0:
+                self.act()
+
+
+async def test_interrupt_stops_submitting_and_keeps_every_row(tmp_path: Path) -> None:
+    """stop(): nothing new is submitted, running jobs get the grace period, every target keeps a row."""
+    control = RunControl()
+    job = {"dist": "fixed", "value": 3.0}
+    async with simulated(tmp_path, count=6, versions={"11.3": 1}, job_duration=job) as (fleet, deployments):
+        stop_after_two = AfterSubmissions(2, control.stop)
+        result = await run(deployments, tmp_path, control=control, observer=stop_after_two, max_running=2, grace=0.2)
+    outcomes = Counter(t.outcome for t in result.targets)
+    assert outcomes == {Outcome.INTERRUPTED: 2, Outcome.NOT_STARTED: 4}
+    assert result.stopped_reason == "not started: the run was interrupted"
+    interrupted = [t for t in result.targets if t.outcome is Outcome.INTERRUPTED]
+    assert all(t.job_id and "may still complete" in t.error for t in interrupted)
+    assert len(fleet.creates) == 2
+
+
+async def test_abort_ends_at_once(tmp_path: Path) -> None:
+    """abort() (second Ctrl-C): the run returns at once although the grace period is long; every row present."""
+    control = RunControl()
+    job = {"dist": "fixed", "value": 30.0}
+    async with simulated(tmp_path, count=3, versions={"11.3": 1}, job_duration=job) as (_, deployments):
+        with anyio.fail_after(10):
+            result = await run(
+                deployments, tmp_path, control=control, observer=AfterSubmissions(3, control.abort), grace=60
+            )
+    assert [t.outcome for t in result.targets] == [Outcome.INTERRUPTED] * 3
+
+
+async def test_deadline_and_failure_threshold_skip_the_rest(tmp_path: Path) -> None:
+    """--max-failures: once reached nothing new is submitted; skipped rows say why."""
+    deployments_config = [{"name": f"bad-{i}", "wrong_credentials": True} for i in range(3)]
+    async with simulated(tmp_path, count=5, deployments=deployments_config, versions={"11.3": 1}) as (
+        fleet,
+        deployments,
+    ):
+        result = await run(deployments, tmp_path, max_failures="2", max_running=1)
+    outcomes = Counter(t.outcome for t in result.targets)
+    assert outcomes[Outcome.FAILED] >= 2 and outcomes[Outcome.SKIPPED] >= 1
+    assert "failure threshold (2)" in result.stopped_reason
+    assert all("failure threshold" in t.error for t in result.targets if t.outcome is Outcome.SKIPPED)
+    assert fleet.creates == [] or all(c.accepted for c in fleet.creates)
+
+    job = {"dist": "fixed", "value": 0.6}
+    async with simulated(tmp_path, count=4, versions={"11.3": 1}, job_duration=job) as (fleet, deployments):
+        result = await run(deployments, tmp_path, deadline=0.3, max_running=1)
+    outcomes = Counter(t.outcome for t in result.targets)
+    assert outcomes == {Outcome.SUCCEEDED: 1, Outcome.SKIPPED: 3}
+    assert "deadline" in result.stopped_reason
+
+
+async def test_lost_create_responses_are_reconciled_not_duplicated(tmp_path: Path) -> None:
+    """Every create answer lost: the run finds its own backups and jobs on the server, creates no second one."""
+    async with simulated(tmp_path, count=6, versions={"11.3": 1, "10.9": 1}, faults={"lost_create": 1.0}) as (
+        fleet,
+        deployments,
+    ):
+        result = await run(deployments, tmp_path)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets), [(t.key, t.error) for t in result.targets]
+    assert all(any("answer lost" in n for n in t.notes) for t in result.targets)
+    assert sum(c.accepted for c in fleet.creates) == 6
+    assert max(backups_per_target(fleet).values()) == 1
+
+
+async def test_report_files_follow_inventory_order(tmp_path: Path) -> None:
+    async with simulated(tmp_path, count=5, versions={"11.3": 1}) as (_, deployments):
+        result = await run(deployments, tmp_path)
+    folder = write_reports(result)
+    document = json.loads((folder / "report.json").read_text())
+    assert [r["deployment"] for r in document["targets"]] == [d.name for d in deployments]
+    assert document["summary"]["succeeded"] == 5 and document["summary"]["total"] == 5
+    csv_lines = (folder / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("deployment,url,store,backup_name,job_id,outcome")
+    assert len(csv_lines) == 6
+    markdown = (folder / "report.md").read_text()
+    assert markdown.index("## Summary") < markdown.index("## Failures") < markdown.index("## All targets")
