@@ -133,7 +133,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         default = info.default
         shown = "none" if default is None or default == () else default
-        help_text = f"{info.description} (default: {shown}; env ORCHESTRATOR_{name.upper()})"
+        help_text = f"{info.description} (default: {shown}; env ORCHESTRATOR_{name.upper()})".replace("%", "%%")
         if info.annotation is bool:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
         elif name == "select":

@@ -1,0 +1,226 @@
+"""The command line of the fleet run: exit codes, reports, plan, and bad input refused before any request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import main
+
+
+@dataclass
+class Simulator:
+    base_url: str
+    inventory: Path
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base_url}/_simulator/stats", timeout=5) as response:
+            result: dict[str, Any] = json.load(response)
+            return result
+
+
+def _simulator(tmp_path: Path, *args: str) -> Iterator[Simulator]:
+    inventory = tmp_path / "fleet.toml"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "simulate", "--write-inventory", str(inventory), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    while not process.stdout.readline().startswith("press Ctrl-C"):
+        pass
+    try:
+        yield Simulator(first.rsplit(" ", 1)[1].strip(), inventory)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Simulator]:
+    """Four simulated deployments in another process, with the inventory it wrote."""
+    yield from _simulator(tmp_path, "--deployments", "4", "--versions", "11.3=1,12.0=1", "--job-seconds", "0.3")
+
+
+FAST = ["--poll-initial", "0.1", "--poll-max", "0.3", "--retry-initial", "0.05", "--request-timeout", "3"]
+
+
+def test_run_succeeds_writes_reports_and_exits_0(
+    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path / "r"), *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run_id = out.split("run id: ")[1].split()[0]
+    folder = tmp_path / "r" / run_id
+    assert {p.name for p in folder.iterdir()} == {"report.json", "report.csv", "report.md"}
+    assert f"report: {folder / 'report.md'}" in out
+    assert json.loads((folder / "report.json").read_text())["summary"]["succeeded"] == 4
+    assert " finished " in err and "outcome=succeeded" in err  # one line per event when not on a terminal
+    password = (simulator.inventory.parent / "fleet.secrets" / "password").read_text().strip()
+    assert password not in out + err
+
+
+def test_json_log_lines_for_log_shippers(
+    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path), "--log-format", "json"]
+    assert main([*args, "--select", "name=gis-0001", *FAST]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    finished = [line for line in lines if line["event"] == "finished"]
+    assert [(f["deployment"], f["outcome"]) for f in finished] == [("gis-0001", "succeeded")]
+
+
+def test_quiet_prints_only_the_summary(
+    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path), "--quiet", *FAST]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "succeeded" in out and "run id:" in out
+
+
+def test_some_target_failing_exits_1_and_threshold_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fleet_file = tmp_path / "fleet-file.toml"
+    fleet_file.write_text(
+        'count = 3\nversions = { "11.3" = 1 }\njob_duration = { dist = "fixed", value = 0.3 }\n'
+        '[[deployments]]\nname = "broken"\nfaults = { job_failure = 1.0 }\n'
+    )
+    for simulator in _simulator(tmp_path, "--fleet", str(fleet_file)):
+        base = ["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path / "r"), *FAST]
+        assert main(base) == 1
+        out = capsys.readouterr().out
+        assert "failed" in out
+        assert main([*base, "--max-failures", "1", "--max-running", "1"]) == 3
+        assert (
+            "stopped submitting early: not submitted: the failure threshold (1) was reached" in capsys.readouterr().out
+        )
+
+
+def _rewrite(inventory: Path, old: str, new: str) -> None:
+    text = inventory.read_text()
+    assert old in text
+    inventory.write_text(text.replace(old, new, 1))
+
+
+BAD_INPUTS = [
+    (
+        'username = "admin"',
+        'username = "admin"\npassword = "literal-secret"',
+        "a literal secret ('password') is refused",
+    ),
+    ('name = "gis-0001"', 'name = "gis-0000"', "duplicate name 'gis-0000'"),
+    ('name = "gis-0001"', 'name = "gis-0001"\nstorez = ["x"]', "unknown key 'storez'; did you mean 'stores'?"),
+    ("http://127.0.0.1", "http://gis.example.com", "uses http; use https"),
+    ('password_file = "fleet.secrets/password"', 'password_file = "nowhere/password"', "cannot read"),
+    (
+        'password_file = "fleet.secrets/password"',
+        'password_env = "SURELY_UNSET_VAR_42"',
+        "SURELY_UNSET_VAR_42 is not set",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), BAD_INPUTS)
+def test_bad_inventory_exits_2_before_any_request(
+    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, message: str
+) -> None:
+    _rewrite(simulator.inventory, old, new)
+    assert main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was submitted" in err and message in err and str(simulator.inventory) in err
+    assert "literal-secret" not in err
+    assert simulator.stats()["requests"] == 0
+    assert not list(tmp_path.glob("*/report.json"))
+
+
+def test_short_passcode_exits_2(simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    (simulator.inventory.parent / "fleet.secrets" / "passcode").write_text("short\n")
+    assert main(["run", "--inventory", str(simulator.inventory)]) == 2
+    assert "shorter than 8 characters" in capsys.readouterr().err
+    assert simulator.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--select", "region=eu"], "write tag=TAG or name=GLOB"),
+        (["--select", "name=nothing-*"], "no deployment matched"),
+        (["--max-failures", "lots"], "max_failures"),
+        (["--poll-initial", "10", "--poll-max", "1"], "poll_max (1.0) is below poll_initial"),
+        (["--name-template", "{hostname}"], "unknown field(s) ['hostname']"),
+    ],
+)
+def test_bad_flags_exit_2_before_any_request(
+    simulator: Simulator, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["run", "--inventory", str(simulator.inventory), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert simulator.stats()["requests"] == 0
+
+
+def test_missing_inventory_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORCHESTRATOR_INVENTORY", raising=False)
+    assert main(["run"]) == 2
+    assert "give --inventory FILE" in capsys.readouterr().err
+
+
+def test_plan_submits_nothing_and_check_is_read_only(simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--inventory", str(simulator.inventory), "--select", "tag=v12.0"]) == 0
+    out = capsys.readouterr().out
+    assert "backup-" in out and "(default, asked at run time)" in out and "max running jobs no cap" in out
+    assert main(["plan", "--check", "--inventory", str(simulator.inventory)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok") >= 4
+    stats = simulator.stats()
+    assert stats["creates"] == 0 and stats["requests"] > 0
+    _rewrite(simulator.inventory, 'name = "gis-0002"', 'name = "gis-0002"\nstores = ["missing"]')
+    assert main(["plan", "--check", "--inventory", str(simulator.inventory)]) == 1
+    assert "no store 'missing'" in capsys.readouterr().out
+
+
+def test_settings_file_and_environment(simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A settings file fills what flags and ORCHESTRATOR_* variables leave unset."""
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'inventory = "{simulator.inventory}"\nselect = ["name=gis-0000"]\nreport_dir = "{tmp_path}"\n')
+    monkeypatch.setenv("ORCHESTRATOR_QUIET", "true")
+    assert main(["run", "--settings", str(settings), *FAST]) == 0
+    [report] = tmp_path.glob("*/report.json")
+    document = json.loads(report.read_text())
+    assert [t["deployment"] for t in document["targets"]] == ["gis-0000"]
+    assert document["settings"]["quiet"] is True and document["settings"]["poll_initial"] == 0.1
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["plan"], ["demo"], ["simulate"]])
+def test_help_everywhere(command: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert done.returncode == 0
+    assert "usage: orchestrator" in done.stdout
+    if command == ["run"]:
+        for flag in (
+            "--concurrency",
+            "--max-running",
+            "--poll-initial",
+            "--job-timeout",
+            "--deadline",
+            "--max-failures",
+        ):
+            assert flag in done.stdout
+        assert "(default: 32; env ORCHESTRATOR_CONCURRENCY)" in done.stdout
