@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import InputError
-from orchestrator.inventory import load_inventory, select
+from orchestrator.inventory import FIELDS, load_inventory, select
 
 GOOD = """
 [defaults]
@@ -185,3 +185,23 @@ def test_selection_by_tag_and_name_glob(folder: Path) -> None:
         select(deployments, ["tag=nothing"])
     with pytest.raises(InputError, match="write tag=TAG or name=GLOB"):
         select(deployments, ["region=eu"])
+
+
+EXAMPLES = Path(__file__).parents[1] / "inventories"
+
+
+@pytest.mark.parametrize("name", ["example.toml", "example.csv"])
+def test_shipped_examples_load_and_document_every_field(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples are valid, agree with each other, and show every field (so they cannot drift)."""
+    for variable in ("ARCGIS_PASSWORD", "BACKUP_PASSCODE", "BACKUP_PASSCODE_US"):
+        monkeypatch.setenv(variable, f"value-of-{variable}")
+    deployments = load_inventory(EXAMPLES / name).deployments
+    assert [(d.name, d.tags, d.stores) for d in deployments] == [
+        ("gis-eu-1", ("prod", "eu"), ("default", "offsite")),
+        ("gis-us-1", ("prod", "us"), () if name.endswith(".csv") else ("default",)),
+        ("gis-lab", ("test",), () if name.endswith(".csv") else ("default",)),
+    ]
+    assert deployments[1].username == "dr-operator"
+    assert deployments[1].passcode.get_secret_value() == "value-of-BACKUP_PASSCODE_US"
+    text = (EXAMPLES / name).read_text()
+    assert [field for field in FIELDS if field not in text] == []
