@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -224,3 +226,66 @@ def test_help_everywhere(command: list[str]) -> None:
         ):
             assert flag in done.stdout
         assert "(default: 32; env ORCHESTRATOR_CONCURRENCY)" in done.stdout
+
+
+def _start_run(simulator: Simulator, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "run",
+            "--inventory",
+            str(simulator.inventory),
+            "--report-dir",
+            str(tmp_path / "r"),
+            *FAST,
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_submissions(process: subprocess.Popen[str], count: int) -> None:
+    assert process.stderr is not None
+    seen = 0
+    while seen < count:
+        line = process.stderr.readline()
+        assert line, "the run ended before submitting"
+        seen += " submitted " in line
+
+
+@pytest.fixture
+def slow_simulator(tmp_path: Path) -> Iterator[Simulator]:
+    """Jobs of 30 s: still running when the operator presses Ctrl-C."""
+    yield from _simulator(tmp_path, "--deployments", "3", "--versions", "11.3=1", "--job-seconds", "30")
+
+
+def test_sigint_stops_submitting_follows_for_the_grace_period_and_writes_the_report(
+    slow_simulator: Simulator, tmp_path: Path
+) -> None:
+    process = _start_run(slow_simulator, tmp_path, "--grace", "0.5", "--max-running", "2")
+    _wait_for_submissions(process, 2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 3, err
+    assert "stopping: nothing new is submitted" in err
+    [report] = (tmp_path / "r").glob("*/report.json")
+    outcomes = [t["outcome"] for t in json.loads(report.read_text())["targets"]]
+    assert sorted(outcomes) == ["interrupted", "interrupted", "not_started"]
+    assert slow_simulator.stats()["creates"] == 2
+
+
+def test_a_second_sigint_stops_at_once(slow_simulator: Simulator, tmp_path: Path) -> None:
+    process = _start_run(slow_simulator, tmp_path, "--grace", "600")
+    _wait_for_submissions(process, 3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=20)  # well before the 600 s grace period
+    assert process.returncode == 3, err
+    assert "stopping now; writing the report" in err
+    [report] = (tmp_path / "r").glob("*/report.json")
+    assert [t["outcome"] for t in json.loads(report.read_text())["targets"]] == ["interrupted"] * 3
