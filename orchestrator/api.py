@@ -44,6 +44,17 @@ class ApiContext:
     on_retry: Any = None  # callable(deployment, error, delay) or None
 
 
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however many pieces it arrives in; a body over the cap is refused, not kept."""
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TargetError(ErrorClass.PERMANENT, f"answer larger than {MAX_BODY_BYTES} bytes refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @asynccontextmanager
 async def open_api_context(
     settings: RunSettings, clock: Clock, rng: random.Random, on_retry: Any = None
@@ -154,9 +165,7 @@ class ArcGISClient:
                     allow_redirects=False,
                     timeout=timeout,
                 ) as response:
-                    body = await response.content.read(MAX_BODY_BYTES + 1)
-                    if len(body) > MAX_BODY_BYTES:
-                        raise TargetError(ErrorClass.PERMANENT, f"answer larger than {MAX_BODY_BYTES} bytes refused")
+                    body = await _read_capped(response)
                     return interpret(response.status, response.headers, body, ctx.clock.now())
             except TargetError:
                 raise

@@ -304,13 +304,16 @@ def _check_url(value: Any, bad: Any) -> str | None:
         bad('missing; write url = "https://gis.example.com/arcgis" (the root, including the web context)')
         return None
     parts = urlsplit(value)
+    if parts.username or parts.password:
+        bad("must not hold credentials; reference them with password_env or password_file")
+        return None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         bad(f'{value!r} is not an https URL; write url = "https://host/context"')
         return None
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         bad(f"{value!r} uses http; use https (http is allowed for loopback addresses only)")
         return None
-    if parts.query or parts.fragment or parts.username or parts.password:
+    if parts.query or parts.fragment:
         bad("must not hold a query, a fragment or credentials; give the plain root URL")
         return None
     if parts.path.strip("/") == "":

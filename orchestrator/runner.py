@@ -145,7 +145,8 @@ async def run_fleet(
             result.peak_jobs_followed = poller.peak_followed
     _settle_unfinished(targets, gate, clock.now())
     result.finished_at = clock.now()
-    result.stopped_reason = "" if gate.open else gate.reason
+    cut_short = any(t.outcome in (Outcome.SKIPPED, Outcome.NOT_STARTED, Outcome.INTERRUPTED) for t in targets)
+    result.stopped_reason = gate.reason if cut_short and not gate.open else ""
     result.requests = sum(client.requests for client in clients)
     emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
     return result

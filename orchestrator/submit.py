@@ -159,6 +159,8 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
                     return found
             if not (error.transient and attempt < ctx.retries):
                 raise
+            if not ctx.gate.open:  # stopped meanwhile: submit nothing more
+                raise TargetError(error.error_class, f"{error.message}; not retried: {ctx.gate.reason}") from None
             delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, error.retry_after)
             attempt += 1
         await ctx.clock.sleep(delay)
@@ -170,16 +172,19 @@ async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> S
         if target.backup_name in await api.backup_names(target.store):
             return Submitted("", already_complete=True)
         status = await api.dr_status()
-        named = status.get("backupName")
-        if isinstance(named, str) and named != target.backup_name:
-            return None  # the last DR job is someone else's
-        job_id = await _find_our_job(target, api, since)
-        if job_id:
-            return Submitted(job_id)
-        if named == target.backup_name:
-            return Submitted("")  # ours, but its job id is unknown: follow it by the backups list
     except TargetError:
-        pass  # cannot tell: a new create is still safe (the server refuses a duplicate name)
+        return None  # cannot tell: a new create is still safe (the server refuses a duplicate name)
+    named, store = status.get("backupName"), status.get("backupStore", target.store)
+    if isinstance(named, str) and (named != target.backup_name or store != target.store):
+        return None  # the last DR job is someone else's
+    try:
+        job_id = await _find_our_job(target, api, since)
+    except TargetError:
+        job_id = ""
+    if job_id:
+        return Submitted(job_id)
+    if named == target.backup_name:
+        return Submitted("")  # ours, but its job id is unknown: follow it by the backups list
     return None
 
 

@@ -205,3 +205,11 @@ def test_shipped_examples_load_and_document_every_field(name: str, monkeypatch: 
     assert deployments[1].passcode.get_secret_value() == "value-of-BACKUP_PASSCODE_US"
     text = (EXAMPLES / name).read_text()
     assert [field for field in FIELDS if field not in text] == []
+
+
+def test_credentials_in_a_url_are_refused_without_being_echoed(folder: Path) -> None:
+    text = GOOD.replace("https://gis-eu-1.example.com/arcgis/", "http://admin:Hunter2-secret@gis.example.com/arcgis")
+    with pytest.raises(InputError) as caught:
+        load_inventory(_write(folder, text))
+    assert "must not hold credentials" in caught.value.problems[0]
+    assert "Hunter2" not in str(caught.value)

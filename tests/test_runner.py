@@ -25,6 +25,7 @@ from orchestrator.settings import load_settings
 from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
+from orchestrator.simulator.model import Backup
 from orchestrator.targets import Outcome, build_targets
 from tests.conftest import PASSWORD
 
@@ -274,3 +275,25 @@ async def test_report_files_follow_inventory_order(tmp_path: Path) -> None:
     assert len(csv_lines) == 6
     markdown = (folder / "report.md").read_text()
     assert markdown.index("## Summary") < markdown.index("## Failures") < markdown.index("## All targets")
+
+
+async def test_a_large_backups_list_arriving_in_pieces_still_confirms(tmp_path: Path) -> None:
+    """Hundreds of retained backups (a body read in many pieces) do not hide the new one."""
+    async with simulated(tmp_path, count=1, versions={"11.3": 1}) as (fleet, deployments):
+        deployment = next(iter(fleet.deployments.values()))
+        now = fleet.clock.now()
+        for n in range(400):
+            name = f"old-{n:04d}-" + "x" * 150
+            deployment.backups["default"][name] = Backup(name, "default", "11.3.0", "", now - 100, now - 50, -1)
+        result = await run(deployments, tmp_path)
+    assert result.targets[0].outcome is Outcome.SUCCEEDED, result.targets[0].error
+
+
+async def test_a_deadline_after_everything_was_submitted_is_not_an_abort(tmp_path: Path) -> None:
+    async with simulated(tmp_path, count=2, versions={"11.3": 1}, job_duration={"dist": "fixed", "value": 0.5}) as (
+        _,
+        deployments,
+    ):
+        result = await run(deployments, tmp_path, deadline=0.2)
+    assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] * 2
+    assert result.stopped_reason == ""
