@@ -8,7 +8,6 @@ serves the fleet's records (deployment names are DNS labels, so none can be `_si
 from __future__ import annotations
 
 import html
-import ipaddress
 import json
 import socket
 import ssl
@@ -23,6 +22,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrator.clock import ManualClock
+from orchestrator.inventory import is_loopback
 from orchestrator.simulator.faults import Fault, chance, draw_latency, draw_request_fault
 from orchestrator.simulator.fleet import SimulatedFleet
 from orchestrator.simulator.model import ApiError, Deployment, Job, JobStatus
@@ -226,23 +226,23 @@ def _dispatch(
             deployment.store(route.store)
             return {"isReady": True, "status": "success"}
         case Endpoint.BACKUPS | Endpoint.LEGACY_BACKUPS:
-            store = route.store or params.get("storeName") or deployment.plan.default_store
+            store = _store_of(route, params, deployment)
             deployment.store(store)
             return {"backups": [b.to_json() for b in deployment.backups[store].values()]}
         case Endpoint.BACKUP | Endpoint.LEGACY_BACKUP:
-            store = route.store or params.get("storeName") or deployment.plan.default_store
+            store = _store_of(route, params, deployment)
             return deployment.backup(store, route.backup).to_json()
         case Endpoint.BACKUP_UPDATE:
             deployment.update_retention(route.store, route.backup, params.get("retentionDate", ""))
             return {"status": "success"}
         case Endpoint.BACKUP_DELETE | Endpoint.LEGACY_DELETE:
-            store = route.store or params.get("storeName") or deployment.plan.default_store
+            store = _store_of(route, params, deployment)
             as_job = params.get("async", "false").lower() == "true" and deployment.plan.has_timeout_setting
             uri = f"{context}/system/disasterrecovery/stores/{store}/backups/{route.backup}/delete"
             job = deployment.delete_backup(store, route.backup, as_job, _caller(deployment), uri, now)
             return _job_descriptor(request, deployment, job.job_id) if job else {"status": "success"}
         case Endpoint.CREATE | Endpoint.LEGACY_CREATE:
-            store = route.store or params.get("storeName") or deployment.plan.default_store
+            store = _store_of(route, params, deployment)
             job = deployment.create_backup(
                 store=store,
                 name=params.get("name", ""),
@@ -270,6 +270,11 @@ def _dispatch(
         case Endpoint.LEGACY_ROOT:
             return {"operations": ["backup"], "resources": ["backups", "status"]}
     raise AssertionError(f"unrouted endpoint {endpoint}")  # pragma: no cover
+
+
+def _store_of(route: Route, params: Mapping[str, str], deployment: Deployment) -> str:
+    """The store a request names: in the path (10.9.1+), as `storeName` (legacy), or the default one."""
+    return route.store or params.get("storeName") or deployment.plan.default_store
 
 
 def _caller(deployment: Deployment) -> str:
@@ -300,7 +305,7 @@ def _record_create(
         CreateRecord(
             at=now,
             deployment=deployment.name,
-            store=route.store or params.get("storeName") or deployment.plan.default_store,
+            store=_store_of(route, params, deployment),
             backup_name=params.get("name", ""),
             accepted=error is None,
             job_id=job.job_id if job else "",
@@ -445,11 +450,7 @@ class RunningSimulator:
 
 
 def _check_loopback(host: str) -> None:
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise ValueError(f"the simulator only listens on loopback (127.0.0.1, ::1, localhost), not {host!r}")
 
 
