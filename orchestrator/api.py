@@ -29,6 +29,22 @@ from orchestrator.settings import RunSettings
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
 _TRANSIENT_HTTP: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+# A gateway error or a server crash may come after the server carried the request out.
+_MAYBE_CARRIED_OUT_HTTP: Final = frozenset({500, 502, 504})
+# Envelope codes worth retrying. An envelope 500 is the server's own verdict (12.0's
+# `JSONObject["supportBDSBackup"] not found`), which no retry changes.
+_TRANSIENT_ENVELOPE: Final = frozenset({429, 503})
+_LEGACY_DONE_STATES: Final = {"success": "COMPLETED", "completed_with_warnings": "COMPLETED", "failed": "FAILED"}
+IDLE_DR_STATES: Final = frozenset({"no_op", *_LEGACY_DONE_STATES})  # any other state means a DR job runs
+
+
+def dr_job_running(status: Mapping[str, Any]) -> bool:
+    """Whether a DR status describes a job still running: documented end states aside, it is. Pure."""
+    if not status:
+        return False
+    return status.get("state") not in IDLE_DR_STATES
+
+
 _DR: Final = "/admin/system/disasterrecovery"
 
 
@@ -41,7 +57,14 @@ class ApiContext:
     clock: Clock
     rng: random.Random
     request_limiter: anyio.CapacityLimiter
-    on_retry: Any = None  # callable(deployment, error, delay) or None
+    on_retry: OnRetry | None = None
+
+
+OnRetry = Callable[[Deployment, TargetError, float], None]
+
+
+class _TokenWentStale(Exception):
+    """The token expired while the request waited for a slot: renew it, then queue again."""
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
@@ -57,7 +80,7 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 
 @asynccontextmanager
 async def open_api_context(
-    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: Any = None
+    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
 ) -> AsyncIterator[ApiContext]:
     """One HTTP session for a whole run, with the run's cap on requests in flight."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
@@ -84,7 +107,13 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         raise envelope_error(parsed["error"], retry_after)
     if status in _TRANSIENT_HTTP:
-        raise TargetError(ErrorClass.TRANSIENT, f"HTTP {status}", retry_after=retry_after, code=status)
+        raise TargetError(
+            ErrorClass.TRANSIENT,
+            f"HTTP {status}",
+            retry_after=retry_after,
+            code=status,
+            ambiguous=status in _MAYBE_CARRIED_OUT_HTTP,
+        )
     if status in (401, 403):
         raise TargetError(ErrorClass.AUTHENTICATION, f"HTTP {status}: access refused", code=status)
     if status == 404:
@@ -121,7 +150,7 @@ def envelope_error(error: Mapping[str, Any], retry_after: float | None = None) -
         error_class = ErrorClass.AUTHENTICATION
     elif code == 404 or "does not exist" in lowered:
         error_class = ErrorClass.CONFIGURATION
-    elif "in progress" in lowered or (code is not None and code in _TRANSIENT_HTTP):
+    elif "in progress" in lowered or code in _TRANSIENT_ENVELOPE:
         error_class = ErrorClass.TRANSIENT
     else:
         error_class = ErrorClass.PERMANENT
@@ -149,12 +178,14 @@ class ArcGISClient:
     # -- transport --
     async def _send(self, path: str, form: Mapping[str, str], token: str | None) -> dict[str, Any]:
         settings, ctx = self.context.settings, self.context
-        headers = {"X-Esri-Authorization": f"Bearer {token}"} if token else {}
         ssl_option: ssl.SSLContext | bool = (
             _ssl_context(self.deployment.ca_bundle) if self.deployment.verify_tls else False
         )
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=settings.connect_timeout)
         async with ctx.request_limiter:
+            if token is not None and token != self._fresh_token():
+                raise _TokenWentStale
+            headers = {"X-Esri-Authorization": f"Bearer {token}"} if token else {}
             self.requests += 1
             try:
                 async with ctx.http.post(
@@ -187,17 +218,23 @@ class ArcGISClient:
         """One admin request, signed; renews the token once on 498/499; retries transient errors."""
         renewed = False
 
+        async def send_signed() -> dict[str, Any]:
+            while True:
+                try:
+                    return await self._send(path, form or {}, await self.token())
+                except _TokenWentStale:
+                    continue  # token() renews it now, outside the request slot
+
         async def signed() -> dict[str, Any]:
             nonlocal renewed
-            token = await self.token()
             try:
-                return await self._send(path, form or {}, token)
+                return await send_signed()
             except TargetError as error:
                 if error.code not in (498, 499) or renewed:
                     raise
                 renewed = True  # expired or revoked under us: one fresh token, then no more
                 self._token = None
-                return await self._send(path, form or {}, await self.token())
+                return await send_signed()
 
         return await self._retrying(signed, retry=retry)
 
@@ -220,11 +257,18 @@ class ArcGISClient:
     async def token(self) -> str:
         """The cached token, renewed a margin before it expires."""
         async with self._token_lock:
-            now = self.context.clock.now()
-            if self._token is None or now >= self._token_expires:
-                await self._sign_in(now)
-            assert self._token is not None
-            return self._token
+            token = self._fresh_token()
+            if token is None:
+                await self._sign_in(self.context.clock.now())
+                token = self._token
+            assert token is not None
+            return token
+
+    def _fresh_token(self) -> str | None:
+        """The cached token while it is still before its renewal time, else None."""
+        if self._token is None or self.context.clock.now() >= self._token_expires:
+            return None
+        return self._token
 
     async def _sign_in(self, now: float) -> None:
         form = {
@@ -247,8 +291,9 @@ class ArcGISClient:
         valid = isinstance(expires, int | float) and not isinstance(expires, bool)
         expires_at = float(expires) / 1000 if valid and expires is not None else now + 60
         lifetime = max(0.0, expires_at - now)
-        # Renew a margin before expiry: a tenth of the lifetime, at most a minute.
-        self._token, self._token_expires = token, expires_at - min(60.0, lifetime / 10)
+        # Renew a margin before expiry: a tenth of the lifetime, at most a minute. A token that
+        # looks expired already (a server clock far behind ours) is still used once; a 498 renews it.
+        self._token, self._token_expires = token, max(expires_at - min(60.0, lifetime / 10), now + 1.0)
 
     # -- resources --
     async def detect_version(self) -> str:
@@ -292,9 +337,23 @@ class ArcGISClient:
         return job_id
 
     async def job(self, job_id: str) -> dict[str, Any]:
+        if self.legacy:
+            return await self._legacy_job()
         return await self.call(f"/admin/jobs/{quote(job_id, safe='')}", retry=False)
 
+    async def _legacy_job(self) -> dict[str, Any]:
+        """10.9 has no jobs resource: its DR status, which describes the last DR job, stands in for it.
+        One DR job runs at a time and ours is the last one submitted, so the status is ours."""
+        status = await self.dr_status()
+        state = status.get("state")
+        messages = status.get("messages")
+        if not isinstance(state, str) or state not in _LEGACY_DONE_STATES:
+            return {"status": "EXECUTING"}  # 10.9 says "running" by leaving the state out
+        return {"status": _LEGACY_DONE_STATES[state], "messages": messages if isinstance(messages, list) else []}
+
     async def job_ids(self) -> list[str]:
+        if self.legacy:
+            return []
         jobs = (await self.call("/admin/jobs")).get("jobs")
         return [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
 

@@ -13,14 +13,14 @@ from typing import Any
 import anyio
 from tabulate import tabulate
 
-from orchestrator.api import ArcGISClient, open_api_context
+from orchestrator.api import ArcGISClient, dr_job_running, open_api_context
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, TargetError
 from orchestrator.events import Observer, Observers
 from orchestrator.inventory import Deployment, load_inventory, select
 from orchestrator.progress import LiveProgress, LogObserver
-from orchestrator.report import report_document, summary_table, write_reports
-from orchestrator.runner import RunControl, RunResult, new_run_id, run_fleet
+from orchestrator.report import check_report_dir, report_document, summary_table, write_reports
+from orchestrator.runner import RunControl, RunResult, new_run_id, run_fleet, settle_unfinished
 from orchestrator.settings import RunSettings, load_settings
 from orchestrator.targets import build_targets
 
@@ -53,23 +53,32 @@ async def run_and_report(
     progress = LiveProgress(targets, clock) if live else None
     if progress is not None:
         observers.append(progress)
+    check_report_dir(settings.report_dir)
     if not settings.quiet:
         print(f"run {run_id}: {len(targets)} targets on {len(deployments)} deployments", file=sys.stderr)
-    async with anyio.create_task_group() as signals:
-        signals.start_soon(_watch_signals, control, settings.grace)
-        with progress if progress is not None else nullcontext():
-            result = await run_fleet(
-                targets,
-                settings,
-                run_id=run_id,
-                started_at=started_at,
-                clock=clock,
-                rng=rng,
-                observer=Observers(*observers),
-                control=control,
-                inventory=inventory,
-            )
-        signals.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as signals:
+            signals.start_soon(_watch_signals, control, settings.grace)
+            with progress if progress is not None else nullcontext():
+                result = await run_fleet(
+                    targets,
+                    settings,
+                    run_id=run_id,
+                    started_at=started_at,
+                    clock=clock,
+                    rng=rng,
+                    observer=Observers(*observers),
+                    control=control,
+                    inventory=inventory,
+                )
+            signals.cancel_scope.cancel()
+    except BaseException as crash:
+        # Whatever broke the run, what is known about every target still goes into the report.
+        settle_unfinished(targets, clock.now(), f"the run stopped on an internal error ({type(crash).__name__})")
+        salvaged = RunResult(run_id, started_at, clock.now(), targets, settings, inventory, "the run crashed")
+        folder = write_reports(salvaged)
+        print(f"the run stopped early; report of what is known: {folder / 'report.md'}", file=sys.stderr)
+        raise
     folder = write_reports(result)
     summary = report_document(result)["summary"]
     print(summary_table(summary))
@@ -146,7 +155,7 @@ async def _check_deployment(client: ArcGISClient, results: dict[str, tuple[str, 
         wanted = list(deployment.stores) or [await client.default_store()]
         problems = [f"no store {name!r} (has: {', '.join(sorted(stores))})" for name in wanted if name not in stores]
         status = await client.dr_status()
-        if status.get("state") == "running":
+        if dr_job_running(status):
             problems.append(f"a DR job is running ({status.get('backupName') or 'unnamed'})")
         results[deployment.name] = (version, "; ".join(problems) or "ok")
     except TargetError as error:

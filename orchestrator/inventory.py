@@ -226,6 +226,7 @@ def _key_line(lines: list[str], key: str) -> int:
 def _resolve(entries: list[_Entry], base: Path, problems: _Problems) -> list[Deployment]:
     deployments = []
     seen: dict[str, str] = {}
+    seen_urls: dict[str, str] = {}
     secret_cache: dict[tuple[str, str], str | None] = {}
     for entry in entries:
         name = entry.values.get("name")
@@ -238,9 +239,29 @@ def _resolve(entries: list[_Entry], base: Path, problems: _Problems) -> list[Dep
         if isinstance(name, str):
             seen[name] = entry.location
         deployment = _resolve_one(entry, base, problems, secret_cache)
-        if deployment is not None:
-            deployments.append(deployment)
+        if deployment is None:
+            continue
+        same_site = _site_key(deployment.url)
+        if same_site in seen_urls:
+            # Two entries for one deployment would run two DR jobs on it at once; the server refuses one.
+            problems.add(
+                entry.where.get("url", entry.location),
+                f"{entry.label}: url: {deployment.url} is also deployment {seen_urls[same_site]}; "
+                "list each deployment once, with all its stores in `stores`",
+            )
+            continue
+        seen_urls[same_site] = f"{deployment.name!r} ({entry.location})"
+        deployments.append(deployment)
     return deployments
+
+
+def _site_key(url: str) -> str:
+    """One deployment however its URL is spelled: case of scheme and host, default port, trailing slash."""
+    parts = urlsplit(url)
+    default_port = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    port = parts.port if parts.port not in (None, default_port) else None
+    host = (parts.hostname or "").lower() + (f":{port}" if port else "")
+    return f"{parts.scheme.lower()}://{host}{parts.path.rstrip('/')}"
 
 
 def _resolve_one(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Final
 
 from tabulate import tabulate
 
+from orchestrator.errors import InputError
 from orchestrator.runner import RunResult
 from orchestrator.targets import Outcome, TargetState
 
@@ -195,3 +197,15 @@ def write_reports(result: RunResult) -> Path:
     (folder / "report.csv").write_text(csv_text(document["targets"]), encoding="utf-8")
     (folder / "report.md").write_text(markdown_text(document), encoding="utf-8")
     return folder
+
+
+def check_report_dir(report_dir: Path) -> None:
+    """Refuse a report folder that cannot be written, before the run sends anything."""
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=report_dir, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise InputError(
+            [f"report_dir {report_dir}: cannot write there ({error.strerror}); choose another with --report-dir"]
+        ) from None

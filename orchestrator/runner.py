@@ -121,8 +121,11 @@ async def run_fleet(
                 retries=settings.retries,
                 retry_backoff=Backoff(settings.retry_initial, 2.0, settings.retry_max),
                 job_timeout=settings.job_timeout,
-                description=settings.description.format(
-                    run_id=run_id, timestamp=run_timestamp(started_at), deployment="", store=""
+                description=lambda target: settings.description.format(
+                    run_id=run_id,
+                    timestamp=run_timestamp(started_at),
+                    deployment=target.deployment.name,
+                    store=target.store,
                 ),
                 passcode=lambda target: target.deployment.passcode.get_secret_value(),
                 on_submitted=lambda target: emit(EventKind.SUBMITTED, target, ""),
@@ -143,7 +146,7 @@ async def run_fleet(
                     watchers.cancel_scope.cancel()
                 poller.close()
             result.peak_jobs_followed = poller.peak_followed
-    _settle_unfinished(targets, gate, clock.now())
+    settle_unfinished(targets, clock.now(), gate.reason)
     result.finished_at = clock.now()
     cut_short = any(t.outcome in (Outcome.SKIPPED, Outcome.NOT_STARTED, Outcome.INTERRUPTED) for t in targets)
     result.stopped_reason = gate.reason if cut_short and not gate.open else ""
@@ -174,7 +177,7 @@ async def _watch_deadline(deadline: float, gate: Gate, clock: Clock, emit: Emit)
     emit(EventKind.STOPPED_SUBMITTING, None, gate.reason)
 
 
-def _settle_unfinished(targets: list[TargetState], gate: Gate, now: float) -> None:
+def settle_unfinished(targets: list[TargetState], now: float, not_started_reason: str = "") -> None:
     """After the run: a target without an outcome was cut short; say how."""
     for target in targets:
         if target.finished:
@@ -187,4 +190,5 @@ def _settle_unfinished(targets: list[TargetState], gate: Gate, now: float) -> No
                 reason=f"the run ended while the backup was in progress{job}; it may still complete on the server",
             )
         else:
-            target.finish(Outcome.NOT_STARTED, now, reason=gate.reason or "the run ended before this target started")
+            reason = not_started_reason or "the run ended before this target started"
+            target.finish(Outcome.NOT_STARTED, now, reason=reason)

@@ -19,7 +19,7 @@ import anyio
 
 from orchestrator.backoff import Backoff, retry_delay
 from orchestrator.clock import Clock
-from orchestrator.errors import TargetError
+from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.poll import JobApi, Poller
 from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
 
@@ -73,7 +73,7 @@ class WorkerContext:
     retries: int
     retry_backoff: Backoff
     job_timeout: float
-    description: str
+    description: Callable[[TargetState], str]
     passcode: Callable[[TargetState], str]
     on_submitted: Callable[[TargetState], None]
     on_finished: Callable[[TargetState], None]
@@ -94,32 +94,30 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
             _end(target, ctx, error=error)
         return
     for target in targets:
-        if not ctx.gate.open:
-            _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
-            continue
-        async with ctx.running_limiter:
-            if not ctx.gate.open:
-                _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
-                continue
-            await _back_up_store(target, api, ctx)
+        await _back_up_store(target, api, ctx)
 
 
 async def _back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> None:
-    target.phase = Phase.SUBMITTING
-    target.submitted_at = ctx.clock.now()
     try:
         submitted = await submit(target, api, ctx)
     except TargetError as error:
         _end(target, ctx, error=error)
         return
-    target.job_id = submitted.job_id
-    ctx.on_submitted(target)
-    if submitted.already_complete:
-        target.server_status = target.server_status or "COMPLETED"
-        _end(target, ctx, outcome=Outcome.SUCCEEDED)
+    if submitted is None:
+        _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
         return
-    await ctx.poller.follow(target, api, give_up_at=target.submitted_at + ctx.job_timeout)
-    ctx.on_finished(target)
+    try:  # submit returned holding a running-job slot: it is ours until the job ends
+        target.job_id = submitted.job_id
+        ctx.on_submitted(target)
+        if submitted.already_complete:
+            target.server_status = target.server_status or "COMPLETED"
+            _end(target, ctx, outcome=Outcome.SUCCEEDED)
+            return
+        assert target.submitted_at is not None
+        await ctx.poller.follow(target, api, give_up_at=target.submitted_at + ctx.job_timeout)
+        ctx.on_finished(target)
+    finally:
+        ctx.running_limiter.release()
 
 
 def _end(
@@ -138,32 +136,74 @@ def _end(
     ctx.on_finished(target)
 
 
-async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> Submitted:
-    """Create the backup, retrying transient errors; reconcile before any retry that could duplicate it."""
-    first_attempt_at = ctx.clock.now()
+async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> Submitted | None:
+    """Create the backup, retrying transient errors; reconcile before any retry that could duplicate it.
+
+    Returns holding one slot of `ctx.running_limiter` (the caller releases it when the job ends), or
+    None, holding nothing, when the gate closed first. The slot is given back during every backoff
+    sleep, so a deployment waiting to retry does not keep another one from running.
+    """
+    first_attempt_at: float | None = None
     maybe_taken = False  # an earlier attempt may have reached the server
     attempt = 0
     while True:
-        target.attempts += 1
+        await ctx.running_limiter.acquire()
         try:
-            job_id = await api.create_backup(
-                target.store, target.backup_name, ctx.passcode(target), ctx.description, target.retention_ms
-            )
-            return Submitted(job_id)
-        except TargetError as error:
-            maybe_taken = maybe_taken or error.ambiguous
-            if maybe_taken:
-                found = await _reconcile(target, api, first_attempt_at)
-                if found is not None:
-                    target.notes.append(f"create answer lost ({error.message}); the server had accepted it")
-                    return found
-            if not (error.transient and attempt < ctx.retries):
-                raise
-            if not ctx.gate.open:  # stopped meanwhile: submit nothing more
-                raise TargetError(error.error_class, f"{error.message}; not retried: {ctx.gate.reason}") from None
-            delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, error.retry_after)
-            attempt += 1
+            if not ctx.gate.open:
+                ctx.running_limiter.release()
+                return None
+            outcome = await _attempt_create(target, api, ctx, first_attempt_at, maybe_taken)
+        except BaseException:
+            ctx.running_limiter.release()
+            raise
+        if isinstance(outcome, Submitted):
+            return outcome
+        ctx.running_limiter.release()
+        error = outcome
+        first_attempt_at = first_attempt_at if first_attempt_at is not None else target.submitted_at
+        maybe_taken = maybe_taken or error.ambiguous
+        if not (error.transient and attempt < ctx.retries):
+            raise error
+        if not ctx.gate.open:  # stopped meanwhile: submit nothing more
+            raise TargetError(error.error_class, f"{error.message}; not retried: {ctx.gate.reason}")
+        delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, error.retry_after)
+        attempt += 1
         await ctx.clock.sleep(delay)
+
+
+async def _attempt_create(
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, first_attempt_at: float | None, maybe_taken: bool
+) -> Submitted | TargetError:
+    """One create request, and after any answer that leaves doubt, the reconciliation. Holds its slot."""
+    target.phase = Phase.SUBMITTING
+    target.attempts += 1
+    if target.submitted_at is None:
+        target.submitted_at = ctx.clock.now()
+    since = first_attempt_at if first_attempt_at is not None else target.submitted_at
+    try:
+        job_id = await api.create_backup(
+            target.store, target.backup_name, ctx.passcode(target), ctx.description(target), target.retention_ms
+        )
+        return Submitted(job_id)
+    except TargetError as error:
+        if not (maybe_taken or error.ambiguous):
+            return error
+        found = await _reconcile(target, api, since)
+        if found is not None:
+            target.notes.append(f"create answer lost ({error.message}); the server had accepted it")
+            return found
+        if maybe_taken and is_duplicate_name(error):
+            # Only our own earlier create can have used this run's unique name: follow it by the list.
+            target.notes.append(
+                f"create answer lost ({error.message}); the name is taken, so the first create was accepted"
+            )
+            return Submitted("")
+        return error
+
+
+def is_duplicate_name(error: TargetError) -> bool:
+    """The server's refusal of a backup name that already exists. Pure."""
+    return error.error_class is ErrorClass.PERMANENT and "already exists" in error.message.lower()
 
 
 async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> Submitted | None:

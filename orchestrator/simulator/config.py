@@ -93,6 +93,7 @@ class FaultProfile(_Strict):
     hang: Probability = 0.0  # the answer never comes (the connection is held, then reset)
     hang_s: float = Field(30.0, ge=0)
     lost_create: Probability = 0.0  # the backup is created, then the connection drops before the answer
+    late_5xx: Probability = 0.0  # the backup is created, then the gateway answers 502 or 504 (upstream slow)
     job_failure: Probability = 0.0  # the DR job ends FAILED with messages
     unavailable_blip: Probability = 0.0  # a job poll answers status UNAVAILABLE
     token_lifetime_s: float | None = Field(None, gt=0)  # caps every token's life: tokens expire mid-job
@@ -113,6 +114,7 @@ PROFILES: Final[Mapping[str, FaultProfile]] = {
         hang=0.001,
         hang_s=10.0,
         lost_create=0.02,
+        late_5xx=0.01,
         job_failure=0.03,
         unavailable_blip=0.02,
     ),
@@ -125,6 +127,7 @@ PROFILES: Final[Mapping[str, FaultProfile]] = {
         hang=0.01,
         hang_s=10.0,
         lost_create=0.1,
+        late_5xx=0.05,
         job_failure=0.1,
         unavailable_blip=0.1,
         token_lifetime_s=3.0,

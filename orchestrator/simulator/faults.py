@@ -17,6 +17,7 @@ class Fault(StrEnum):
     HANG = "hang"
     DOWN = "down"
     LOST_CREATE = "lost_create"
+    LATE_5XX = "late_5xx"
     UNAVAILABLE = "unavailable"
 
 
@@ -47,6 +48,16 @@ def draw_latency(rng: random.Random, profile: FaultProfile) -> float:
     if latency.dist == "fixed":
         return latency.value  # no draw: a fleet without latency keeps its stream for the other faults
     return latency.sample(rng)
+
+
+def draw_create_fault(rng: random.Random, profile: FaultProfile) -> Fault:
+    """What happens to a create's answer once the backup was created: one draw, whatever the outcome."""
+    draw = rng.random()
+    if draw < profile.lost_create:
+        return Fault.LOST_CREATE
+    if draw < profile.lost_create + profile.late_5xx:
+        return Fault.LATE_5XX
+    return Fault.NONE
 
 
 def chance(rng: random.Random, probability: float) -> bool:

@@ -493,12 +493,15 @@ class Deployment:
         if job is None:
             return {"status": {"code": 0, "messages": [], "state": "no_op"}}
         running = job.is_running_at(now)
+        # The reference knows the end states (success, failed, ...) and that anything else means
+        # running; the running spelling is not documented: [SIM] "running" (10.9: no state at all).
         state = "running" if running else {JobStatus.COMPLETED: "success"}.get(job.final_status, "failed")
         if version_tuple(self.plan.version) < (10, 9, 1):
             messages = [{"code": 4014, "message": "Started backup process.", "when": ms(job.created_at)}]
-            if not running:
-                text = "Backup completed." if state == "success" else "; ".join(job.messages)
-                messages.append({"code": 4015, "message": text, "when": ms(job.work_done_at)})
+            if running:
+                return {"status": {"code": 3, "messages": messages}}
+            text = "Backup completed." if state == "success" else "; ".join(job.messages)
+            messages.append({"code": 4015, "message": text, "when": ms(job.work_done_at)})
             return {"status": {"code": 3, "messages": messages, "state": state}}
         elapsed = (min(now, job.work_done_at) - job.created_at) * 1000
         return {

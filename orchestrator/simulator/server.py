@@ -23,7 +23,7 @@ from multidict import MultiDictProxy
 
 from orchestrator.clock import ManualClock
 from orchestrator.inventory import is_loopback
-from orchestrator.simulator.faults import Fault, chance, draw_latency, draw_request_fault
+from orchestrator.simulator.faults import Fault, chance, draw_create_fault, draw_latency, draw_request_fault
 from orchestrator.simulator.fleet import SimulatedFleet
 from orchestrator.simulator.model import ApiError, Deployment, Job, JobStatus
 from orchestrator.simulator.records import CreateRecord, RequestRecord
@@ -37,12 +37,21 @@ _INGRESS_PAGES: Final = {
     502: "502 Bad Gateway",
     503: "503 Service Temporarily Unavailable",
     429: "429 Too Many Requests",
+    504: "504 Gateway Time-out",
 }
 _FLEET_KEY: Final = web.AppKey("fleet", SimulatedFleet)
 
 
 class _NoAnswer(Exception):
     """The connection was reset on purpose: there is no response to send."""
+
+
+class _LateGatewayError(Exception):
+    """The request was carried out, but the ingress answers a gateway error instead of the result."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 def build_app(fleet: SimulatedFleet) -> web.Application:
@@ -175,6 +184,8 @@ async def _answer(
                 raise ApiError(403, "You do not have permissions to access this resource or perform this operation.")
         deployment.settle(now)
         body = _dispatch(fleet, deployment, request, route, params, now, record)
+    except _LateGatewayError as late:
+        return _ingress_page(late.status, _INGRESS_PAGES[late.status])
     except ApiError as error:
         record.error_code = error.code
         is_create = route is not None and route.endpoint in (Endpoint.CREATE, Endpoint.LEGACY_CREATE)
@@ -250,14 +261,18 @@ def _dispatch(
                 description=params.get("description", ""),
                 retention=params.get("retentionDate", ""),
                 username=_caller(deployment),
-                operation_uri=f"{context}/system/disasterrecovery/stores/{store}/backups/create",
+                operation_uri=f"{context}/system/disasterrecovery/"
+                + ("backuprestore/backup" if endpoint is Endpoint.LEGACY_CREATE else f"stores/{store}/backups/create"),
                 now=now,
             )
-            lost = chance(deployment.fault_rng, deployment.plan.faults.lost_create)
-            _record_create(fleet, deployment, route, params, now, job=job, lost=lost)
-            if lost:
-                record.fault = Fault.LOST_CREATE
+            answer_fault = draw_create_fault(deployment.fault_rng, deployment.plan.faults)
+            _record_create(fleet, deployment, route, params, now, job=job, lost=answer_fault is not Fault.NONE)
+            if answer_fault is not Fault.NONE:
+                record.fault = answer_fault.value
+            if answer_fault is Fault.LOST_CREATE:
                 _reset(request)
+            if answer_fault is Fault.LATE_5XX:
+                raise _LateGatewayError(502 if deployment.fault_rng.random() < 0.5 else 504)
             return _job_descriptor(request, deployment, job.job_id)
         case Endpoint.JOBS:
             return {"jobs": list(deployment.jobs)}
