@@ -74,7 +74,8 @@ async def run_and_report(
             signals.cancel_scope.cancel()
     except BaseException as crash:
         # Whatever broke the run, what is known about every target still goes into the report.
-        settle_unfinished(targets, clock.now(), f"the run stopped on an internal error ({type(crash).__name__})")
+        cause = _innermost(crash)  # the type only: an unforeseen exception's text could hold anything
+        settle_unfinished(targets, clock.now(), f"the run stopped on an internal error ({type(cause).__name__})")
         salvaged = RunResult(run_id, started_at, clock.now(), targets, settings, inventory, "the run crashed")
         folder = write_reports(salvaged)
         print(f"the run stopped early; report of what is known: {folder / 'report.md'}", file=sys.stderr)
@@ -87,6 +88,12 @@ async def run_and_report(
     print(f"run id: {run_id}")
     print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
     return result
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 async def _watch_signals(control: RunControl, grace: float) -> None:

@@ -144,7 +144,7 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
     sleep, so a deployment waiting to retry does not keep another one from running.
     """
     first_attempt_at: float | None = None
-    maybe_taken = False  # an earlier attempt may have reached the server
+    doubt = ""  # why an earlier attempt may have reached the server ("" while none may have)
     attempt = 0
     while True:
         await ctx.running_limiter.acquire()
@@ -152,7 +152,7 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
             if not ctx.gate.open:
                 ctx.running_limiter.release()
                 return None
-            outcome = await _attempt_create(target, api, ctx, first_attempt_at, maybe_taken)
+            outcome = await _attempt_create(target, api, ctx, first_attempt_at, doubt)
         except BaseException:
             ctx.running_limiter.release()
             raise
@@ -161,7 +161,7 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
         ctx.running_limiter.release()
         error = outcome
         first_attempt_at = first_attempt_at if first_attempt_at is not None else target.submitted_at
-        maybe_taken = maybe_taken or error.ambiguous
+        doubt = doubt or (error.message if error.ambiguous else "")
         if not (error.transient and attempt < ctx.retries):
             raise error
         if not ctx.gate.open:  # stopped meanwhile: submit nothing more
@@ -172,7 +172,7 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
 
 
 async def _attempt_create(
-    target: TargetState, api: DeploymentApi, ctx: WorkerContext, first_attempt_at: float | None, maybe_taken: bool
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, first_attempt_at: float | None, doubt: str
 ) -> Submitted | TargetError:
     """One create request, and after any answer that leaves doubt, the reconciliation. Holds its slot."""
     target.phase = Phase.SUBMITTING
@@ -186,16 +186,16 @@ async def _attempt_create(
         )
         return Submitted(job_id)
     except TargetError as error:
-        if not (maybe_taken or error.ambiguous):
+        if not (doubt or error.ambiguous):
             return error
         found = await _reconcile(target, api, since)
         if found is not None:
-            target.notes.append(f"create answer lost ({error.message}); the server had accepted it")
+            target.notes.append(f"create answer lost ({doubt or error.message}); the server had accepted it")
             return found
-        if maybe_taken and is_duplicate_name(error):
+        if doubt and is_duplicate_name(error):
             # Only our own earlier create can have used this run's unique name: follow it by the list.
             target.notes.append(
-                f"create answer lost ({error.message}); the name is taken, so the first create was accepted"
+                f"create answer lost ({doubt}); the retry found the name taken, so it had been accepted"
             )
             return Submitted("")
         return error

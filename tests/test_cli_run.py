@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator import commands
 from orchestrator.cli import main
 
 
@@ -170,6 +171,37 @@ def test_bad_flags_exit_2_before_any_request(
     assert main(["run", "--inventory", str(simulator.inventory), *args]) == 2
     assert message in capsys.readouterr().err
     assert simulator.stats()["requests"] == 0
+
+
+def test_an_unwritable_report_dir_exits_2_before_any_request(
+    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report folder that cannot be written is found before the run, not after hours of backups."""
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file where the report folder should be")
+    assert main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(not_a_folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"report_dir {not_a_folder}: cannot write there" in err and "--report-dir" in err
+    assert simulator.stats()["requests"] == 0
+
+
+def test_the_report_is_written_even_when_the_run_crashes(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unexpected error inside the run still leaves a report with every target and why it has no backup."""
+
+    async def crashing_run(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("an unforeseen bug")
+
+    monkeypatch.setattr(commands, "run_fleet", crashing_run)
+    with pytest.raises(ExceptionGroup) as crash:
+        main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path), *FAST])
+    assert crash.group_contains(RuntimeError, match="an unforeseen bug")
+    assert "report of what is known" in capsys.readouterr().err
+    (report,) = tmp_path.glob("*/report.json")
+    rows = json.loads(report.read_text())["targets"]
+    assert [row["deployment"] for row in rows] == ["gis-0000", "gis-0001", "gis-0002", "gis-0003"]
+    assert all(row["outcome"] == "not_started" and "internal error (RuntimeError)" in row["error"] for row in rows)
 
 
 def test_missing_inventory_exits_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,3 +213,17 @@ def test_credentials_in_a_url_are_refused_without_being_echoed(folder: Path) -> 
         load_inventory(_write(folder, text))
     assert "must not hold credentials" in caught.value.problems[0]
     assert "Hunter2" not in str(caught.value)
+
+
+def test_one_deployment_listed_twice_under_two_names_is_refused(folder: Path) -> None:
+    """Two entries for one URL would start two DR jobs on one deployment: refused, naming both entries."""
+    twice = GOOD + '\n[[deployments]]\nname = "gis-eu-1-again"\nurl = "HTTPS://GIS-EU-1.example.com:443/arcgis"\n'
+    path = _write(folder, twice)
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    (problem,) = caught.value.problems
+    url_line = twice.splitlines().index('name = "gis-eu-1-again"')  # TOML problems name the entry's header line
+    assert problem.startswith(f"{path}:{url_line}: deployments[2] (gis-eu-1-again): url:")
+    assert "is also deployment 'gis-eu-1'" in problem and "list each deployment once" in problem
+    other_context = GOOD + '\n[[deployments]]\nname = "gis-eu-2"\nurl = "https://gis-eu-1.example.com/portal"\n'
+    assert len(load_inventory(_write(folder, other_context)).deployments) == 3  # another web context is another site

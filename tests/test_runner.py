@@ -92,8 +92,12 @@ async def test_happy_path_every_version(tmp_path: Path) -> None:
     """Every target succeeds with exactly one backup, across 10.9 to 12.0 and their quirks."""
     versions = {"10.9": 1, "10.9.1": 1, "11.3": 1, "11.4": 1, "12.0": 1}
     async with simulated(tmp_path, count=15, versions=versions, seed=3) as (fleet, deployments):
-        result = await run(deployments, tmp_path)
+        result = await run(deployments, tmp_path, description="nightly {run_id} of {deployment}/{store}")
     assert {p.version for p in fleet.plans} == set(versions)
+    descriptions = {b["backupName"]: b["description"] for b in fleet.backups()}
+    assert all(
+        descriptions[t.backup_name] == f"nightly test-run of {t.deployment.name}/default" for t in result.targets
+    )
     assert [t.deployment.name for t in result.targets] == [d.name for d in deployments]
     assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets), [(t.key, t.error) for t in result.targets]
     backups = backups_per_target(fleet)
@@ -248,6 +252,23 @@ async def test_deadline_and_failure_threshold_skip_the_rest(tmp_path: Path) -> N
     outcomes = Counter(t.outcome for t in result.targets)
     assert outcomes == {Outcome.SUCCEEDED: 1, Outcome.SKIPPED: 3}
     assert "deadline" in result.stopped_reason
+
+
+async def test_a_gateway_error_after_the_create_was_carried_out_is_not_a_failure(tmp_path: Path) -> None:
+    """502/504 answered after the server created the backup: reconciled, one backup each, none failed."""
+    async with simulated(tmp_path, count=6, versions={"11.3": 1, "12.0": 1, "10.9": 1}, faults={"late_5xx": 1.0}) as (
+        fleet,
+        deployments,
+    ):
+        result = await run(deployments, tmp_path)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets), [(t.key, t.error) for t in result.targets]
+    assert all(any("answer lost (HTTP 50" in n for n in t.notes) for t in result.targets), [
+        t.notes for t in result.targets
+    ]
+    assert sum(c.accepted for c in fleet.creates) == 6
+    assert max(backups_per_target(fleet).values()) == 1
+    late_statuses = {r.status for r in fleet.requests if r.fault == "late_5xx"}
+    assert late_statuses and late_statuses <= {502, 504}
 
 
 async def test_lost_create_responses_are_reconciled_not_duplicated(tmp_path: Path) -> None:
