@@ -102,10 +102,12 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
     parsed: Any = None
     try:
         parsed = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python will parse
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         raise envelope_error(parsed["error"], retry_after)
+    if isinstance(parsed, dict) and parsed.get("error"):  # an error said as a bare value: still an error
+        raise envelope_error({"message": str(parsed["error"])}, retry_after)
     if status in _TRANSIENT_HTTP:
         raise TargetError(
             ErrorClass.TRANSIENT,
@@ -139,7 +141,7 @@ def envelope_error(error: Mapping[str, Any], retry_after: float | None = None) -
     message = str(error.get("message") or "error")
     details = error.get("details")
     detail_text = "; ".join(str(d) for d in details) if isinstance(details, list) else ""
-    text = f"{code} {message}" + (f" ({detail_text})" if detail_text else "")
+    text = (f"{code} {message}" if code is not None else message) + (f" ({detail_text})" if detail_text else "")
     lowered = text.lower()
     if (
         code in (498, 499)
@@ -218,10 +220,14 @@ class ArcGISClient:
         """One admin request, signed; renews the token once on 498/499; retries transient errors."""
         renewed = False
 
+        sent_with = ""
+
         async def send_signed() -> dict[str, Any]:
+            nonlocal sent_with
             while True:
+                sent_with = await self.token()
                 try:
-                    return await self._send(path, form or {}, await self.token())
+                    return await self._send(path, form or {}, sent_with)
                 except _TokenWentStale:
                     continue  # token() renews it now, outside the request slot
 
@@ -233,7 +239,8 @@ class ArcGISClient:
                 if error.code not in (498, 499) or renewed:
                     raise
                 renewed = True  # expired or revoked under us: one fresh token, then no more
-                self._token = None
+                if self._token == sent_with:  # another request may have renewed it meanwhile: keep that one
+                    self._token = None
                 return await send_signed()
 
         return await self._retrying(signed, retry=retry)
@@ -246,7 +253,8 @@ class ArcGISClient:
             try:
                 return await attempt_once()
             except TargetError as error:
-                if not (retry and error.transient and attempt < settings.retries):
+                if not (retry and error.transient and attempt < settings.retries and not error.retries_spent):
+                    error.retries_spent = error.retries_spent or (retry and error.transient)
                     raise
                 delay = retry_delay(backoff, attempt, self.context.rng, error.retry_after)
                 attempt += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,3 +218,91 @@ async def test_one_poller_follows_many_jobs_each_on_its_own_schedule() -> None:
     for target in targets:
         story = jobs[target.job_id]
         assert target.finished_at is not None and target.finished_at - story.backup_at <= 61
+
+
+POLL_INITIAL, POLL_FACTOR, POLL_MAX = 5.0, 2.0, 60.0  # the Backoff(5, 2, 60) that `_follow_all` polls with
+
+
+async def test_poll_gaps_grow_by_the_factor_up_to_the_cap() -> None:
+    """The gap after a job's n-th poll is at most initial * factor**n, capped at poll_max, so later gaps are longer."""
+    _, api, _, _ = await _follow_all({"j1": FakeJob(reports_completed_at=3000, backup_at=3000)}, give_up_after=4000)
+    times = api.polls["j1"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    ceilings = [min(POLL_INITIAL * POLL_FACTOR**n, POLL_MAX) for n in range(1, len(gaps) + 1)]
+    assert times[0] <= POLL_INITIAL
+    for gap, ceiling in zip(gaps, ceilings, strict=True):
+        assert 0 < gap <= ceiling
+    early, late = statistics.fmean(gaps[:2]), statistics.fmean(gaps[4:])  # ceilings 10, 20 | 60
+    assert late > 20 and late > 1.5 * early  # a constant interval would keep them alike
+
+
+class _LimitedDeployment(FakeDeployment):
+    """A FakeDeployment whose every request takes one slot of a shared limiter, as the real client's do,
+    counting the requests started and not yet answered."""
+
+    def __init__(self, clock: ManualClock, jobs: dict[str, FakeJob], limiter: anyio.CapacityLimiter) -> None:
+        super().__init__(clock, jobs)
+        self.limiter = limiter
+        self.pending = 0
+        self.peak_pending = 0
+
+    def _start(self) -> None:
+        self.pending += 1
+        self.peak_pending = max(self.peak_pending, self.pending)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        self._start()
+        try:
+            async with self.limiter:
+                await anyio.lowlevel.checkpoint()
+                return await super().job(job_id)
+        finally:
+            self.pending -= 1
+
+    async def backup_names(self, store: str) -> set[str]:
+        self._start()
+        try:
+            async with self.limiter:
+                await anyio.lowlevel.checkpoint()
+                return await super().backup_names(store)
+        finally:
+            self.pending -= 1
+
+
+async def test_the_poller_holds_no_limiter_while_jobs_wait() -> None:
+    """While every followed job waits for its next poll no request slot is held or queued for, and each job is
+    polled only when due, so requests never pile up."""
+    clock = ManualClock(start=0.0)
+    jobs = {f"j{n}": FakeJob(reports_completed_at=200 + 10 * n, backup_at=200 + 10 * n) for n in range(8)}
+    limiter = anyio.CapacityLimiter(1)
+    api = _LimitedDeployment(clock, jobs, limiter)
+    poller = Poller(backoff=Backoff(POLL_INITIAL, POLL_FACTOR, POLL_MAX), clock=clock, rng=random.Random(7))
+    targets = []
+    for index, job_id in enumerate(jobs):
+        target = TargetState(index, _deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
+        target.submitted_at = 0.0
+        targets.append(target)
+    all_waiting = 0  # moments when every job was followed and waiting for its next poll
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+
+        async def follow_everything() -> None:
+            async with anyio.create_task_group() as follows:
+                for target in targets:
+                    follows.start_soon(poller.follow, target, api, 1000.0)
+            poller.close()
+
+        tg.start_soon(follow_everything)
+        with anyio.fail_after(30):
+            while not all(t.finished for t in targets) or poller.followed:
+                await _let_tasks_run()
+                assert (limiter.borrowed_tokens, limiter.statistics().tasks_waiting, api.pending) == (0, 0, 0)
+                if poller.followed == len(jobs) and poller.next_due is not None:
+                    all_waiting += 1
+                due = poller.next_due
+                clock.advance(max(due - clock.now(), 0.0) if due is not None else 0.5)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in targets)
+    assert all_waiting >= 10
+    polled_at = Counter(moment for times in api.polls.values() for moment in times)
+    assert max(polled_at.values()) == 1  # each job at its own (jittered) due time, never all at once
+    assert api.peak_pending == 1  # so no request ever queued behind another

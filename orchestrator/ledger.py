@@ -1,0 +1,436 @@
+"""The run ledger: every run, target and step, recorded as it happens in SQLite (WAL), crash-safe.
+
+The one write that must be durable before the network sees anything is the intent to create: a
+target's backup name and store are committed before its create request is sent, so a run killed at
+any point can be resumed without creating a backup twice (`submit` reconciles an intent without a job
+id with the server before creating again). Everything else (job id, status changes, outcomes) is
+queued and committed in groups by one writer in a worker thread, so the event loop never waits on
+the disk except for an intent, and then only for the group commit in progress.
+
+One run at a time per ledger: a lock file held for the run's life refuses an overlapping run.
+No secret is ever written: targets are stored by name, URL, store and backup name only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+
+from orchestrator.errors import InputError
+from orchestrator.events import Event, EventKind
+from orchestrator.targets import TargetState
+
+APP_DIR: Final = "arcgis-fleet-backup"
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,               -- run | retry | demo
+    parent_run_id TEXT NOT NULL,      -- the run a retry repeats ('' for none)
+    inventory TEXT NOT NULL,          -- absolute path of the inventory file
+    settings TEXT NOT NULL,           -- JSON of the run settings (there is no secret among them)
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    state TEXT NOT NULL,              -- running (or killed) | interrupted (Ctrl-C) | finished
+    stopped_reason TEXT NOT NULL DEFAULT '',
+    resumes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS targets (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    deployment TEXT NOT NULL,
+    url TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    store TEXT NOT NULL,
+    backup_name TEXT NOT NULL,
+    retention_ms INTEGER,
+    create_intended INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    server_status TEXT NOT NULL,
+    error_class TEXT NOT NULL,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    polls INTEGER NOT NULL,
+    submitted_at REAL,
+    finished_at REAL,
+    notes TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS steps_by_target ON steps (run_id, idx);
+"""
+_TARGET_COLUMNS: Final = (
+    "run_id, idx, deployment, url, tags, store, backup_name, retention_ms, create_intended, outcome, job_id, "
+    "server_status, error_class, error, attempts, polls, submitted_at, finished_at, notes"
+)
+_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+_INSERT_STEP: Final = "INSERT INTO steps (run_id, idx, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
+_STEP_EVENTS: Final = frozenset({EventKind.SUBMITTED, EventKind.FINISHED})
+
+
+def default_ledger_path() -> Path:
+    """`$XDG_STATE_HOME/arcgis-fleet-backup/ledger.sqlite3`, or under `~/.local/state`."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / APP_DIR / "ledger.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    kind: str
+    parent_run_id: str
+    inventory: str
+    settings: dict[str, Any]
+    started_at: float
+    finished_at: float | None
+    state: str
+    stopped_reason: str
+    resumes: int
+    outcomes: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRecord:
+    """One target as the ledger last saw it."""
+
+    idx: int
+    deployment: str
+    url: str
+    tags: tuple[str, ...]
+    store: str
+    backup_name: str
+    retention_ms: int | None
+    create_intended: bool
+    outcome: str
+    job_id: str
+    server_status: str
+    error_class: str
+    error: str
+    attempts: int
+    polls: int
+    submitted_at: float | None
+    finished_at: float | None
+    notes: tuple[str, ...]
+
+
+def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
+    """A target's state as one `targets` row. Pure; nothing secret is in a TargetState's plain fields."""
+    return (
+        run_id,
+        target.index,
+        target.deployment.name,
+        target.deployment.url,
+        json.dumps(list(target.deployment.tags)),
+        target.store,
+        target.backup_name,
+        target.retention_ms,
+        int(target.create_intended),
+        target.outcome.value,
+        target.job_id,
+        target.server_status,
+        target.error_class,
+        target.error,
+        target.attempts,
+        target.polls,
+        target.submitted_at,
+        target.finished_at,
+        json.dumps(target.notes),
+    )
+
+
+class Ledger:
+    """The ledger file. `open` for reading; `lock` around a run that writes it."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")  # an intent must survive the machine, not only us
+            connection.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise InputError([f"ledger {path}: cannot open it ({error}); choose another with --ledger PATH"]) from None
+        return cls(path, connection)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held for a run's life: a second run on the same ledger is refused, not interleaved."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise InputError(
+                    [
+                        f"ledger {self.path}: another run is using it ({holder}); wait for it to finish, "
+                        "or give this run its own --ledger PATH"
+                    ]
+                ) from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # closing releases the lock
+
+    def is_locked(self) -> bool:
+        """Whether a run holds the ledger right now."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        if not lock_path.exists():
+            return False
+        with lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+        return False
+
+    # -- writes outside the hot path (committed at once) --
+    def begin_run(
+        self,
+        *,
+        run_id: str,
+        kind: str,
+        parent_run_id: str,
+        inventory: str,
+        settings: dict[str, Any],
+        started_at: float,
+        targets: Sequence[TargetState],
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, kind, parent_run_id, inventory, settings, started_at, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'running')",
+                (run_id, kind, parent_run_id, inventory, json.dumps(settings), started_at),
+            )
+            db.executemany(_UPSERT_TARGET, [target_row(run_id, t) for t in targets])
+
+    def resume_run(self, run_id: str, settings: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET state = 'running', finished_at = NULL, resumes = resumes + 1, settings = ? "
+                "WHERE run_id = ?",
+                (json.dumps(settings), run_id),
+            )
+
+    def end_run(
+        self,
+        run_id: str,
+        finished_at: float,
+        stopped_reason: str,
+        targets: Sequence[TargetState],
+        *,
+        state: str = "finished",  # or "interrupted" (Ctrl-C): it can be resumed
+    ) -> None:
+        with self._transaction() as db:
+            db.executemany(_UPSERT_TARGET, [target_row(run_id, t) for t in targets])
+            db.execute(
+                "UPDATE runs SET state = ?, finished_at = ?, stopped_reason = ? WHERE run_id = ?",
+                (state, finished_at, stopped_reason, run_id),
+            )
+
+    def write(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]]) -> None:
+        """One group commit of target rows and steps (called from the writer's thread)."""
+        with self._transaction() as db:
+            db.executemany(_UPSERT_TARGET, targets)
+            db.executemany(_INSERT_STEP, steps)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reads --
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        rows = self._db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)).fetchall()
+        return [self._run_record(row) for row in rows]
+
+    def run(self, run_id: str) -> RunRecord:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            known = ", ".join(r.run_id for r in self.runs(5)) or "none yet"
+            raise InputError([f"ledger {self.path}: no run {run_id!r} (recent: {known}); see `orchestrator runs`"])
+        return self._run_record(row)
+
+    def last_unfinished(self) -> RunRecord:
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE state != 'finished' ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise InputError([f"ledger {self.path}: no unfinished run to resume; see `orchestrator runs`"])
+        return self._run_record(row)
+
+    def previous_finished(self, inventory: str, before: float) -> RunRecord | None:
+        """The last finished run over the same inventory that started before `before`."""
+        row = self._db.execute(
+            "SELECT * FROM runs WHERE inventory = ? AND state = 'finished' AND started_at < ? "
+            "ORDER BY started_at DESC LIMIT 1",
+            (inventory, before),
+        ).fetchone()
+        return self._run_record(row) if row is not None else None
+
+    def targets(self, run_id: str) -> list[TargetRecord]:
+        rows = self._db.execute(
+            f"SELECT {_TARGET_COLUMNS} FROM targets WHERE run_id = ? ORDER BY idx", (run_id,)
+        ).fetchall()
+        return [
+            TargetRecord(
+                idx=row[1],
+                deployment=row[2],
+                url=row[3],
+                tags=tuple(json.loads(row[4])),
+                store=row[5],
+                backup_name=row[6],
+                retention_ms=row[7],
+                create_intended=bool(row[8]),
+                outcome=row[9],
+                job_id=row[10],
+                server_status=row[11],
+                error_class=row[12],
+                error=row[13],
+                attempts=row[14],
+                polls=row[15],
+                submitted_at=row[16],
+                finished_at=row[17],
+                notes=tuple(json.loads(row[18])),
+            )
+            for row in rows
+        ]
+
+    def steps(self, run_id: str) -> list[tuple[int, float, str, str]]:
+        return self._db.execute(
+            "SELECT idx, at, kind, detail FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
+        ).fetchall()
+
+    def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
+        run_id = row[0]
+        outcomes = dict(
+            self._db.execute(
+                "SELECT outcome, count(*) FROM targets WHERE run_id = ? GROUP BY outcome", (run_id,)
+            ).fetchall()
+        )
+        return RunRecord(
+            run_id=run_id,
+            kind=row[1],
+            parent_run_id=row[2],
+            inventory=row[3],
+            settings=json.loads(row[4]),
+            started_at=row[5],
+            finished_at=row[6],
+            state=row[7],
+            stopped_reason=row[8],
+            resumes=row[9],
+            outcomes=outcomes,
+        )
+
+
+class LedgerWriter:
+    """What a run writes while it goes: an observer of its events, plus the awaited intent to create.
+
+    `run()` is the writer task: it commits whatever is queued, in one transaction per group, in a
+    worker thread; whoever awaits an intent is released once the group holding it is committed.
+    """
+
+    def __init__(self, ledger: Ledger, run_id: str) -> None:
+        self._ledger = ledger
+        self._run_id = run_id
+        self._targets: dict[int, tuple[Any, ...]] = {}  # latest row per target: older ones are moot
+        self._steps: list[tuple[Any, ...]] = []
+        self._waiters: list[anyio.Event] = []
+        self._queued = anyio.Event()
+        self._last_status: dict[int, str] = {}
+        self.commits = 0
+        self.commit_seconds = 0.0  # time spent committing, in the writer's thread
+
+    def on_event(self, event: Event) -> None:
+        target = event.target
+        if target is None:
+            return
+        if event.kind is EventKind.POLLED:
+            if self._last_status.get(target.index) == target.server_status:
+                return  # nothing new: a poll that changed nothing is not worth a write
+            self._last_status[target.index] = target.server_status
+            self._queue(target, "status", target.server_status)
+        elif event.kind in _STEP_EVENTS:
+            detail = target.job_id if event.kind is EventKind.SUBMITTED else target.outcome.value
+            self._queue(target, event.kind.value, detail)
+
+    async def intend_create(self, target: TargetState) -> None:
+        """Record that `target` is about to be created; returns once that is on disk."""
+        target.create_intended = True
+        done = anyio.Event()
+        self._waiters.append(done)
+        self._queue(target, "create_intended", target.backup_name)
+        await done.wait()
+
+    def _queue(self, target: TargetState, kind: str, detail: str) -> None:
+        self._targets[target.index] = target_row(self._run_id, target)
+        self._steps.append((self._run_id, target.index, time.time(), kind, detail))
+        self._queued.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._queued.wait()
+                await self._flush_in_thread()
+        finally:
+            self._flush_now()  # cancelled (the run ended or was aborted): what is queued still lands, synchronously
+
+    async def _flush_in_thread(self) -> None:
+        targets, steps, waiters = self._take()
+        if targets or steps:
+            with anyio.CancelScope(shield=True):  # a batch taken off the queue must land, cancelled or not
+                await anyio.to_thread.run_sync(self._commit, targets, steps)
+        for waiter in waiters:
+            waiter.set()
+
+    def _flush_now(self) -> None:
+        targets, steps, waiters = self._take()
+        if targets or steps:
+            self._commit(targets, steps)
+        for waiter in waiters:
+            waiter.set()
+
+    def _take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[anyio.Event]]:
+        targets, steps, waiters = list(self._targets.values()), self._steps, self._waiters
+        self._targets, self._steps, self._waiters = {}, [], []
+        self._queued = anyio.Event()
+        return targets, steps, waiters
+
+    def _commit(self, targets: list[tuple[Any, ...]], steps: list[tuple[Any, ...]]) -> None:
+        started = time.perf_counter()
+        self._ledger.write(targets, steps)
+        self.commit_seconds += time.perf_counter() - started
+        self.commits += 1

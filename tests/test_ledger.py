@@ -1,0 +1,315 @@
+"""The run ledger: intents on disk before creates, one run per ledger, resume after SIGKILL anywhere,
+exactly one backup per target, and the commands over past runs (runs, report, retry)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.cli import main
+from orchestrator.errors import InputError
+from orchestrator.events import Event, EventKind
+from orchestrator.inventory import Deployment
+from orchestrator.ledger import Ledger, LedgerWriter, target_row
+from orchestrator.targets import Outcome, TargetState, build_targets
+from tests.test_cli_run import FAST, Simulator, _simulator
+
+SECRET_PASSWORD = "hunter2-password"
+SECRET_PASSCODE = "passcode-never-on-disk"
+
+
+def _deployment(name: str = "gis-1") -> Deployment:
+    return Deployment(
+        name=name,
+        url=f"https://{name}.example.com/arcgis",
+        tags=("prod",),
+        stores=("default", "offsite"),
+        username="admin",
+        password=SecretStr(SECRET_PASSWORD),
+        passcode=SecretStr(SECRET_PASSCODE),
+        retention_days=14,
+        ca_bundle=None,
+        verify_tls=True,
+        source="test:1",
+    )
+
+
+def _targets() -> list[TargetState]:
+    return build_targets([_deployment()], name_template="b-{deployment}-{store}", run_id="r1", started_at=1e9)
+
+
+def _begin(ledger: Ledger, targets: list[TargetState], run_id: str = "r1") -> None:
+    ledger.begin_run(
+        run_id=run_id,
+        kind="run",
+        parent_run_id="",
+        inventory="/inv.toml",
+        settings={"concurrency": 3},
+        started_at=1e9,
+        targets=targets,
+    )
+
+
+def _get(simulator: Simulator, what: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{simulator.base_url}/_simulator/{what}", timeout=5) as response:
+        items: list[dict[str, Any]] = json.load(response)["items"]
+        return items
+
+
+# -- the ledger itself --
+
+
+def test_no_secret_reaches_a_ledger_row(tmp_path: Path) -> None:
+    """Target rows carry names, URLs and outcomes; never the password or passcode the deployment holds."""
+    ledger = Ledger.open(tmp_path / "l.sqlite3")
+    targets = _targets()
+    targets[0].notes.append("a note")
+    _begin(ledger, targets)
+    ledger.close()
+    assert all(SECRET_PASSWORD not in str(v) and SECRET_PASSCODE not in str(v) for v in target_row("r1", targets[0]))
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("l.sqlite3*"))  # the WAL is merged on close
+    assert SECRET_PASSWORD.encode() not in raw and SECRET_PASSCODE.encode() not in raw
+    assert b"gis-1.example.com" in raw  # the check above would pass on an empty file: it is not empty
+
+
+def test_a_second_run_on_the_same_ledger_is_refused(tmp_path: Path) -> None:
+    """The run lock: a second holder is refused with who holds it; once released, the ledger is free."""
+    first, second = Ledger.open(tmp_path / "l.sqlite3"), Ledger.open(tmp_path / "l.sqlite3")
+    with first.lock():
+        assert second.is_locked()
+        with pytest.raises(InputError) as refused, second.lock():
+            pass
+        assert f"pid {os.getpid()}" in refused.value.problems[0] and "--ledger PATH" in refused.value.problems[0]
+    assert not second.is_locked()
+    with second.lock():
+        pass
+
+
+@pytest.mark.anyio
+async def test_an_intent_is_on_disk_before_intend_create_returns(tmp_path: Path) -> None:
+    """`intend_create` returns only once another connection can read the intent; unchanged polls write nothing."""
+    path = tmp_path / "l.sqlite3"
+    ledger = Ledger.open(path)
+    targets = _targets()
+    _begin(ledger, targets)
+    writer = LedgerWriter(ledger, "r1")
+    reader = sqlite3.connect(path)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(writer.run)
+        await writer.intend_create(targets[1])
+        intended = reader.execute("SELECT idx FROM targets WHERE run_id='r1' AND create_intended=1").fetchall()
+        assert intended == [(1,)]
+        targets[1].job_id, targets[1].server_status = "j1", "EXECUTING"
+        for _ in range(3):
+            writer.on_event(Event(EventKind.POLLED, 0.0, targets[1]))
+        targets[1].finish(Outcome.SUCCEEDED, 5.0)
+        writer.on_event(Event(EventKind.FINISHED, 5.0, targets[1]))
+        tasks.cancel_scope.cancel()  # stopping flushes what is queued
+    steps = [kind for _, _, kind, _ in ledger.steps("r1")]
+    assert steps == ["create_intended", "status", "finished"]
+    assert reader.execute("SELECT outcome, job_id FROM targets WHERE idx=1").fetchone() == ("succeeded", "j1")
+
+
+# -- kill anywhere, then resume: exactly one backup per target --
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Simulator]:
+    """Six deployments with two stores each, in another process, so killing the run leaves the servers up."""
+    yield from _simulator(
+        tmp_path, "--deployments", "6", "--stores", "default,offsite", "--versions", "11.3=1,12.0=1,10.9=1",
+        "--job-seconds", "0.4",
+    )  # fmt: skip
+
+
+def _run_process(fleet: Simulator, tmp_path: Path, failpoint: str = "") -> subprocess.Popen[str]:
+    env = {**os.environ, "ORCHESTRATOR_FAILPOINT": failpoint} if failpoint else dict(os.environ)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--inventory", str(fleet.inventory), "--report-dir",
+         str(tmp_path / "r"), "--quiet", *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _assert_exactly_once(fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    """After the resume: every target one row, succeeded; one accepted create and one backup per target."""
+    out = capsys.readouterr().out
+    run_id = out.split("run id: ")[1].split()[0]
+    report = json.loads((tmp_path / "r" / run_id / "report.json").read_text())
+    rows = report["targets"]
+    assert len(rows) == 12 and len({(r["deployment"], r["store"]) for r in rows}) == 12
+    assert all(r["outcome"] == "succeeded" for r in rows), [(r["deployment"], r["store"], r["error"]) for r in rows]
+    accepted = Counter((c["deployment"], c["store"]) for c in _get(fleet, "creates") if c["accepted"])
+    assert set(accepted.values()) == {1} and len(accepted) == 12
+    backups = Counter((b["deployment"], b["backupStore"]) for b in _get(fleet, "backups"))
+    assert set(backups.values()) == {1} and len(backups) == 12
+    names = {(r["deployment"], r["store"]): r["backup_name"] for r in rows}
+    assert {(b["deployment"], b["backupStore"]): b["backupName"] for b in _get(fleet, "backups")} == names
+    return report
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    [
+        "before_create:1",  # the intent is on disk, the create never sent
+        "before_create:5",
+        "after_create:1",  # the server accepted the create; its job id was never recorded
+        "after_create:4",
+        "after_submitted:3",  # the job id is known, maybe not yet committed
+        "while_following:6",  # jobs running, some finished
+    ],
+)
+def test_killed_at_any_point_then_resumed_every_target_has_exactly_one_backup(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], failpoint: str
+) -> None:
+    """SIGKILL at a named point of the run, then `resume`: no target lost, none backed up twice."""
+    process = _run_process(fleet, tmp_path, failpoint)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert main(["runs"]) == 0
+    assert "killed: resume it" in capsys.readouterr().out
+    assert main(["resume"]) == 0
+    report = _assert_exactly_once(fleet, tmp_path, capsys)
+    if failpoint.startswith("after_create"):  # the one the server took without us knowing was found
+        assert any("the server had accepted it" in note or "was accepted" in note for note in _notes(report))
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    ledger = Ledger.open(Path(os.environ["ORCHESTRATOR_LEDGER"]))
+    try:
+        return [note for target in ledger.targets(report["run_id"]) for note in target.notes]
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.3, 0.8])
+def test_killed_at_an_arbitrary_moment_then_resumed(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], after_s: float
+) -> None:
+    """SIGKILL at a moment nobody chose, as a reboot would: the resume still makes one backup per target."""
+    process = _run_process(fleet, tmp_path)
+    _wait_for_the_run_to_begin()
+    time.sleep(after_s)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    code = main(["resume"])
+    if code == 2:  # the run had finished before the kill: nothing to resume, and nothing to prove
+        assert "no unfinished run to resume" in capsys.readouterr().err
+        pytest.skip("the run finished before the kill")
+    assert code == 0
+    _assert_exactly_once(fleet, tmp_path, capsys)
+
+
+def _wait_for_the_run_to_begin() -> None:
+    """Until the ledger records a run (the interpreter takes a while to start): kills must land mid-run."""
+    path = Path(os.environ["ORCHESTRATOR_LEDGER"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if path.exists():
+            with sqlite3.connect(path) as db:
+                if db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]:
+                    if db.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                        return
+        time.sleep(0.02)
+    raise AssertionError("the run never began")
+
+
+def test_a_run_stopped_with_ctrl_c_is_resumed_too(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C (with no grace) leaves the run `interrupted`; resume follows its jobs and starts the rest."""
+    process = _run_process(fleet, tmp_path)
+    _wait_for_the_run_to_begin()
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the interrupt")
+    assert process.returncode == 3
+    assert main(["runs"]) == 0
+    assert "interrupted: resume it" in capsys.readouterr().out
+    assert main(["resume"]) == 0
+    _assert_exactly_once(fleet, tmp_path, capsys)
+
+
+# -- runs, report, retry, and what changed since the last run --
+
+
+@pytest.fixture
+def shaky_fleet(tmp_path: Path) -> Iterator[Simulator]:
+    """Three deployments; one fails every backup job."""
+    fleet_file = tmp_path / "fleet-file.toml"
+    fleet_file.write_text(
+        'count = 3\nversions = { "11.3" = 1 }\njob_duration = { dist = "fixed", value = 0.3 }\n'
+        '[[deployments]]\nname = "broken"\nfaults = { job_failure = 1.0 }\n'
+    )
+    yield from _simulator(tmp_path, "--fleet", str(fleet_file))
+
+
+def test_runs_report_retry_and_changes(
+    shaky_fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`runs` lists a run with its counts; `report` rewrites it from the ledger alone; `retry` redoes
+    only what did not succeed; the next run over the inventory says what changed."""
+    base = ["--inventory", str(shaky_fleet.inventory), "--report-dir", str(tmp_path / "r"), "--quiet", *FAST]
+    base += ["--name-template", "b-{run_id}-{deployment}"]  # runs a second apart: {timestamp} alone would clash
+    assert main(["run", *base]) == 1
+    first_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    first = json.loads((tmp_path / "r" / first_id / "report.json").read_text())
+    assert first["changes"] == {}  # nothing to compare with yet
+
+    assert main(["runs"]) == 0
+    listing = capsys.readouterr().out
+    assert first_id in listing and "finished" in listing
+
+    rewritten_dir = tmp_path / "again"
+    assert main(["report", first_id, "--report-dir", str(rewritten_dir)]) == 0
+    rewritten = json.loads((rewritten_dir / first_id / "report.json").read_text())
+    assert rewritten["targets"] == first["targets"] and rewritten["summary"] == first["summary"]
+
+    assert main(["retry", first_id, "--quiet", "--report-dir", str(tmp_path / "r")]) == 1
+    retry_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    retried = json.loads((tmp_path / "r" / retry_id / "report.json").read_text())
+    assert [t["deployment"] for t in retried["targets"]] == ["broken"]
+    assert retried["kind"] == "retry" and retried["parent_run_id"] == first_id
+    assert retried["settings"]["poll_initial"] == 0.1  # the first run's settings, not the defaults
+
+    assert main(["run", *base, "--select", "name=gis-*"]) == 0
+    capsys.readouterr()
+    assert main(["run", *base]) == 1
+    last_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    last = json.loads((tmp_path / "r" / last_id / "report.json").read_text())
+    assert last["changes"]["previous_run_id"] != first_id  # compared with the run just before it
+    assert [c["target"] for c in last["changes"]["newly_failing"]] == []
+    markdown = (tmp_path / "r" / last_id / "report.md").read_text()
+    assert "## Since the previous run" in markdown
+
+
+def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
+    shaky_fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished run is not resumed (retry is the way); retrying a run with nothing failed does nothing."""
+    base = ["--inventory", str(shaky_fleet.inventory), "--report-dir", str(tmp_path / "r"), "--quiet", *FAST]
+    assert main(["run", *base, "--select", "name=gis-*"]) == 0
+    run_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    assert main(["resume", run_id]) == 2
+    assert f"orchestrator retry {run_id}" in capsys.readouterr().err
+    assert main(["retry", run_id]) == 0
+    assert "nothing to retry" in capsys.readouterr().out
+    assert main(["report", "no-such-run"]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err

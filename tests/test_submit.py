@@ -1,0 +1,820 @@
+"""Submitting backups: create, retry, reconcile a create whose answer was lost, the running-job slot, and
+one deployment's stores one after another. Driven by an in-memory deployment and a manual clock that
+steps in the background; nothing sleeps for real."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.backoff import Backoff
+from orchestrator.clock import ManualClock
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.inventory import Deployment
+from orchestrator.poll import Poller
+from orchestrator.submit import (
+    CLOCK_SKEW_S,
+    Gate,
+    Submitted,
+    WorkerContext,
+    back_up_deployment,
+    is_duplicate_name,
+    submit,
+)
+from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
+
+pytestmark = pytest.mark.anyio
+
+STEP = 0.25  # seconds the manual clock moves each time the background ticker gets its turn
+RETRY = Backoff(2.0, 2.0, 8.0)  # the retry backoff of every test context
+RETENTION_MS = 1_797_000_000_000
+Background = Callable[[], Coroutine[Any, Any, object]]  # a task run beside a test's body
+RECONCILE = ("backup_names", "dr_status", "job_ids", "job")  # the requests only a reconciliation makes here
+STOPPED = "not submitted: the run deadline (60 s) was reached"
+
+
+def _deployment(name: str = "d", stores: tuple[str, ...] = ("default",)) -> Deployment:
+    return Deployment(
+        name=name,
+        url=f"https://{name}.example.com/arcgis",
+        tags=(),
+        stores=stores,
+        username="admin",
+        password=SecretStr("x"),
+        passcode=SecretStr("passcode-1"),
+        retention_days=None,
+        ca_bundle=None,
+        verify_tls=True,
+        source="test",
+    )
+
+
+def _target(deployment: Deployment | None = None, store: str = "default", index: int = 0) -> TargetState:
+    deployment = deployment or _deployment()
+    return TargetState(index, deployment, store, f"fleet-{deployment.name}-{store or 'default'}", RETENTION_MS)
+
+
+def _unavailable(retry_after: float | None = None) -> TargetError:
+    """A proxy's 503: the create never reached the server."""
+    return TargetError(ErrorClass.TRANSIENT, "HTTP 503 Service Unavailable", retry_after=retry_after, code=503)
+
+
+def _lost() -> TargetError:
+    """The connection dropped after the create was sent: the server may or may not have taken it."""
+    return TargetError(ErrorClass.TRANSIENT, "connection lost (ServerDisconnectedError)", ambiguous=True)
+
+
+def _duplicate(name: str) -> TargetError:
+    return TargetError(ErrorClass.PERMANENT, f"Backup '{name}' already exists.", code=400)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A scripted create answer: the server carries the create out, but its answer is lost on the way back."""
+
+    error: TargetError
+
+
+Answer = str | TargetError | Taken  # a job id answered, a refusal (nothing taken), or a taken create unanswered
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    store: str
+    name: str
+    passcode: str
+    description: str
+    retention_ms: int | None
+    at: float
+
+
+@dataclass
+class ServerJob:
+    job_id: str
+    store: str
+    name: str
+    started: float
+    ends: float
+
+
+class FakeDeployment:
+    """An in-memory `DeploymentApi`: scripted create answers over a tiny server (DR jobs, backups, DR status).
+
+    A create taken by the server starts a DR job lasting `job_seconds`; its backup is listed once it ends.
+    The server refuses a backup name its store already has. Every request is recorded in `calls`.
+    """
+
+    def __init__(
+        self,
+        clock: ManualClock,
+        name: str = "d",
+        *,
+        creates: tuple[Answer, ...] | list[Answer] = (),
+        job_seconds: float = 10.0,
+        sign_in_seconds: float = 0.0,
+        log: list[tuple[str, float, str]] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.name = name
+        self.script: list[Answer] = list(creates)  # once used up, every create is taken and answered
+        self.job_seconds = job_seconds
+        self.sign_in_seconds = sign_in_seconds
+        self.log: list[tuple[str, float, str]] = log if log is not None else []  # (deployment, time, what)
+        self.calls: list[str] = []
+        self.creates: list[CreateRequest] = []
+        self.jobs: dict[str, ServerJob] = {}  # in submission order, as the jobs resource lists them
+        self.listed: defaultdict[str, set[str]] = defaultdict(set)  # backups there before the run
+        self.errors: dict[str, TargetError] = {}  # request name -> the error it fails with
+        self.status: dict[str, Any] | None = None  # the DR status answered; None: the last job's
+        self.hide_jobs = False  # the jobs resource lists nothing
+        self.default = "primary"
+        self.overlaps = 0  # creates taken while another DR job of this deployment was running
+        self.on_create: Callable[[], None] | None = None
+
+    async def _request(self, method: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.calls.append(method)
+        if method in self.errors:
+            raise self.errors[method]
+
+    def add_job(self, job_id: str, store: str, name: str, started: float, ends: float) -> None:
+        self.jobs[job_id] = ServerJob(job_id, store, name, started, ends)
+
+    async def token(self) -> str:
+        await self._request("token")
+        await self.clock.sleep(self.sign_in_seconds)
+        return "token"
+
+    async def detect_version(self) -> str:
+        await self._request("detect_version")
+        return "11.3"
+
+    async def default_store(self) -> str:
+        await self._request("default_store")
+        return self.default
+
+    async def create_backup(
+        self, store: str, name: str, passcode: str, description: str, retention_ms: int | None
+    ) -> str:
+        await self._request("create_backup")
+        now = self.clock.now()
+        self.creates.append(CreateRequest(store, name, passcode, description, retention_ms, now))
+        if self.on_create is not None:
+            self.on_create()
+        answer = self.script.pop(0) if self.script else f"job-{len(self.creates)}"
+        if isinstance(answer, TargetError):
+            self.log.append((self.name, now, "refused"))
+            raise answer
+        if name in self.listed[store] or any(j.name == name and j.store == store for j in self.jobs.values()):
+            self.log.append((self.name, now, "refused"))
+            raise _duplicate(name)
+        if any(now < job.ends for job in self.jobs.values()):
+            self.overlaps += 1
+        job_id = answer if isinstance(answer, str) else f"job-{len(self.creates)}"
+        self.add_job(job_id, store, name, now, now + self.job_seconds)
+        self.log.append((self.name, now, "created"))
+        if isinstance(answer, Taken):
+            raise answer.error
+        return job_id
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        await self._request("job")
+        job = self.jobs[job_id]
+        return {
+            "jobid": job_id,
+            "status": "EXECUTING" if self.clock.now() < job.ends else "COMPLETED",
+            "starttime": round(job.started * 1000),
+            "operationURI": f"/arcgis/admin/system/disasterrecovery/stores/{job.store}/backups/create",
+        }
+
+    async def job_ids(self) -> list[str]:
+        await self._request("job_ids")
+        return [] if self.hide_jobs else list(self.jobs)
+
+    async def backup_names(self, store: str) -> set[str]:
+        await self._request("backup_names")
+        now = self.clock.now()
+        return self.listed[store] | {j.name for j in self.jobs.values() if j.store == store and now >= j.ends}
+
+    async def dr_status(self) -> dict[str, Any]:
+        await self._request("dr_status")
+        if self.status is not None:
+            return self.status
+        if not self.jobs:
+            return {}
+        last = list(self.jobs.values())[-1]
+        state = "running" if self.clock.now() < last.ends else "success"
+        return {"backupName": last.name, "backupStore": last.store, "state": state}
+
+
+@dataclass
+class Seen:
+    """What the worker told its callbacks, by target key, in order."""
+
+    described: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+
+def _context(
+    clock: ManualClock, *, running: float = math.inf, retries: int = 3, job_timeout: float = 600.0
+) -> tuple[WorkerContext, Seen]:
+    seen = Seen()
+
+    def describe(target: TargetState) -> str:
+        seen.described.append(target.key)
+        return f"backup of {target.deployment.name}/{target.store}"
+
+    async def intend(target: TargetState) -> None:  # no ledger here, as a run without one
+        await anyio.lowlevel.checkpoint()
+
+    ctx = WorkerContext(
+        poller=Poller(backoff=Backoff(1.0, 2.0, 4.0), clock=clock, rng=random.Random(11)),
+        gate=Gate(),
+        running_limiter=anyio.CapacityLimiter(running),
+        clock=clock,
+        rng=random.Random(5),
+        retries=retries,
+        retry_backoff=RETRY,
+        job_timeout=job_timeout,
+        description=describe,
+        passcode=lambda target: target.deployment.passcode.get_secret_value(),
+        before_create=intend,
+        on_submitted=lambda target: seen.submitted.append(target.key),
+        on_finished=lambda target: seen.finished.append(target.key),
+    )
+    return ctx, seen
+
+
+async def _let_tasks_run() -> None:
+    """Give every ready task its turn (the fake deployment answers without real I/O)."""
+    for _ in range(30):
+        await anyio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def _time_flows(clock: ManualClock, *background: Background) -> AsyncIterator[None]:
+    """While the body runs, the manual clock steps by STEP whenever the tasks have had their turn, and the
+    `background` tasks run beside it; a body that hangs fails after 5 real seconds."""
+
+    async def tick() -> None:
+        while True:
+            await _let_tasks_run()
+            clock.advance(STEP)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        for task in background:
+            tg.start_soon(task)
+        with anyio.fail_after(5):
+            yield
+        tg.cancel_scope.cancel()
+
+
+def _clock_of(ctx: WorkerContext) -> ManualClock:
+    assert isinstance(ctx.clock, ManualClock)
+    return ctx.clock
+
+
+async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> Submitted | None:
+    """`submit` with time flowing; checks a returned running slot is held, and releases it."""
+    async with _time_flows(_clock_of(ctx)):
+        submitted = await submit(target, api, ctx)
+    if submitted is not None:
+        assert ctx.running_limiter.borrowed_tokens == 1
+        ctx.running_limiter.release()
+    return submitted
+
+
+async def _submit_failing(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> TargetError:
+    """`submit` with time flowing, expected to raise; checks no running slot is left held."""
+    outcome: Submitted | TargetError | None
+    async with _time_flows(_clock_of(ctx)):  # no pytest.raises in here: its BaseException would leave a group
+        try:
+            outcome = await submit(target, api, ctx)
+        except TargetError as error:
+            outcome = error
+    assert isinstance(outcome, TargetError), f"submit returned {outcome!r}"
+    assert ctx.running_limiter.borrowed_tokens == 0
+    return outcome
+
+
+async def _back_up(
+    ctx: WorkerContext,
+    *work: tuple[list[TargetState], FakeDeployment],
+    background: tuple[Background, ...] = (),
+) -> None:
+    """One `back_up_deployment` worker per deployment, beside the poller, as the runner runs them."""
+    async with _time_flows(_clock_of(ctx), ctx.poller.run, *background), anyio.create_task_group() as workers:
+        for targets, api in work:
+            workers.start_soon(back_up_deployment, targets, api, ctx)
+
+
+# -- one create ------------------------------------------------------------------------------------
+
+
+async def test_an_answered_create_is_submitted_holding_a_running_slot_until_released() -> None:
+    """A create answering a job id is Submitted after one attempt, and its running slot stays held until released."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=["job-42"])
+    ctx, seen = _context(clock, running=1)
+    target = _target()
+
+    submitted = await submit(target, api, ctx)
+
+    assert submitted == Submitted("job-42")
+    assert target.attempts == 1 and target.submitted_at == clock.now() and target.phase is Phase.SUBMITTING
+    assert api.creates == [
+        CreateRequest("default", "fleet-d-default", "passcode-1", "backup of d/default", RETENTION_MS, clock.now())
+    ]
+    assert seen.described == ["d/default"]
+    assert ctx.running_limiter.borrowed_tokens == 1
+    other, other_api = _target(_deployment("e"), index=1), FakeDeployment(clock, "e")
+    async with anyio.create_task_group() as tg:
+
+        async def submit_other() -> None:
+            assert await submit(other, other_api, ctx) is not None
+            ctx.running_limiter.release()
+
+        tg.start_soon(submit_other)
+        await _let_tasks_run()
+        assert other_api.creates == []  # the only slot is still ours
+        ctx.running_limiter.release()
+    assert len(other_api.creates) == 1
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize("retry_after", [None, 7.0])
+async def test_a_transient_refusal_is_retried_after_a_backoff_without_reconciling(retry_after: float | None) -> None:
+    """A non-ambiguous transient refusal is retried after a backoff sleep (or Retry-After), asking nothing else."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_unavailable(retry_after)])
+    ctx, _ = _context(clock)
+    target = _target()
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("job-2") and target.attempts == 2
+    waited = api.creates[1].at - api.creates[0].at
+    if retry_after is None:
+        assert 0 < waited <= RETRY.initial + STEP
+    else:
+        assert retry_after <= waited <= retry_after + STEP
+    assert api.calls == ["create_backup", "create_backup"]  # no backups list, DR status or jobs asked
+    assert target.notes == []
+
+
+async def test_transient_refusals_stop_after_the_retries() -> None:
+    """A create refused transiently every time is sent 1 + retries times, then the last error is raised."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_unavailable()] * 5)
+    ctx, _ = _context(clock, retries=2)
+    target = _target()
+
+    error = await _submit_failing(target, api, ctx)
+
+    assert error.transient and "503" in error.message
+    assert len(api.creates) == 3 and target.attempts == 3
+
+
+@pytest.mark.parametrize("error_class", [ErrorClass.PERMANENT, ErrorClass.CONFIGURATION, ErrorClass.AUTHENTICATION])
+async def test_a_non_transient_refusal_fails_at_once(error_class: ErrorClass) -> None:
+    """A permanent, configuration or authentication refusal is raised as is, after one create, without retry."""
+    clock = ManualClock()
+    refusal = TargetError(error_class, "refused")
+    api = FakeDeployment(clock, creates=[refusal])
+    ctx, _ = _context(clock)
+    target = _target()
+
+    error = await _submit_failing(target, api, ctx)
+
+    assert error is refusal
+    assert api.calls == ["create_backup"] and target.attempts == 1
+
+
+# -- a create whose answer was lost ----------------------------------------------------------------
+
+
+async def test_a_lost_answer_whose_backup_is_listed_is_already_complete() -> None:
+    """After a lost answer, our backup already in the store's list means the create was taken and is done."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=0)
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("", already_complete=True)
+    assert len(api.creates) == 1
+    assert len(target.notes) == 1 and "answer lost" in target.notes[0]
+
+
+async def test_a_lost_answer_is_matched_to_our_running_job() -> None:
+    """After a lost answer, a DR status naming our backup and store plus a recent create job there: that job is ours."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=600)
+    api.add_job("older", "default", "nightly", clock.now() - 86_400, clock.now() - 80_000)
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("job-1")
+    assert len(api.creates) == 1
+    assert "answer lost" in target.notes[0]
+
+
+@pytest.mark.parametrize("jobs_unknown", ["listed empty", "jobs request fails"])
+async def test_a_lost_answer_named_in_the_dr_status_is_ours_without_a_job_id(jobs_unknown: str) -> None:
+    """A DR status naming our backup and store with no job of ours found: ours, followed by the backups list."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=600)
+    if jobs_unknown == "listed empty":
+        api.hide_jobs = True
+    else:
+        api.errors["job_ids"] = _unavailable()
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("")
+    assert len(api.creates) == 1
+
+
+@pytest.mark.parametrize(
+    ("store", "name"),
+    [("default", "someone-elses-backup"), ("offsite", "fleet-d-default")],
+    ids=["another backup", "our name on another store"],
+)
+async def test_a_lost_answer_is_retried_when_the_dr_status_is_someone_elses(store: str, name: str) -> None:
+    """A DR status naming another backup (or another store) is not ours, its recent job neither: create again."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_lost()])
+    api.add_job("theirs", store, name, clock.now(), clock.now() + 600)  # the last DR job, started just now
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert "dr_status" in api.calls  # it did ask before creating again
+    assert submitted == Submitted("job-2")
+    assert len(api.creates) == 2 and target.notes == []
+
+
+@pytest.mark.parametrize("failing", ["backup_names", "dr_status", "job_ids"])
+async def test_a_lost_answer_is_retried_when_reconciling_fails(failing: str) -> None:
+    """When the reconciliation's own requests fail, the create is sent again (the server refuses duplicates)."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_lost()])
+    api.errors[failing] = _unavailable()
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert failing in api.calls
+    assert submitted == Submitted("job-2")
+    assert len(api.creates) == 2
+
+
+@pytest.mark.parametrize("cannot_tell", ["reconcile requests fail", "server says nothing useful"])
+async def test_a_duplicate_name_after_a_lost_answer_means_the_first_create_was_ours(cannot_tell: str) -> None:
+    """After an ambiguous create, a retry refused with "already exists" means our first create was taken."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=600)
+    if cannot_tell == "reconcile requests fail":
+        api.errors.update(dict.fromkeys(("backup_names", "dr_status", "job_ids"), _unavailable()))
+    else:
+        api.status, api.hide_jobs = {}, True  # the backup is not listed yet: it is still running
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("")
+    assert [entry[2] for entry in api.log] == ["created", "refused"]
+    assert target.attempts == 2
+    assert len(target.notes) == 1 and "answer lost" in target.notes[0] and "name" in target.notes[0]
+
+
+async def test_an_ambiguous_create_with_no_retry_left_is_still_reconciled() -> None:
+    """With no retry left, a create whose answer was lost is still looked for on the server before failing."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=600)
+    target = _target()
+    ctx, _ = _context(clock, retries=0)
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("job-1")
+    assert len(api.creates) == 1 and "answer lost" in target.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("store", "started_before", "ours"),
+    [
+        ("default", CLOCK_SKEW_S + 60, False),  # too old to be the create we just sent
+        ("offsite", 0.0, False),  # a create on another store
+        ("default", CLOCK_SKEW_S - 60, True),  # the server's clock behind ours, within the allowed skew
+    ],
+    ids=["old job", "another store", "within clock skew"],
+)
+async def test_only_a_recent_create_job_on_our_store_is_taken_as_ours(
+    store: str, started_before: float, ours: bool
+) -> None:
+    """A job older than the first attempt (beyond CLOCK_SKEW_S) or on another store is not taken for our create."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_lost()])
+    api.status = {}  # the DR status names no backup: only the jobs can tell
+    started = clock.now() - started_before
+    api.add_job("theirs", store, "someone-elses-backup", started, started + 30)
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    if ours:
+        assert submitted == Submitted("theirs") and len(api.creates) == 1
+    else:
+        assert submitted == Submitted("job-2") and len(api.creates) == 2
+
+
+@pytest.mark.parametrize("earlier", [[], [_unavailable()]], ids=["first attempt", "after a 503"])
+async def test_a_duplicate_name_without_an_ambiguous_attempt_fails(earlier: list[Answer]) -> None:
+    """A refusal of our name with no earlier ambiguous attempt is a permanent failure, never taken as ours."""
+    clock = ManualClock()
+    target = _target()
+    api = FakeDeployment(clock, creates=[*earlier, _duplicate(target.backup_name)])
+    ctx, _ = _context(clock)
+
+    error = await _submit_failing(target, api, ctx)
+
+    assert error.error_class is ErrorClass.PERMANENT and is_duplicate_name(error)
+    assert len(api.creates) == len(earlier) + 1
+    assert not set(api.calls) & set(RECONCILE)
+    assert target.notes == []
+
+
+@pytest.mark.parametrize(
+    ("error", "duplicate"),
+    [
+        (TargetError(ErrorClass.PERMANENT, "Backup 'b' already exists."), True),
+        (TargetError(ErrorClass.PERMANENT, "BACKUP 'b' ALREADY EXISTS"), True),
+        (TargetError(ErrorClass.TRANSIENT, "Backup 'b' already exists."), False),
+        (TargetError(ErrorClass.PERMANENT, "Invalid passcode."), False),
+    ],
+)
+def test_is_duplicate_name(error: TargetError, duplicate: bool) -> None:
+    """Only a permanent refusal saying "already exists" (any case) is the duplicate-name refusal."""
+    assert is_duplicate_name(error) is duplicate
+
+
+# -- the running-job slot and the gate -------------------------------------------------------------
+
+
+async def test_the_running_slot_is_given_back_during_a_retry_backoff() -> None:
+    """While one target sleeps before a retry, another deployment can take the only running slot and create."""
+    clock = ManualClock()
+    log: list[tuple[str, float, str]] = []
+    a = FakeDeployment(clock, "a", creates=[_unavailable(retry_after=30)], log=log)
+    b = FakeDeployment(clock, "b", sign_in_seconds=5, log=log)
+    ctx, _ = _context(clock, running=1)
+    ta, tb = _target(_deployment("a")), _target(_deployment("b"), index=1)
+
+    await _back_up(ctx, ([ta], a), ([tb], b))
+
+    assert [(name, what) for name, _, what in log] == [("a", "refused"), ("b", "created"), ("a", "created")]
+    (_, a_refused, _), (_, b_created, _), (_, a_retried, _) = log
+    assert a_refused < b_created < a_refused + 30 <= a_retried  # b created while a slept
+    assert a_retried >= b.jobs["job-1"].ends  # and the limit held: one job running at a time
+    assert ta.outcome is Outcome.SUCCEEDED and tb.outcome is Outcome.SUCCEEDED
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+async def test_a_gate_closed_during_the_failed_attempt_stops_the_retry() -> None:
+    """The gate closing while a create fails: no retry, and the error says it was not retried and why."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_unavailable()])
+    ctx, _ = _context(clock)
+    api.on_create = lambda: ctx.gate.close(STOPPED)
+    target = _target()
+
+    error = await _submit_failing(target, api, ctx)
+
+    assert error.transient and error.message == f"HTTP 503 Service Unavailable; not retried: {STOPPED}"
+    assert len(api.creates) == 1
+
+
+def _close_gate_during_backoff(ctx: WorkerContext) -> Background:
+    async def close_the_gate_meanwhile() -> None:
+        await _clock_of(ctx).sleep(0.1)  # after the failed attempt, during the backoff sleep (>= 2 s here)
+        ctx.gate.close(STOPPED)
+
+    return close_the_gate_meanwhile
+
+
+@pytest.mark.parametrize("first", [_unavailable(retry_after=30), _lost()], ids=["503", "ambiguous"])
+async def test_a_gate_closed_during_a_backoff_sleep_creates_nothing_more(first: TargetError) -> None:
+    """The gate closing while a target sleeps before its retry: no further create, and no slot kept."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[first])
+    api.status = {}  # reconciling finds nothing
+    ctx, _ = _context(clock)
+    target = _target()
+
+    async with _time_flows(clock, _close_gate_during_backoff(ctx)):
+        with suppress(TargetError):
+            await submit(target, api, ctx)
+    assert len(api.creates) == 1
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize("first", [_unavailable(retry_after=30), _lost()], ids=["503", "ambiguous"])
+async def test_a_gate_closed_during_a_backoff_sleep_fails_the_target_as_not_retried(first: TargetError) -> None:
+    """A target whose create was attempted, stopped during the retry sleep, fails with its error "not retried"."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[first])
+    api.status = {}  # reconciling finds nothing
+    ctx, seen = _context(clock)
+    target = _target()
+
+    await _back_up(ctx, ([target], api), background=(_close_gate_during_backoff(ctx),))
+
+    assert len(api.creates) == 1 and seen.finished == [target.key]
+    assert target.outcome is Outcome.FAILED, (target.outcome, target.error)
+    assert target.error == f"{first.message}; not retried: {STOPPED}"
+
+
+async def test_a_taken_create_is_still_followed_when_the_gate_closes_during_the_backoff() -> None:
+    """A create the server took, its answer lost, is found and followed even if the gate closes before the retry."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=20)
+    ctx, _ = _context(clock)
+    target = _target()
+
+    await _back_up(ctx, ([target], api), background=(_close_gate_during_backoff(ctx),))
+
+    assert len(api.creates) == 1 and api.jobs["job-1"].name == target.backup_name  # running on the server
+    assert (target.outcome, target.job_id) == (Outcome.SUCCEEDED, "job-1"), (target.outcome, target.error)
+
+
+async def test_a_closed_gate_submits_nothing_and_holds_no_slot() -> None:
+    """With the gate closed before the first attempt, submit returns None, sends nothing and holds no slot."""
+    clock = ManualClock()
+    api = FakeDeployment(clock)
+    ctx, _ = _context(clock, running=1)
+    ctx.gate.close(STOPPED)
+    target = _target()
+
+    assert await _submit(target, api, ctx) is None
+
+    assert api.creates == [] and target.attempts == 0 and target.submitted_at is None
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize("outcome", [Outcome.SKIPPED, Outcome.NOT_STARTED])
+async def test_a_closed_gate_ends_every_store_with_its_outcome_and_reason(outcome: Outcome) -> None:
+    """back_up_deployment with the gate closed ends each store with the gate's outcome and reason, unsubmitted."""
+    clock = ManualClock()
+    deployment = _deployment(stores=("default", "offsite"))
+    targets = [_target(deployment, "default"), _target(deployment, "offsite", index=1)]
+    api = FakeDeployment(clock)
+    ctx, seen = _context(clock)
+    ctx.gate.close("stopped for the test", outcome)
+
+    await _back_up(ctx, (targets, api))
+
+    assert [(t.outcome, t.error, t.error_class) for t in targets] == [(outcome, "stopped for the test", "")] * 2
+    assert seen.finished == ["d/default", "d/offsite"] and seen.submitted == []
+    assert api.creates == []
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+# -- one deployment --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failing", "error"),
+    [
+        ("token", TargetError(ErrorClass.AUTHENTICATION, "sign-in refused: Invalid username or password.")),
+        ("detect_version", TargetError(ErrorClass.TRANSIENT, "cannot connect: Connection refused")),
+        ("default_store", TargetError(ErrorClass.CONFIGURATION, "no default backup store")),
+    ],
+)
+async def test_a_sign_in_failure_ends_every_store_of_the_deployment(failing: str, error: TargetError) -> None:
+    """A failure signing in (or reading the version or default store) fails every store with it, creating nothing."""
+    clock = ManualClock()
+    deployment = _deployment(stores=())
+    targets = [_target(deployment, DEFAULT_STORE), _target(deployment, "offsite", index=1)]
+    api = FakeDeployment(clock)
+    api.errors[failing] = error
+    ctx, seen = _context(clock)
+
+    await _back_up(ctx, (targets, api))
+
+    for target in targets:
+        assert (target.outcome, target.error_class, target.error) == (
+            Outcome.FAILED,
+            error.error_class.value,
+            error.message,
+        )
+    assert len(seen.finished) == 2 and seen.submitted == []
+    assert "create_backup" not in api.calls
+
+
+async def test_the_default_store_is_asked_of_the_server() -> None:
+    """A target for the default store ("") is backed up to the store the server names as its default."""
+    clock = ManualClock()
+    target = _target(_deployment(stores=()), DEFAULT_STORE)
+    api = FakeDeployment(clock)
+    api.default = "primary"
+    ctx, _ = _context(clock)
+
+    await _back_up(ctx, ([target], api))
+
+    assert target.store == "primary" and [c.store for c in api.creates] == ["primary"]
+    assert target.outcome is Outcome.SUCCEEDED
+    assert api.calls.count("default_store") == 1
+
+
+async def test_a_deployments_stores_are_backed_up_one_after_another() -> None:
+    """A deployment's stores are created one at a time, each after the previous job ended, each described."""
+    clock = ManualClock()
+    deployment = _deployment(stores=("a", "b", "c"))
+    targets = [_target(deployment, store, index) for index, store in enumerate(deployment.stores)]
+    api = FakeDeployment(clock, job_seconds=20)
+    ctx, seen = _context(clock)
+
+    await _back_up(ctx, (targets, api))
+
+    assert [c.store for c in api.creates] == ["a", "b", "c"]
+    assert api.overlaps == 0
+    for earlier, later in itertools.pairwise(api.jobs.values()):
+        assert later.started >= earlier.ends
+    assert [t.outcome for t in targets] == [Outcome.SUCCEEDED] * 3
+    assert [t.job_id for t in targets] == ["job-1", "job-2", "job-3"]
+    keys = ["d/a", "d/b", "d/c"]
+    assert seen.described == seen.submitted == seen.finished == keys
+    assert [c.description for c in api.creates] == ["backup of d/a", "backup of d/b", "backup of d/c"]
+    assert "default_store" not in api.calls
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+async def test_a_failing_store_does_not_stop_the_next() -> None:
+    """A store whose create fails ends failed, its slot is given back, and the next store is still backed up."""
+    clock = ManualClock()
+    deployment = _deployment(stores=("a", "b"))
+    targets = [_target(deployment, "a"), _target(deployment, "b", index=1)]
+    api = FakeDeployment(clock, creates=[TargetError(ErrorClass.CONFIGURATION, "store 'a' does not exist")])
+    ctx, seen = _context(clock, running=1)
+
+    await _back_up(ctx, (targets, api))
+
+    assert (targets[0].outcome, targets[0].error_class) == (Outcome.FAILED, "configuration")
+    assert targets[1].outcome is Outcome.SUCCEEDED
+    assert seen.finished == ["d/a", "d/b"] and seen.submitted == ["d/b"]
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+async def test_an_already_complete_backup_succeeds_without_polling() -> None:
+    """A lost create found complete in the list succeeds at once, is reported submitted and finished, unpolled."""
+    clock = ManualClock()
+    target = _target()
+    api = FakeDeployment(clock, creates=[Taken(_lost())], job_seconds=0)
+    ctx, seen = _context(clock)
+
+    await _back_up(ctx, ([target], api))
+
+    assert target.outcome is Outcome.SUCCEEDED and target.server_status == "COMPLETED" and target.job_id == ""
+    assert seen.submitted == seen.finished == ["d/default"]
+    assert "job" not in api.calls and target.polls == 0
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+async def test_the_job_timeout_counts_from_the_accepted_create() -> None:
+    """A create accepted after waiting for a running slot still gets the whole job timeout for its job."""
+    clock = ManualClock()
+    a = FakeDeployment(clock, "a", creates=[_unavailable(retry_after=2)], job_seconds=30)
+    b = FakeDeployment(clock, "b", sign_in_seconds=1, job_seconds=80)
+    ctx, _ = _context(clock, running=1, job_timeout=100)
+    ta, tb = _target(_deployment("a")), _target(_deployment("b"), index=1)
+
+    await _back_up(ctx, ([ta], a), ([tb], b))
+
+    assert tb.outcome is Outcome.SUCCEEDED
+    accepted = a.jobs["job-2"]
+    assert accepted.started > 80  # a waited for b's job to end before its retry
+    assert accepted.ends - accepted.started == 30 < ctx.job_timeout
+    assert ta.outcome is Outcome.SUCCEEDED, ta.error
