@@ -17,6 +17,7 @@ from typing import Any, Final
 import anyio
 
 from orchestrator import commands
+from orchestrator.clock import SystemClock
 from orchestrator.errors import InputError
 from orchestrator.runner import RunResult
 from orchestrator.settings import RunSettings
@@ -58,6 +59,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(plan)
     plan.add_argument("--check", action="store_true", help="sign in and check stores and running DR jobs (read-only)")
+    resume = commands.add_parser(
+        "resume",
+        help="carry on a run that was killed or interrupted: follow its jobs, start what never started",
+        description="Carry on a run the ledger records as unfinished (killed, crashed, or stopped with Ctrl-C). "
+        "Jobs it submitted are followed to their end, not created again; a create whose answer was never "
+        "recorded is first looked for on the server; targets never started are started. Same settings as the "
+        "run unless a flag overrides one; the report covers the whole run.",
+    )
+    resume.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the last unfinished run")
+    _add_run_flags(resume)
+    retry = commands.add_parser(
+        "retry",
+        help="a new run over the targets of RUN_ID that did not succeed",
+        description="Start a new run over exactly the targets of RUN_ID that failed, timed out, were not started "
+        "or were interrupted, with that run's settings unless a flag overrides one.",
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    _add_run_flags(retry)
+    runs = commands.add_parser("runs", help="the recent runs in the ledger, with their counts and state")
+    runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    runs.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file (default: ORCHESTRATOR_LEDGER or "
+                      "the state directory)")  # fmt: skip
+    report = commands.add_parser("report", help="write a past run's reports again, from the ledger")
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file")
+    report.add_argument("--report-dir", type=Path, metavar="DIR", help="where (default: the run's report dir)")
     demo = commands.add_parser(
         "demo",
         help="run a real fleet run against a built-in simulated fleet (flaky profile)",
@@ -155,6 +182,14 @@ def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in RunSettings.model_fields if getattr(args, name, None) is not None}
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+async def _execute(settings: RunSettings, plan: commands.RunPlan) -> RunResult:
+    return await commands.execute(settings, plan)
+
+
 def _fleet_config(args: argparse.Namespace) -> FleetConfig:
     overrides: dict[str, Any] = {}
     if args.deployments is not None:
@@ -235,6 +270,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 checks_passed = anyio.run(commands.plan, settings, deployments, args.check)
                 return EXIT_OK if checks_passed else EXIT_SOME_FAILED
             return exit_code(anyio.run(commands.run_and_report, settings, deployments, inventory))
+        if args.command == "resume":
+            settings, plan = commands.prepare_resume(args.run_id, _run_flags(args), args.settings)
+            return exit_code(anyio.run(_execute, settings, plan))
+        if args.command == "retry":
+            settings, retry_plan = commands.prepare_retry(args.run_id, _run_flags(args), args.settings, SystemClock())
+            if retry_plan is None:
+                print(f"nothing to retry: every target of run {args.run_id} succeeded")
+                return EXIT_OK
+            return exit_code(anyio.run(_execute, settings, retry_plan))
+        if args.command == "runs":
+            commands.list_runs(_given(args, "ledger"), args.limit)
+            return EXIT_OK
+        if args.command == "report":
+            folder = commands.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))
+            print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
+            return EXIT_OK
         if args.command == "demo":
             result = anyio.run(commands.demo, args.deployments, args.profile, args.seed, args.report_dir, args.quiet)
             return exit_code(result)

@@ -7,10 +7,12 @@ import signal
 import sys
 import tempfile
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
+from pydantic import SecretStr
 from tabulate import tabulate
 
 from orchestrator.api import ArcGISClient, dr_job_running, open_api_context
@@ -18,11 +20,20 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, TargetError
 from orchestrator.events import Observer, Observers
 from orchestrator.inventory import Deployment, load_inventory, select
+from orchestrator.ledger import Ledger, LedgerWriter, TargetRecord, default_ledger_path
 from orchestrator.progress import LiveProgress, LogObserver
-from orchestrator.report import check_report_dir, report_document, summary_table, write_reports
+from orchestrator.report import (
+    PastOutcome,
+    changes_since,
+    check_report_dir,
+    iso,
+    report_document,
+    summary_table,
+    write_reports,
+)
 from orchestrator.runner import RunControl, RunResult, new_run_id, run_fleet, settle_unfinished
 from orchestrator.settings import RunSettings, load_settings
-from orchestrator.targets import build_targets
+from orchestrator.targets import Outcome, Phase, TargetState, build_targets
 
 
 def prepare(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, list[Deployment], str]:
@@ -36,15 +47,111 @@ def prepare(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSetti
     return settings, select(inventory.deployments, settings.select), str(settings.inventory)
 
 
+@dataclass(slots=True)
+class RunPlan:
+    """A run about to start, or to be resumed: its identity, its targets and where it comes from."""
+
+    run_id: str
+    started_at: float
+    targets: list[TargetState]
+    inventory: str  # as the report names it
+    inventory_key: str  # the inventory's absolute path: runs over one inventory are compared with each other
+    kind: str = "run"  # run | retry | demo
+    parent_run_id: str = ""
+    resumed: bool = False
+
+
+def ledger_path(settings: RunSettings) -> Path:
+    return settings.ledger or default_ledger_path()
+
+
+def new_plan(
+    settings: RunSettings,
+    deployments: list[Deployment],
+    inventory: str,
+    clock: Clock,
+    *,
+    kind: str = "run",
+    parent_run_id: str = "",
+    inventory_key: str | None = None,
+) -> RunPlan:
+    started_at = clock.now()
+    run_id = new_run_id(started_at, random.Random())
+    targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started_at)
+    key = inventory_key if inventory_key is not None else str(Path(inventory).resolve())
+    return RunPlan(run_id, started_at, targets, inventory, key, kind, parent_run_id)
+
+
 async def run_and_report(
     settings: RunSettings, deployments: list[Deployment], inventory: str, *, clock: Clock | None = None
 ) -> RunResult:
-    """The fleet run with its display and signal handling; writes the reports and prints where they are."""
+    """A new fleet run over `deployments`, recorded in the ledger, with its report."""
     clock = clock or SystemClock()
-    rng = random.Random()
-    started_at = clock.now()
-    run_id = new_run_id(started_at, rng)
-    targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started_at)
+    return await execute(settings, new_plan(settings, deployments, inventory, clock), clock=clock)
+
+
+async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None = None) -> RunResult:
+    """Run (or resume) a plan under the ledger's lock; write the reports and print where they are."""
+    clock = clock or SystemClock()
+    check_report_dir(settings.report_dir)
+    ledger = Ledger.open(ledger_path(settings))
+    try:
+        with ledger.lock():
+            if plan.resumed:
+                ledger.resume_run(plan.run_id, settings.public())
+            else:
+                ledger.begin_run(
+                    run_id=plan.run_id,
+                    kind=plan.kind,
+                    parent_run_id=plan.parent_run_id,
+                    inventory=plan.inventory_key,
+                    settings=settings.public(),
+                    started_at=plan.started_at,
+                    targets=plan.targets,
+                )
+            result, interrupted = await _run_with_display(settings, plan, clock, LedgerWriter(ledger, plan.run_id))
+            ledger.end_run(
+                plan.run_id,
+                result.finished_at,
+                result.stopped_reason,
+                result.targets,
+                state="interrupted" if interrupted else "finished",
+            )
+            result.changes = changes_from_ledger(ledger, plan.inventory_key, plan.started_at, result.targets)
+    finally:
+        ledger.close()
+    folder = write_reports(result)
+    summary = report_document(result)["summary"]
+    print(summary_table(summary))
+    if result.stopped_reason:
+        print(f"stopped submitting early: {result.stopped_reason}")
+    if interrupted:
+        print(f"the run was interrupted: `orchestrator resume {plan.run_id}` carries it on")
+    print(f"run id: {plan.run_id}")
+    print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
+    return result
+
+
+def changes_from_ledger(
+    ledger: Ledger, inventory_key: str, started_at: float, targets: list[TargetState]
+) -> dict[str, Any]:
+    previous = ledger.previous_finished(inventory_key, before=started_at)
+    if previous is None:
+        return {}
+    past = {
+        (r.deployment, r.store): PastOutcome(
+            r.outcome, round(r.finished_at - r.submitted_at, 3) if r.finished_at and r.submitted_at else None
+        )
+        for r in ledger.targets(previous.run_id)
+    }
+    return changes_since(previous.run_id, past, targets)
+
+
+async def _run_with_display(
+    settings: RunSettings, plan: RunPlan, clock: Clock, ledger: LedgerWriter
+) -> tuple[RunResult, bool]:
+    """The fleet run with its display and signal handling; (result, whether it was interrupted)."""
+    targets, run_id = plan.targets, plan.run_id
     control = RunControl()
     live = sys.stderr.isatty() and not settings.quiet and settings.log_format == "text"
     observers: list[Observer] = []
@@ -53,9 +160,10 @@ async def run_and_report(
     progress = LiveProgress(targets, clock) if live else None
     if progress is not None:
         observers.append(progress)
-    check_report_dir(settings.report_dir)
     if not settings.quiet:
-        print(f"run {run_id}: {len(targets)} targets on {len(deployments)} deployments", file=sys.stderr)
+        deployments = len({t.deployment.name for t in targets})
+        verb = "resuming run" if plan.resumed else "run"
+        print(f"{verb} {run_id}: {len(targets)} targets on {deployments} deployments", file=sys.stderr)
     try:
         async with anyio.create_task_group() as signals:
             signals.start_soon(_watch_signals, control, settings.grace)
@@ -64,30 +172,25 @@ async def run_and_report(
                     targets,
                     settings,
                     run_id=run_id,
-                    started_at=started_at,
+                    started_at=plan.started_at,
                     clock=clock,
-                    rng=rng,
                     observer=Observers(*observers),
                     control=control,
-                    inventory=inventory,
+                    inventory=plan.inventory,
+                    ledger=ledger,
                 )
             signals.cancel_scope.cancel()
     except BaseException as crash:
-        # Whatever broke the run, what is known about every target still goes into the report.
+        # Whatever broke the run, what is known about every target still goes into the report; the
+        # ledger keeps the run unfinished, so `resume` can carry it on.
         cause = _innermost(crash)  # the type only: an unforeseen exception's text could hold anything
         settle_unfinished(targets, clock.now(), f"the run stopped on an internal error ({type(cause).__name__})")
-        salvaged = RunResult(run_id, started_at, clock.now(), targets, settings, inventory, "the run crashed")
+        salvaged = RunResult(run_id, plan.started_at, clock.now(), targets, settings, plan.inventory, "the run crashed")
         folder = write_reports(salvaged)
         print(f"the run stopped early; report of what is known: {folder / 'report.md'}", file=sys.stderr)
         raise
-    folder = write_reports(result)
-    summary = report_document(result)["summary"]
-    print(summary_table(summary))
-    if result.stopped_reason:
-        print(f"stopped submitting early: {result.stopped_reason}")
-    print(f"run id: {run_id}")
-    print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
-    return result
+    result.kind, result.parent_run_id = plan.kind, plan.parent_run_id
+    return result, control.stop_requested
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -204,6 +307,7 @@ async def demo(count: int, profile: str, seed: int, report_dir: Path, quiet: boo
                 "connect_timeout": 2.0,
                 "grace": 5.0,
                 "quiet": quiet,
+                "ledger": report_dir / "demo-ledger.sqlite3",  # demo runs stay out of the real ledger
             }
             settings, deployments, _ = prepare(flags, None)
             if not quiet:
@@ -211,7 +315,207 @@ async def demo(count: int, profile: str, seed: int, report_dir: Path, quiet: boo
                     f"demo: a simulated fleet of {count} deployments ({profile} profile) on {sim.base_url}",
                     file=sys.stderr,
                 )
-            return await run_and_report(
-                settings, deployments, f"built-in simulated fleet ({count} deployments, {profile})"
-            )
+            clock = SystemClock()
+            name = f"built-in simulated fleet ({count} deployments, {profile})"
+            plan = new_plan(settings, deployments, name, clock, kind="demo", inventory_key=f"demo:{count}:{profile}")
+            return await execute(settings, plan, clock=clock)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- the ledger's commands: resume, retry, runs, report --
+
+_REOPENED_ON_RESUME: Final = frozenset({Outcome.INTERRUPTED, Outcome.NOT_STARTED})
+
+
+def _open_ledger(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, Ledger]:
+    settings = load_settings({k: v for k, v in flags.items() if k == "ledger"}, settings_file)
+    return settings, Ledger.open(ledger_path(settings))
+
+
+def prepare_resume(
+    run_id: str | None, flags: dict[str, Any], settings_file: Path | None
+) -> tuple[RunSettings, RunPlan]:
+    """The plan that carries an unfinished run on: its targets as the ledger left them, same settings."""
+    if flags.get("select"):
+        raise InputError(["resume: --select does not apply; a resumed run keeps its targets (see `retry`)"])
+    _, ledger = _open_ledger(flags, settings_file)
+    try:
+        record = ledger.run(run_id) if run_id else ledger.last_unfinished()
+        if record.state == "finished":
+            raise InputError(
+                [
+                    f"run {record.run_id} finished; there is nothing to resume. "
+                    f"To redo what did not succeed: orchestrator retry {record.run_id}"
+                ]
+            )
+        rows = ledger.targets(record.run_id)
+    finally:
+        ledger.close()
+    settings = load_settings(flags, settings_file, base=record.settings)
+    inventory_path = settings.inventory or Path(record.inventory)
+    deployments = {d.name: d for d in _load_inventory(inventory_path)}
+    missing = sorted({row.deployment for row in rows} - set(deployments))
+    if missing:
+        raise InputError(
+            [f"{inventory_path}: run {record.run_id} has deployments no longer in it: {', '.join(missing)}; "
+             "restore them, or give the inventory the run used with --inventory"]
+        )  # fmt: skip
+    reopen = record.state == "interrupted"
+    targets = [_target_from_record(row, deployments[row.deployment], reopen=reopen) for row in rows]
+    inventory = str(inventory_path)
+    plan = RunPlan(
+        record.run_id, record.started_at, targets, inventory, record.inventory, record.kind, record.parent_run_id, True
+    )
+    return settings, plan
+
+
+def prepare_retry(
+    run_id: str, flags: dict[str, Any], settings_file: Path | None, clock: Clock
+) -> tuple[RunSettings, RunPlan | None]:
+    """A new run over exactly the targets of `run_id` that did not succeed; None when every one did."""
+    _, ledger = _open_ledger(flags, settings_file)
+    try:
+        record = ledger.run(run_id)
+        rows = ledger.targets(run_id)
+    finally:
+        ledger.close()
+    settings = load_settings(flags, settings_file, base=record.settings)
+    inventory_path = settings.inventory or Path(record.inventory)
+    again: dict[str, set[str]] = {}
+    for row in rows:
+        if row.outcome != Outcome.SUCCEEDED.value:
+            again.setdefault(row.deployment, set()).add(row.store)
+    if not again:
+        return settings, None
+    deployments = []
+    for deployment in _load_inventory(inventory_path):
+        if deployment.name not in again:
+            continue
+        # A deployment backed up to its default store keeps asking for it; named stores are narrowed.
+        stores = tuple(s for s in deployment.stores if s in again[deployment.name]) if deployment.stores else ()
+        deployments.append(replace(deployment, stores=stores))
+    missing = sorted(set(again) - {d.name for d in deployments})
+    if missing:
+        raise InputError([f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"])
+    plan = new_plan(
+        settings,
+        deployments,
+        str(inventory_path),
+        clock,
+        kind="retry",
+        parent_run_id=run_id,
+        inventory_key=record.inventory,
+    )
+    return settings, plan
+
+
+def _load_inventory(path: Path) -> tuple[Deployment, ...]:
+    inventory = load_inventory(path)
+    for warning in inventory.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return inventory.deployments
+
+
+def _target_from_record(row: TargetRecord, deployment: Deployment, *, reopen: bool) -> TargetState:
+    target = TargetState(
+        index=row.idx,
+        deployment=deployment,
+        store=row.store,
+        backup_name=row.backup_name,
+        retention_ms=row.retention_ms,
+        outcome=Outcome(row.outcome),
+        job_id=row.job_id,
+        server_status=row.server_status,
+        error_class=row.error_class,
+        error=row.error,
+        attempts=row.attempts,
+        polls=row.polls,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+        notes=list(row.notes),
+        create_intended=row.create_intended,
+    )
+    if reopen and target.outcome in _REOPENED_ON_RESUME:  # cut short by Ctrl-C: carried on now
+        target.outcome, target.error_class, target.error, target.finished_at = Outcome.PENDING, "", "", None
+    if target.finished:
+        target.phase = Phase.DONE
+    return target
+
+
+def list_runs(flags: dict[str, Any], limit: int) -> None:
+    _, ledger = _open_ledger(flags, None)
+    try:
+        records, active = ledger.runs(limit), ledger.is_locked()
+    finally:
+        ledger.close()
+    if not records:
+        print(f"no runs yet in {ledger.path}")
+        return
+    rows = []
+    for index, record in enumerate(records):
+        state = record.state
+        if state == "running" and not (index == 0 and active):
+            state = "killed: resume it"
+        elif state == "interrupted":
+            state = "interrupted: resume it"
+        counts = record.outcomes
+        others = sum(n for o, n in counts.items() if o not in ("succeeded", "failed", "timed_out"))
+        rows.append(
+            (
+                record.run_id,
+                record.kind + (f" of {record.parent_run_id}" if record.parent_run_id else ""),
+                state + (f" ({record.resumes}x resumed)" if record.resumes else ""),
+                iso(record.started_at),
+                sum(counts.values()),
+                counts.get("succeeded", 0),
+                counts.get("failed", 0) + counts.get("timed_out", 0),
+                others,
+                Path(record.inventory).name,
+            )
+        )
+    headers = ["run id", "kind", "state", "started", "targets", "ok", "failed", "other", "inventory"]
+    print(tabulate(rows, headers=headers))
+    print(f"\nledger: {ledger.path}")
+
+
+def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
+    """The reports of a past run, written again from the ledger alone (no inventory, no secrets needed)."""
+    _, ledger = _open_ledger(flags, None)
+    try:
+        record = ledger.run(run_id)
+        rows = ledger.targets(run_id)
+        settings = load_settings({k: v for k, v in flags.items() if k == "report_dir"}, None, base=record.settings)
+        targets = [_target_from_record(row, _recorded_deployment(row), reopen=False) for row in rows]
+        result = RunResult(
+            run_id,
+            record.started_at,
+            record.finished_at or max((t.finished_at or 0.0 for t in targets), default=record.started_at),
+            targets,
+            settings,
+            record.inventory,
+            record.stopped_reason,
+            kind=record.kind,
+            parent_run_id=record.parent_run_id,
+        )
+        result.changes = changes_from_ledger(ledger, record.inventory, record.started_at, targets)
+    finally:
+        ledger.close()
+    check_report_dir(settings.report_dir)
+    return write_reports(result)
+
+
+def _recorded_deployment(row: TargetRecord) -> Deployment:
+    """A deployment as the ledger knows it: name, URL, tags; no credentials (none are needed to report)."""
+    return Deployment(
+        name=row.deployment,
+        url=row.url,
+        tags=row.tags,
+        stores=(),
+        username="",
+        password=SecretStr(""),
+        passcode=SecretStr(""),
+        retention_days=None,
+        ca_bundle=None,
+        verify_tls=True,
+        source="ledger",
+    )

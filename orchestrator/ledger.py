@@ -31,6 +31,7 @@ from orchestrator.events import Event, EventKind
 from orchestrator.targets import TargetState
 
 APP_DIR: Final = "arcgis-fleet-backup"
+GATHER_S: Final = 0.05  # how long status changes may wait to share a commit (an intent never waits for it)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -167,7 +168,6 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")  # an intent must survive the machine, not only us
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as error:
             raise InputError([f"ledger {path}: cannot open it ({error}); choose another with --ledger PATH"]) from None
@@ -256,14 +256,20 @@ class Ledger:
                 (state, finished_at, stopped_reason, run_id),
             )
 
-    def write(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]]) -> None:
-        """One group commit of target rows and steps (called from the writer's thread)."""
-        with self._transaction() as db:
+    def write(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]], *, durable: bool) -> None:
+        """One group commit of target rows and steps (called from the writer's thread).
+
+        `durable` (a batch holding an intent to create) syncs the WAL to the device before returning;
+        otherwise the commit survives our process being killed but may be lost with the machine's power,
+        which costs at most a status change: the next run's reconciliation finds the truth on the server.
+        """
+        with self._transaction(durable=durable) as db:
             db.executemany(_UPSERT_TARGET, targets)
             db.executemany(_INSERT_STEP, steps)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -370,9 +376,12 @@ class LedgerWriter:
         self._steps: list[tuple[Any, ...]] = []
         self._waiters: list[anyio.Event] = []
         self._queued = anyio.Event()
+        self._intent_queued = anyio.Event()
         self._last_status: dict[int, str] = {}
         self.commits = 0
         self.commit_seconds = 0.0  # time spent committing, in the writer's thread
+        self.intent_wait_seconds = 0.0  # time creates waited for their intent to be on disk, summed
+        self.queue_seconds = 0.0  # event-loop time spent queueing rows
 
     def on_event(self, event: Event) -> None:
         target = event.target
@@ -393,17 +402,25 @@ class LedgerWriter:
         done = anyio.Event()
         self._waiters.append(done)
         self._queue(target, "create_intended", target.backup_name)
+        self._intent_queued.set()
+        started = time.perf_counter()
         await done.wait()
+        self.intent_wait_seconds += time.perf_counter() - started
 
     def _queue(self, target: TargetState, kind: str, detail: str) -> None:
+        started = time.perf_counter()
         self._targets[target.index] = target_row(self._run_id, target)
         self._steps.append((self._run_id, target.index, time.time(), kind, detail))
         self._queued.set()
+        self.queue_seconds += time.perf_counter() - started
 
     async def run(self) -> None:
         try:
             while True:
                 await self._queued.wait()
+                if not self._waiters:  # nobody waits: let status changes gather for a moment, fewer commits
+                    with anyio.move_on_after(GATHER_S):
+                        await self._intent_queued.wait()
                 await self._flush_in_thread()
         finally:
             self._flush_now()  # cancelled (the run ended or was aborted): what is queued still lands, synchronously
@@ -412,25 +429,25 @@ class LedgerWriter:
         targets, steps, waiters = self._take()
         if targets or steps:
             with anyio.CancelScope(shield=True):  # a batch taken off the queue must land, cancelled or not
-                await anyio.to_thread.run_sync(self._commit, targets, steps)
+                await anyio.to_thread.run_sync(self._commit, targets, steps, bool(waiters))
         for waiter in waiters:
             waiter.set()
 
     def _flush_now(self) -> None:
         targets, steps, waiters = self._take()
         if targets or steps:
-            self._commit(targets, steps)
+            self._commit(targets, steps, True)
         for waiter in waiters:
             waiter.set()
 
     def _take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[anyio.Event]]:
         targets, steps, waiters = list(self._targets.values()), self._steps, self._waiters
         self._targets, self._steps, self._waiters = {}, [], []
-        self._queued = anyio.Event()
+        self._queued, self._intent_queued = anyio.Event(), anyio.Event()
         return targets, steps, waiters
 
-    def _commit(self, targets: list[tuple[Any, ...]], steps: list[tuple[Any, ...]]) -> None:
+    def _commit(self, targets: list[tuple[Any, ...]], steps: list[tuple[Any, ...]], durable: bool) -> None:
         started = time.perf_counter()
-        self._ledger.write(targets, steps)
+        self._ledger.write(targets, steps, durable=durable)
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1

@@ -22,6 +22,7 @@ import anyio
 from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.failpoints import failpoint
 from orchestrator.targets import Outcome, Phase, TargetState
 
 FAILED_STATUSES: Final = frozenset({"FAILED", "CANCELLED", "TIMED OUT", "TIME OUT", "TIMEDOUT", "ERROR"})
@@ -185,6 +186,7 @@ class Poller:
                     followed.confirming = True  # the job resource vanished: the store's list tells the truth
                     target.notes.append(f"job resource unreadable ({error.message}); confirming by the backups list")
                 return False
+            failpoint("while_following")
             verdict, status, reason = judge_job(body)
             if status:
                 target.server_status = status

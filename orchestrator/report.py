@@ -11,6 +11,7 @@ import io
 import json
 import tempfile
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -95,15 +96,66 @@ def summarize(targets: list[TargetState]) -> dict[str, Any]:
     }
 
 
+SLOWER_RATIO: Final = 1.5  # a duration "grew markedly" at half as long again as last time ...
+SLOWER_MIN_S: Final = 1.0  # ... and by at least this much (a 2 s backup taking 3 s is noise)
+
+
+@dataclass(frozen=True, slots=True)
+class PastOutcome:
+    """How a target ended in an earlier run: what `changes_since` compares with."""
+
+    outcome: str
+    duration_s: float | None
+
+
+def changes_since(
+    previous_run_id: str, previous: dict[tuple[str, str], PastOutcome], targets: list[TargetState]
+) -> dict[str, Any]:
+    """What changed since the previous run over the same inventory. Pure.
+
+    Targets are matched by (deployment, store); a target absent from the previous run is new, not a change.
+    """
+    newly_failing, recovered, slower = [], [], []
+    for target in targets:
+        before = previous.get((target.deployment.name, target.store))
+        if before is None:
+            continue
+        succeeded_now = target.outcome is Outcome.SUCCEEDED
+        succeeded_before = before.outcome == Outcome.SUCCEEDED.value
+        if succeeded_before and not succeeded_now:
+            newly_failing.append({"target": target.key, "outcome": target.outcome.value, "error": target.error})
+        elif succeeded_now and not succeeded_before:
+            recovered.append({"target": target.key, "previous_outcome": before.outcome})
+        now_s, before_s = target.duration_s, before.duration_s
+        if (
+            succeeded_now
+            and succeeded_before
+            and now_s is not None
+            and before_s is not None
+            and now_s >= before_s * SLOWER_RATIO
+            and now_s - before_s >= SLOWER_MIN_S
+        ):
+            slower.append({"target": target.key, "duration_s": now_s, "previous_duration_s": before_s})
+    return {
+        "previous_run_id": previous_run_id,
+        "newly_failing": newly_failing,
+        "recovered": recovered,
+        "slower": slower,
+    }
+
+
 def report_document(result: RunResult) -> dict[str, Any]:
     return {
         "run_id": result.run_id,
+        "kind": result.kind,
+        "parent_run_id": result.parent_run_id,
         "started_at": iso(result.started_at),
         "finished_at": iso(result.finished_at),
         "inventory": result.inventory,
         "stopped_reason": result.stopped_reason,
         "settings": result.settings.public(),
         "summary": summarize(result.targets),
+        "changes": result.changes,
         "targets": [row(t) for t in result.targets],
     }
 
@@ -145,6 +197,7 @@ def markdown_text(document: dict[str, Any]) -> str:
             headers=["tag", *OUTCOMES],
             tablefmt="github",
         )]  # fmt: skip
+    lines += _changes_lines(document["changes"])
     lines += ["", "## Failures and other non-successes", ""]
     if summary["failures_by_reason"]:
         lines.append(
@@ -182,6 +235,24 @@ def markdown_text(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _changes_lines(changes: dict[str, Any]) -> list[str]:
+    if not changes:
+        return ["", "## Since the previous run", "", "No earlier finished run over this inventory to compare with."]
+    lines = ["", "## Since the previous run", "", f"Compared with run {changes['previous_run_id']}."]
+    if not (changes["newly_failing"] or changes["recovered"] or changes["slower"]):
+        return [*lines, "", "No target changed: the same ones succeeded, none markedly slower."]
+    if changes["newly_failing"]:
+        lines += ["", f"**Newly failing** ({len(changes['newly_failing'])}):", ""]
+        lines += [f"- {c['target']}: {c['outcome']}: {_cell(c['error'])}" for c in changes["newly_failing"]]
+    if changes["recovered"]:
+        lines += ["", f"**Recovered** ({len(changes['recovered'])}):", ""]
+        lines += [f"- {c['target']} (was {c['previous_outcome']})" for c in changes["recovered"]]
+    if slower := changes["slower"]:
+        lines += ["", f"**Markedly slower** ({len(changes['slower'])}):", ""]
+        lines += [f"- {c['target']}: {c['duration_s']:.1f} s (was {c['previous_duration_s']:.1f} s)" for c in slower]
+    return lines
 
 
 def _cell(text: str) -> str:

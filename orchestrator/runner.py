@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 import anyio
 
@@ -20,6 +21,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import TargetError
 from orchestrator.events import Event, EventKind, Observer, Observers
 from orchestrator.inventory import Deployment
+from orchestrator.ledger import LedgerWriter
 from orchestrator.poll import Poller
 from orchestrator.settings import RunSettings
 from orchestrator.submit import Gate, WorkerContext, back_up_deployment
@@ -59,6 +61,9 @@ class RunResult:
     stopped_reason: str = ""  # why submitting stopped early (failure threshold, deadline, interrupt)
     requests: int = 0
     peak_jobs_followed: int = 0
+    kind: str = "run"  # run | retry | demo
+    parent_run_id: str = ""  # the run a retry repeats
+    changes: dict[str, Any] = field(default_factory=dict)  # against the previous run over the same inventory
 
 
 def new_run_id(started_at: float, rng: random.Random) -> str:
@@ -76,10 +81,14 @@ async def run_fleet(
     observer: Observer | None = None,
     control: RunControl | None = None,
     inventory: str = "",
+    ledger: LedgerWriter | None = None,
 ) -> RunResult:
+    """Back up every target; returns once each has an outcome. With a `ledger`, every step is recorded
+    and each create's intent is on disk before the create is sent. Targets that already have an
+    outcome (a resumed run) are left as they are; those with a job id are followed, not created."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
-    observer = observer or Observers()
+    observer = Observers(observer, ledger) if observer and ledger else (observer or ledger or Observers())
     control = control or RunControl()
     result = RunResult(run_id, started_at, started_at, targets, settings, inventory)
     gate = Gate()
@@ -130,21 +139,27 @@ async def run_fleet(
                 passcode=lambda target: target.deployment.passcode.get_secret_value(),
                 on_submitted=lambda target: emit(EventKind.SUBMITTED, target, ""),
                 on_finished=on_finished,
+                before_create=ledger.intend_create if ledger is not None else _nothing_to_record,
             )
-            async with anyio.create_task_group() as polling:
-                polling.start_soon(poller.run)
-                async with anyio.create_task_group() as watchers:
-                    watchers.start_soon(_watch_stop, control, control._stop, gate, settings, clock, run_scope, emit)
-                    if settings.deadline is not None:
-                        watchers.start_soon(_watch_deadline, settings.deadline, gate, clock, emit)
-                    async with anyio.create_task_group() as workers:
-                        for _, group in groupby(targets, key=lambda t: t.deployment.name):
-                            group_targets = list(group)
-                            client = ArcGISClient(group_targets[0].deployment, context)
-                            clients.append(client)
-                            workers.start_soon(back_up_deployment, group_targets, client, worker_context)
-                    watchers.cancel_scope.cancel()
-                poller.close()
+            async with anyio.create_task_group() as recording:
+                if ledger is not None:
+                    recording.start_soon(ledger.run)
+                async with anyio.create_task_group() as polling:
+                    polling.start_soon(poller.run)
+                    async with anyio.create_task_group() as watchers:
+                        watchers.start_soon(_watch_stop, control, control._stop, gate, settings, clock, run_scope, emit)
+                        if settings.deadline is not None:
+                            left = started_at + settings.deadline - clock.now()  # a resumed run keeps its deadline
+                            watchers.start_soon(_watch_deadline, settings.deadline, left, gate, clock, emit)
+                        async with anyio.create_task_group() as workers:
+                            for _, group in groupby(targets, key=lambda t: t.deployment.name):
+                                group_targets = list(group)
+                                client = ArcGISClient(group_targets[0].deployment, context)
+                                clients.append(client)
+                                workers.start_soon(back_up_deployment, group_targets, client, worker_context)
+                        watchers.cancel_scope.cancel()
+                    poller.close()
+                recording.cancel_scope.cancel()  # the ledger writer flushes what is queued as it stops
             result.peak_jobs_followed = poller.peak_followed
     settle_unfinished(targets, clock.now(), gate.reason)
     result.finished_at = clock.now()
@@ -171,8 +186,12 @@ async def _watch_stop(
     run_scope.cancel()
 
 
-async def _watch_deadline(deadline: float, gate: Gate, clock: Clock, emit: Emit) -> None:
-    await clock.sleep(deadline)
+async def _nothing_to_record(target: TargetState) -> None:
+    return None
+
+
+async def _watch_deadline(deadline: float, left: float, gate: Gate, clock: Clock, emit: Emit) -> None:
+    await clock.sleep(max(0.0, left))
     gate.close(f"not submitted: the run deadline ({deadline:g} s) was reached")
     emit(EventKind.STOPPED_SUBMITTING, None, gate.reason)
 

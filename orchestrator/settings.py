@@ -77,6 +77,9 @@ class RunSettings(BaseSettings):
     )
     description: str = Field("fleet backup {run_id}", description="backup description; same fields as the name")
     report_dir: Path = Field(Path("reports"), description="reports go to REPORT_DIR/RUN_ID/")
+    ledger: Path | None = Field(
+        None, description="run ledger (SQLite) for resume, retry and history; default under $XDG_STATE_HOME"
+    )
     log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
     quiet: bool = Field(False, description="only the final summary")
 
@@ -112,12 +115,15 @@ class RunSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-def load_settings(flags: dict[str, Any], settings_file: Path | None = None) -> RunSettings:
-    """Flags (only those given) win over ORCHESTRATOR_* variables, which win over the settings file."""
-    file_values: dict[str, Any] = {}
+def load_settings(
+    flags: dict[str, Any], settings_file: Path | None = None, base: dict[str, Any] | None = None
+) -> RunSettings:
+    """Flags (only those given) win over ORCHESTRATOR_* variables, which win over the settings file,
+    which wins over `base` (a past run's settings, for resume and retry), which wins over the defaults."""
+    file_values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in RunSettings.model_fields}
     if settings_file is not None:
         try:
-            file_values = tomllib.loads(settings_file.read_text(encoding="utf-8"))
+            file_values |= tomllib.loads(settings_file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError([f"{settings_file}: cannot read the settings file ({exc.strerror})"]) from None
         except tomllib.TOMLDecodeError as exc:

@@ -11,7 +11,7 @@ one was ours.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -20,6 +20,7 @@ import anyio
 from orchestrator.backoff import Backoff, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.failpoints import failpoint
 from orchestrator.poll import JobApi, Poller
 from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
 
@@ -75,12 +76,20 @@ class WorkerContext:
     job_timeout: float
     description: Callable[[TargetState], str]
     passcode: Callable[[TargetState], str]
+    before_create: Callable[[TargetState], Awaitable[None]]
     on_submitted: Callable[[TargetState], None]
     on_finished: Callable[[TargetState], None]
 
 
 async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx: WorkerContext) -> None:
-    """Every store of one deployment, one after another. Failures become outcomes, never exceptions."""
+    """Every store of one deployment, one after another. Failures become outcomes, never exceptions.
+
+    A resumed run passes targets as the ledger left them: those with an outcome are left alone, those
+    with a job id are followed, not created again.
+    """
+    targets = [target for target in targets if not target.finished]
+    if not targets:
+        return
     for target in targets:
         target.phase = Phase.SIGNING_IN
     try:
@@ -98,23 +107,29 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
 
 
 async def _back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> None:
-    try:
-        submitted = await submit(target, api, ctx)
-    except TargetError as error:
-        _end(target, ctx, error=error)
-        return
+    if target.job_id:  # submitted by the run this one resumes: follow it, within the same job timeout
+        await ctx.running_limiter.acquire()
+        submitted: Submitted | None = Submitted(target.job_id)
+        accepted_at = target.submitted_at if target.submitted_at is not None else ctx.clock.now()
+    else:
+        try:
+            submitted = await submit(target, api, ctx)
+        except TargetError as error:
+            _end(target, ctx, error=error)
+            return
+        accepted_at = ctx.clock.now()  # retries and waits before it are not the job's time
     if submitted is None:
         _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
         return
     try:  # submit returned holding a running-job slot: it is ours until the job ends
         target.job_id = submitted.job_id
         ctx.on_submitted(target)
+        failpoint("after_submitted")
         if submitted.already_complete:
             target.server_status = target.server_status or "COMPLETED"
             _end(target, ctx, outcome=Outcome.SUCCEEDED)
             return
-        assert target.submitted_at is not None
-        await ctx.poller.follow(target, api, give_up_at=target.submitted_at + ctx.job_timeout)
+        await ctx.poller.follow(target, api, give_up_at=accepted_at + ctx.job_timeout)
         ctx.on_finished(target)
     finally:
         ctx.running_limiter.release()
@@ -136,69 +151,108 @@ def _end(
     ctx.on_finished(target)
 
 
+RESUMED_DOUBT: Final = "the previous run ended before the create's answer was recorded"
+
+
 async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> Submitted | None:
-    """Create the backup, retrying transient errors; reconcile before any retry that could duplicate it.
+    """Create the backup, retrying transient errors; reconcile before any create that could duplicate it.
 
     Returns holding one slot of `ctx.running_limiter` (the caller releases it when the job ends), or
     None, holding nothing, when the gate closed first. The slot is given back during every backoff
     sleep, so a deployment waiting to retry does not keep another one from running.
     """
-    first_attempt_at: float | None = None
-    doubt = ""  # why an earlier attempt may have reached the server ("" while none may have)
+    # Why an earlier create may have reached the server ("" while none may have): a lost answer in
+    # this run, or an intent on record from a run that was cut off.
+    doubt = RESUMED_DOUBT if target.create_intended else ""
     attempt = 0
+    last_error: TargetError | None = None
     while True:
         await ctx.running_limiter.acquire()
         try:
-            if not ctx.gate.open:
-                ctx.running_limiter.release()
-                return None
-            outcome = await _attempt_create(target, api, ctx, first_attempt_at, doubt)
+            outcome = await _next_step(target, api, ctx, doubt, last_error, attempt)
         except BaseException:
             ctx.running_limiter.release()
             raise
         if isinstance(outcome, Submitted):
-            return outcome
+            return outcome  # holding the slot
         ctx.running_limiter.release()
-        error = outcome
-        first_attempt_at = first_attempt_at if first_attempt_at is not None else target.submitted_at
-        doubt = doubt or (error.message if error.ambiguous else "")
-        if not (error.transient and attempt < ctx.retries):
-            raise error
-        if not ctx.gate.open:  # stopped meanwhile: submit nothing more
-            raise TargetError(error.error_class, f"{error.message}; not retried: {ctx.gate.reason}")
-        delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, error.retry_after)
+        if outcome is None:
+            return None
+        last_error = outcome
+        doubt = doubt or (outcome.message if outcome.ambiguous else "")
+        if not (outcome.transient and attempt < ctx.retries) or not ctx.gate.open:
+            raise _not_retried(outcome, ctx.gate)
+        delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, outcome.retry_after)
         attempt += 1
         await ctx.clock.sleep(delay)
 
 
+async def _next_step(
+    target: TargetState,
+    api: DeploymentApi,
+    ctx: WorkerContext,
+    doubt: str,
+    last_error: TargetError | None,
+    attempt: int,
+) -> Submitted | TargetError | None:
+    """With a running slot held: the next create, or when submitting must stop, the last word on it."""
+    if not ctx.gate.open:
+        if last_error is None:
+            return None  # never tried: the caller ends the target with the gate's outcome
+        # Stopped during the retry sleep: not retried, but a create that may have landed is still looked for.
+        return (await _reconciled(target, api, doubt) if doubt else None) or last_error
+    outcome = await _attempt_create(target, api, ctx, doubt)
+    if isinstance(outcome, TargetError):
+        doubt = doubt or (outcome.message if outcome.ambiguous else "")
+        retry = outcome.transient and attempt < ctx.retries and ctx.gate.open
+        if doubt and not retry:  # a last look before giving up: the server may have it anyway
+            return await _reconciled(target, api, doubt) or outcome
+    return outcome
+
+
+def _not_retried(error: TargetError, gate: Gate) -> TargetError:
+    if gate.open or not error.transient:
+        return error
+    return TargetError(error.error_class, f"{error.message}; not retried: {gate.reason}")
+
+
 async def _attempt_create(
-    target: TargetState, api: DeploymentApi, ctx: WorkerContext, first_attempt_at: float | None, doubt: str
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, doubt: str
 ) -> Submitted | TargetError:
-    """One create request, and after any answer that leaves doubt, the reconciliation. Holds its slot."""
+    """One create, preceded by a reconciliation when an earlier one may have reached the server."""
     target.phase = Phase.SUBMITTING
+    if doubt:
+        found = await _reconciled(target, api, doubt)
+        if found is not None:
+            return found
     target.attempts += 1
     if target.submitted_at is None:
         target.submitted_at = ctx.clock.now()
-    since = first_attempt_at if first_attempt_at is not None else target.submitted_at
+    if not target.create_intended:
+        await ctx.before_create(target)  # on disk before the server can possibly see the create
+    failpoint("before_create")
     try:
         job_id = await api.create_backup(
             target.store, target.backup_name, ctx.passcode(target), ctx.description(target), target.retention_ms
         )
-        return Submitted(job_id)
     except TargetError as error:
-        if not (doubt or error.ambiguous):
-            return error
-        found = await _reconcile(target, api, since)
-        if found is not None:
-            target.notes.append(f"create answer lost ({doubt or error.message}); the server had accepted it")
-            return found
         if doubt and is_duplicate_name(error):
             # Only our own earlier create can have used this run's unique name: follow it by the list.
-            target.notes.append(
-                f"create answer lost ({doubt}); the retry found the name taken, so it had been accepted"
-            )
+            target.notes.append(f"create answer lost ({doubt}); the retry found the name taken, so it was accepted")
             return Submitted("")
+        if is_duplicate_name(error):
+            hint = "another run used this name (put {run_id} in --name-template to keep names apart)"
+            return TargetError(error.error_class, f"{error.message}; {hint}", code=error.code)
         return error
+    failpoint("after_create")
+    return Submitted(job_id)
+
+
+async def _reconciled(target: TargetState, api: DeploymentApi, doubt: str) -> Submitted | None:
+    found = await _reconcile(target, api, target.submitted_at if target.submitted_at is not None else 0.0)
+    if found is not None:
+        target.notes.append(f"create answer lost ({doubt}); the server had accepted it")
+    return found
 
 
 def is_duplicate_name(error: TargetError) -> bool:

@@ -49,6 +49,7 @@ class TargetState:
     error: str = ""
     attempts: int = 0
     polls: int = 0
+    create_intended: bool = False  # the intent to create is on record: a create may have reached the server
     submitted_at: float | None = None
     finished_at: float | None = None
     notes: list[str] = field(default_factory=list)

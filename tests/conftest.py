@@ -22,6 +22,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def _private_ledger(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own ledger, never the user's state directory (subprocesses inherit it too)."""
+    monkeypatch.setenv("ORCHESTRATOR_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.sqlite3"))
+
+
 class Admin:
     """A deliberately plain client of one simulated deployment, for asserting what the server answers."""
 

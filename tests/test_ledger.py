@@ -221,9 +221,9 @@ def _wait_for_the_run_to_begin() -> None:
     while time.monotonic() < deadline:
         if path.exists():
             with sqlite3.connect(path) as db:
-                if db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]:
-                    if db.execute("SELECT count(*) FROM runs").fetchone()[0]:
-                        return
+                has_table = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+                if has_table and db.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                    return
         time.sleep(0.02)
     raise AssertionError("the run never began")
 

@@ -1,0 +1,157 @@
+"""What the run ledger costs a big run: the same fleet run with and without it, side by side.
+
+Why: the ledger records every target and step of a run (issue 4), and an intent to create must be on
+disk before each create is sent. That must not slow a 10,000-target run down noticeably.
+
+What: the simulator runs as a subprocess (profile `none`, 11.3, jobs of `--job-seconds`), so its CPU
+is not counted here. Against it, this process runs `run_fleet` twice over all deployments, with the same
+settings: once without a ledger, once with one (a fresh SQLite file). It reports, for the ledger run:
+
+- wall time of both runs, and the difference;
+- event-loop time spent queueing ledger rows (the only ledger work on the loop), as a share of wall time;
+- writer-thread time spent committing, the number of group commits, rows per commit;
+- how long creates waited for their intent to be on disk (mean, and the sum as a share of the time
+  creates spent in flight overall is not meaningful under concurrency, so the mean is what counts);
+- the ledger's size on disk.
+
+It prints a Markdown table and writes JSON (with the machine and date) to `--out`. 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from orchestrator.clock import SystemClock
+from orchestrator.inventory import load_inventory
+from orchestrator.ledger import Ledger, LedgerWriter
+from orchestrator.runner import RunResult, run_fleet
+from orchestrator.settings import load_settings
+from orchestrator.targets import Outcome, build_targets
+
+PASSWORD_ENV: Final = "BENCH_LEDGER_PASSWORD"
+LISTENING: Final = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+
+def start_simulator(count: int, job_seconds: float, folder: Path) -> tuple[subprocess.Popen[str], Path]:
+    inventory = folder / "fleet.toml"
+    env = {**os.environ, PASSWORD_ENV: secrets.token_urlsafe(18)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "simulate", "--deployments", str(count), "--versions", "11.3=1",
+         "--job-seconds", str(job_seconds), "--password-env", PASSWORD_ENV, "--write-inventory", str(inventory)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("press Ctrl-C"):
+            return process, inventory
+        if LISTENING.search(line) is None and process.poll() is not None:
+            break
+    raise RuntimeError("the simulator did not start")
+
+
+async def one_run(inventory: Path, ledger_path: Path | None, run_id: str) -> tuple[RunResult, LedgerWriter | None]:
+    settings = load_settings(
+        {
+            "inventory": inventory,
+            "concurrency": 64,
+            "poll_initial": 1.0,
+            "poll_max": 6.0,
+            "job_timeout": 600.0,
+            "retry_initial": 0.2,
+            "request_timeout": 30.0,
+            "name_template": "bench-{run_id}-{deployment}",
+            "quiet": True,
+        }
+    )
+    deployments = list(load_inventory(inventory).deployments)
+    clock = SystemClock()
+    started = clock.now()
+    targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started)
+    ledger = writer = None
+    if ledger_path is not None:
+        ledger = Ledger.open(ledger_path)
+        ledger.begin_run(
+            run_id=run_id,
+            kind="run",
+            parent_run_id="",
+            inventory=str(inventory),
+            settings=settings.public(),
+            started_at=started,
+            targets=targets,
+        )
+        writer = LedgerWriter(ledger, run_id)
+    result = await run_fleet(
+        targets, settings, run_id=run_id, started_at=started, clock=clock, rng=random.Random(1), ledger=writer
+    )
+    if ledger is not None:
+        ledger.end_run(run_id, result.finished_at, result.stopped_reason, result.targets)
+        ledger.close()
+    return result, writer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deployments", type=int, default=10_000)
+    parser.add_argument("--job-seconds", type=float, default=20.0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ledger.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as scratch:
+        folder = Path(scratch)
+        simulator, inventory = start_simulator(args.deployments, args.job_seconds, folder)
+        try:
+            bare, _ = asyncio.run(one_run(inventory, None, "bare"))
+            recorded, writer = asyncio.run(one_run(inventory, folder / "ledger.sqlite3", "ledger"))
+            ledger_bytes = sum(p.stat().st_size for p in folder.glob("ledger.sqlite3*"))
+        finally:
+            simulator.send_signal(signal.SIGINT)
+            try:
+                simulator.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                simulator.kill()
+    assert writer is not None
+    bare_wall = bare.finished_at - bare.started_at
+    wall = recorded.finished_at - recorded.started_at
+    creates = sum(t.attempts for t in recorded.targets)
+    figures: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "deployments": args.deployments,
+        "job_seconds_median": args.job_seconds,
+        "succeeded": [sum(t.outcome is Outcome.SUCCEEDED for t in r.targets) for r in (bare, recorded)],
+        "wall_s_without_ledger": round(bare_wall, 2),
+        "wall_s_with_ledger": round(wall, 2),
+        "wall_difference_pct": round((wall - bare_wall) * 100 / bare_wall, 2),
+        "loop_seconds_queueing": round(writer.queue_seconds, 3),
+        "loop_share_pct": round(writer.queue_seconds * 100 / wall, 3),
+        "writer_thread_seconds": round(writer.commit_seconds, 3),
+        "writer_thread_share_pct": round(writer.commit_seconds * 100 / wall, 3),
+        "group_commits": writer.commits,
+        "creates": creates,
+        "mean_intent_wait_ms": round(writer.intent_wait_seconds * 1000 / max(1, creates), 3),
+        "ledger_bytes": ledger_bytes,
+    }
+    print("| figure | value |\n|---|---|")
+    for key, value in figures.items():
+        print(f"| {key} | {value} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
