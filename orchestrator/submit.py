@@ -90,6 +90,10 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
     targets = [target for target in targets if not target.finished]
     if not targets:
         return
+    if not ctx.gate.open and not any(target.job_id for target in targets):
+        for target in targets:  # stopped before this deployment's turn: not even a sign-in
+            _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
+        return
     for target in targets:
         target.phase = Phase.SIGNING_IN
     try:

@@ -698,7 +698,7 @@ async def test_a_closed_gate_ends_every_store_with_its_outcome_and_reason(outcom
 
     assert [(t.outcome, t.error, t.error_class) for t in targets] == [(outcome, "stopped for the test", "")] * 2
     assert seen.finished == ["d/default", "d/offsite"] and seen.submitted == []
-    assert api.creates == []
+    assert api.creates == [] and api.calls == []  # not even a sign-in
     assert ctx.running_limiter.borrowed_tokens == 0
 
 
@@ -818,3 +818,59 @@ async def test_the_job_timeout_counts_from_the_accepted_create() -> None:
     assert accepted.started > 80  # a waited for b's job to end before its retry
     assert accepted.ends - accepted.started == 30 < ctx.job_timeout
     assert ta.outcome is Outcome.SUCCEEDED, ta.error
+
+
+# -- a resumed run: targets as the ledger left them ------------------------------------------------
+
+
+async def test_a_resumed_target_with_a_job_id_is_followed_not_created() -> None:
+    """The job the killed run started is followed to its end; no create is sent."""
+    clock = ManualClock()
+    api = FakeDeployment(clock)
+    api.add_job("job-from-before", "default", "fleet-d-default", started=0.0, ends=5.0)
+    ctx, _ = _context(clock)
+    target = _target()
+    target.job_id, target.submitted_at, target.create_intended, target.attempts = "job-from-before", 0.0, True, 1
+
+    await _back_up(ctx, ([target], api))
+
+    assert (target.outcome, target.job_id, target.attempts) == (Outcome.SUCCEEDED, "job-from-before", 1)
+    assert api.creates == [] and "job" in api.calls
+    assert ctx.running_limiter.borrowed_tokens == 0
+
+
+async def test_resumed_targets_with_an_outcome_are_left_alone() -> None:
+    """A deployment whose targets all ended before the kill gets no request at all."""
+    clock = ManualClock()
+    api = FakeDeployment(clock)
+    ctx, seen = _context(clock)
+    target = _target()
+    target.finish(Outcome.FAILED, 1.0, reason="failed before the kill")
+
+    await _back_up(ctx, ([target], api))
+
+    assert api.calls == [] and seen.finished == [] and target.error == "failed before the kill"
+
+
+@pytest.mark.parametrize("taken", [True, False], ids=["server-had-it", "server-never-saw-it"])
+async def test_an_intent_without_a_job_id_is_reconciled_before_any_create(taken: bool) -> None:
+    """Killed between "create sent" and "job id recorded": the server is asked first; created only if absent."""
+    clock = ManualClock()
+    api = FakeDeployment(clock)
+    target = _target()
+    target.create_intended, target.submitted_at, target.attempts = True, clock.now(), 1
+    if taken:
+        now = clock.now()
+        api.add_job("job-lost", "default", target.backup_name, started=now, ends=now + 30)  # still running
+    ctx, _ = _context(clock)
+
+    await _back_up(ctx, ([target], api))
+
+    assert target.outcome is Outcome.SUCCEEDED
+    first_create = api.calls.index("create_backup") if "create_backup" in api.calls else len(api.calls)
+    assert "backup_names" in api.calls[:first_create] and "dr_status" in api.calls[:first_create], api.calls
+    if taken:
+        assert api.creates == [] and target.job_id == "job-lost"
+        assert any("the server had accepted it" in note for note in target.notes)
+    else:
+        assert [c.name for c in api.creates] == [target.backup_name] and target.attempts == 2
