@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest simulate bench-simulator clean
+.PHONY: demo test lint typecheck pytest simulate bench-simulator bench-ledger clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ simulate: $(STAMP)
 
 bench-simulator: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
+
+# The same 10,000-deployment run with and without the run ledger (a few minutes).
+bench-ledger: $(STAMP)
+	$(BIN)/python benchmarks/bench_ledger.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "retry":
             settings, retry_plan = commands.prepare_retry(args.run_id, _run_flags(args), args.settings, SystemClock())
             if retry_plan is None:
-                print(f"nothing to retry: every target of run {args.run_id} succeeded")
+                print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
                 return EXIT_OK
             return exit_code(anyio.run(_execute, settings, retry_plan))
         if args.command == "runs":

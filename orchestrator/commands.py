@@ -59,6 +59,7 @@ class RunPlan:
     kind: str = "run"  # run | retry | demo
     parent_run_id: str = ""
     resumed: bool = False
+    as_read: tuple[tuple[Any, ...], ...] = ()  # a resumed run's rows as read, to see nobody changed them since
 
 
 def ledger_path(settings: RunSettings) -> Path:
@@ -93,11 +94,14 @@ async def run_and_report(
 async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None = None) -> RunResult:
     """Run (or resume) a plan under the ledger's lock; write the reports and print where they are."""
     clock = clock or SystemClock()
+    settings = _with_absolute_paths(settings)  # a resume or retry may start from another directory
     check_report_dir(settings.report_dir)
     ledger = Ledger.open(ledger_path(settings))
     try:
-        with ledger.lock():
+        with ledger.lock(plan.run_id):
             if plan.resumed:
+                if _resume_rows(ledger, plan.run_id) != plan.as_read or ledger.run(plan.run_id).state == "finished":
+                    raise InputError([f"run {plan.run_id} changed while this resume was preparing; resume it again"])
                 ledger.resume_run(plan.run_id, settings.public())
             else:
                 ledger.begin_run(
@@ -115,7 +119,8 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
                 result.finished_at,
                 result.stopped_reason,
                 result.targets,
-                state="interrupted" if interrupted else "finished",
+                # A job may still run on a server: the run stays resumable until it is followed to its end.
+                state="interrupted" if interrupted or _any_interrupted(result.targets) else "finished",
             )
             result.changes = changes_from_ledger(ledger, plan.inventory_key, plan.started_at, result.targets)
     finally:
@@ -125,26 +130,40 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
     print(summary_table(summary))
     if result.stopped_reason:
         print(f"stopped submitting early: {result.stopped_reason}")
-    if interrupted:
-        print(f"the run was interrupted: `orchestrator resume {plan.run_id}` carries it on")
+    if interrupted or _any_interrupted(result.targets):
+        print(f"the run was cut short: `orchestrator resume {plan.run_id}` carries it on")
     print(f"run id: {plan.run_id}")
     print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
     return result
 
 
+def _any_interrupted(targets: list[TargetState]) -> bool:
+    return any(target.outcome is Outcome.INTERRUPTED for target in targets)
+
+
+def _with_absolute_paths(settings: RunSettings) -> RunSettings:
+    paths = {name: getattr(settings, name) for name in ("inventory", "report_dir", "ledger")}
+    return settings.model_copy(update={k: v.resolve() for k, v in paths.items() if v is not None})
+
+
+def _resume_rows(ledger: Ledger, run_id: str) -> tuple[tuple[Any, ...], ...]:
+    return tuple((r.idx, r.outcome, r.job_id, r.create_intended) for r in ledger.targets(run_id))
+
+
 def changes_from_ledger(
     ledger: Ledger, inventory_key: str, started_at: float, targets: list[TargetState]
 ) -> dict[str, Any]:
-    previous = ledger.previous_finished(inventory_key, before=started_at)
-    if previous is None:
+    """Each target against its own latest outcome in earlier finished runs over the same inventory, so a
+    retry or a `--select` run in between hides nothing."""
+    earlier = ledger.finished_runs(inventory_key, before=started_at, limit=PAST_RUNS_COMPARED)
+    if not earlier:
         return {}
-    past = {
-        (r.deployment, r.store): PastOutcome(
-            r.outcome, round(r.finished_at - r.submitted_at, 3) if r.finished_at and r.submitted_at else None
-        )
-        for r in ledger.targets(previous.run_id)
-    }
-    return changes_since(previous.run_id, past, targets)
+    past: dict[tuple[str, str], PastOutcome] = {}
+    for run in earlier:  # newest first: the first outcome seen for a target is its latest
+        for r in ledger.targets(run.run_id):
+            duration = round(r.finished_at - r.submitted_at, 3) if r.finished_at and r.submitted_at else None
+            past.setdefault((r.deployment, "" if r.default_store else r.store), PastOutcome(r.outcome, duration))
+    return changes_since(earlier[0].run_id, past, targets)
 
 
 async def _run_with_display(
@@ -325,6 +344,7 @@ async def demo(count: int, profile: str, seed: int, report_dir: Path, quiet: boo
 # -- the ledger's commands: resume, retry, runs, report --
 
 _REOPENED_ON_RESUME: Final = frozenset({Outcome.INTERRUPTED, Outcome.NOT_STARTED})
+PAST_RUNS_COMPARED: Final = 30  # how far back a report looks for each target's previous outcome
 
 
 def _open_ledger(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, Ledger]:
@@ -351,7 +371,7 @@ def prepare_resume(
         rows = ledger.targets(record.run_id)
     finally:
         ledger.close()
-    settings = load_settings(flags, settings_file, base=record.settings)
+    settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory"))
     inventory_path = settings.inventory or Path(record.inventory)
     deployments = {d.name: d for d in _load_inventory(inventory_path)}
     missing = sorted({row.deployment for row in rows} - set(deployments))
@@ -360,11 +380,19 @@ def prepare_resume(
             [f"{inventory_path}: run {record.run_id} has deployments no longer in it: {', '.join(missing)}; "
              "restore them, or give the inventory the run used with --inventory"]
         )  # fmt: skip
-    reopen = record.state == "interrupted"
-    targets = [_target_from_record(row, deployments[row.deployment], reopen=reopen) for row in rows]
+    # In an unfinished run, "interrupted" and "not started" can only come from a cut: carried on now.
+    targets = [_target_from_record(row, deployments[row.deployment], reopen=True) for row in rows]
     inventory = str(inventory_path)
     plan = RunPlan(
-        record.run_id, record.started_at, targets, inventory, record.inventory, record.kind, record.parent_run_id, True
+        record.run_id,
+        record.started_at,
+        targets,
+        inventory,
+        record.inventory,
+        record.kind,
+        record.parent_run_id,
+        resumed=True,
+        as_read=tuple((r.idx, r.outcome, r.job_id, r.create_intended) for r in rows),
     )
     return settings, plan
 
@@ -379,7 +407,11 @@ def prepare_retry(
         rows = ledger.targets(run_id)
     finally:
         ledger.close()
-    settings = load_settings(flags, settings_file, base=record.settings)
+    if record.state != "finished":
+        # Its jobs may still be running, and its lost creates may have landed: retrying now could back a
+        # target up twice. Resuming settles both.
+        raise InputError([f"run {run_id} is unfinished: `orchestrator resume {run_id}` first, then retry what failed"])
+    settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory", "select"))
     inventory_path = settings.inventory or Path(record.inventory)
     again: dict[str, set[str]] = {}
     for row in rows:
@@ -388,13 +420,17 @@ def prepare_retry(
     if not again:
         return settings, None
     deployments = []
-    for deployment in _load_inventory(inventory_path):
+    for deployment in select(list(_load_inventory(inventory_path)), settings.select):
         if deployment.name not in again:
             continue
         # A deployment backed up to its default store keeps asking for it; named stores are narrowed.
         stores = tuple(s for s in deployment.stores if s in again[deployment.name]) if deployment.stores else ()
+        if deployment.stores and not stores:
+            continue  # its stores were renamed since: nothing of that run to redo here
         deployments.append(replace(deployment, stores=stores))
-    missing = sorted(set(again) - {d.name for d in deployments})
+    missing = sorted(set(again) - {d.name for d in deployments}) if not settings.select else []
+    if not deployments:
+        return settings, None
     if missing:
         raise InputError([f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"])
     plan = new_plan(
@@ -424,6 +460,8 @@ def _target_from_record(row: TargetRecord, deployment: Deployment, *, reopen: bo
         backup_name=row.backup_name,
         retention_ms=row.retention_ms,
         outcome=Outcome(row.outcome),
+        accepted_at=row.accepted_at,
+        default_store=row.default_store,
         job_id=row.job_id,
         server_status=row.server_status,
         error_class=row.error_class,
@@ -445,16 +483,18 @@ def _target_from_record(row: TargetRecord, deployment: Deployment, *, reopen: bo
 def list_runs(flags: dict[str, Any], limit: int) -> None:
     _, ledger = _open_ledger(flags, None)
     try:
-        records, active = ledger.runs(limit), ledger.is_locked()
+        records, active = ledger.runs(limit), ledger.active_run()
     finally:
         ledger.close()
     if not records:
         print(f"no runs yet in {ledger.path}")
         return
     rows = []
-    for index, record in enumerate(records):
+    for record in records:
         state = record.state
-        if state == "running" and not (index == 0 and active):
+        if record.run_id == active:
+            state = "running now"
+        elif state == "running":
             state = "killed: resume it"
         elif state == "interrupted":
             state = "interrupted: resume it"
@@ -484,12 +524,15 @@ def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
     try:
         record = ledger.run(run_id)
         rows = ledger.targets(run_id)
-        settings = load_settings({k: v for k, v in flags.items() if k == "report_dir"}, None, base=record.settings)
+        # The run's own settings, as recorded: today's environment has no say in yesterday's report.
+        recorded = {k: v for k, v in record.settings.items() if k in RunSettings.model_fields}
+        settings = RunSettings.model_validate({**recorded, **{k: v for k, v in flags.items() if k == "report_dir"}})
         targets = [_target_from_record(row, _recorded_deployment(row), reopen=False) for row in rows]
+        ended = [t.finished_at for t in targets if t.finished_at is not None]
         result = RunResult(
             run_id,
             record.started_at,
-            record.finished_at or max((t.finished_at or 0.0 for t in targets), default=record.started_at),
+            record.finished_at or max(ended, default=record.started_at),
             targets,
             settings,
             record.inventory,
@@ -519,3 +562,8 @@ def _recorded_deployment(row: TargetRecord) -> Deployment:
         verify_tls=True,
         source="ledger",
     )
+
+
+def _without(settings: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A past run's settings minus those a resume or retry takes from elsewhere (the ledger's own record)."""
+    return {k: v for k, v in settings.items() if k not in names}

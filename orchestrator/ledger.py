@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import anyio
 
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS targets (
     backup_name TEXT NOT NULL,
     retention_ms INTEGER,
     create_intended INTEGER NOT NULL,
+    accepted_at REAL,
+    default_store INTEGER NOT NULL,
     outcome TEXT NOT NULL,
     job_id TEXT NOT NULL,
     server_status TEXT NOT NULL,
@@ -77,12 +79,25 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_by_target ON steps (run_id, idx);
 """
 _TARGET_COLUMNS: Final = (
-    "run_id, idx, deployment, url, tags, store, backup_name, retention_ms, create_intended, outcome, job_id, "
-    "server_status, error_class, error, attempts, polls, submitted_at, finished_at, notes"
+    "run_id, idx, deployment, url, tags, store, backup_name, retention_ms, create_intended, accepted_at, "
+    "default_store, outcome, job_id, server_status, error_class, error, attempts, polls, submitted_at, "
+    "finished_at, notes"
 )
-_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 21)})"
 _INSERT_STEP: Final = "INSERT INTO steps (run_id, idx, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
 _STEP_EVENTS: Final = frozenset({EventKind.SUBMITTED, EventKind.FINISHED})
+
+
+def _try_lock(handle: IO[str], kind: int, attempts: int = 5) -> bool:
+    """flock without blocking, a few times over a moment: someone merely looking holds it only briefly."""
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(handle, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < attempts:
+                time.sleep(0.05)
+    return False
 
 
 def default_ledger_path() -> Path:
@@ -118,6 +133,8 @@ class TargetRecord:
     backup_name: str
     retention_ms: int | None
     create_intended: bool
+    accepted_at: float | None
+    default_store: bool
     outcome: str
     job_id: str
     server_status: str
@@ -142,6 +159,8 @@ def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
         target.backup_name,
         target.retention_ms,
         int(target.create_intended),
+        target.accepted_at,
+        int(target.default_store),
         target.outcome.value,
         target.job_id,
         target.server_status,
@@ -177,14 +196,11 @@ class Ledger:
         self._db.close()
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, run_id: str) -> Iterator[None]:
         """Held for a run's life: a second run on the same ledger is refused, not interleaved."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = lock_path.open("a+")
+        handle = self._lock_path.open("a+")
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(handle, fcntl.LOCK_EX):
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise InputError(
@@ -192,25 +208,28 @@ class Ledger:
                         f"ledger {self.path}: another run is using it ({holder}); wait for it to finish, "
                         "or give this run its own --ledger PATH"
                     ]
-                ) from None
+                )
             handle.truncate(0)
-            handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            handle.write(f"run {run_id}, pid {os.getpid()}, since {since}\n")
             handle.flush()
             yield
         finally:
             handle.close()  # closing releases the lock
 
-    def is_locked(self) -> bool:
-        """Whether a run holds the ledger right now."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        if not lock_path.exists():
-            return False
-        with lock_path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-        return False
+    def active_run(self) -> str | None:
+        """The id of the run holding the ledger right now, or None. Looks without taking the run lock."""
+        if not self._lock_path.exists():
+            return None
+        with self._lock_path.open("r") as handle:
+            if _try_lock(handle, fcntl.LOCK_SH, attempts=1):  # a shared lock: a run starting now is not refused for it
+                return None
+            holder = handle.read().strip()
+        return holder.removeprefix("run ").split(",")[0] if holder.startswith("run ") else "?"
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
     # -- writes outside the hot path (committed at once) --
     def begin_run(
@@ -257,15 +276,36 @@ class Ledger:
             )
 
     def write(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]], *, durable: bool) -> None:
-        """One group commit of target rows and steps (called from the writer's thread).
+        """One group commit of target rows and steps.
 
         `durable` (a batch holding an intent to create) syncs the WAL to the device before returning;
         otherwise the commit survives our process being killed but may be lost with the machine's power,
         which costs at most a status change: the next run's reconciliation finds the truth on the server.
         """
-        with self._transaction(durable=durable) as db:
-            db.executemany(_UPSERT_TARGET, targets)
-            db.executemany(_INSERT_STEP, steps)
+        self.stage(targets, steps, durable=durable)
+        self.commit_staged()
+
+    def stage(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]], *, durable: bool) -> None:
+        """Open a transaction holding these rows; `commit_staged` ends it (possibly from another thread).
+
+        Rows are written where the GIL is held anyway: a worker thread would wait for it at every row,
+        while the event loop is busy. The commit (the disk sync) is what is worth a thread.
+        """
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(_UPSERT_TARGET, targets)
+            self._db.executemany(_INSERT_STEP, steps)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def commit_staged(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")  # never leave the connection inside a failed transaction
+            raise
 
     @contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -298,14 +338,14 @@ class Ledger:
             raise InputError([f"ledger {self.path}: no unfinished run to resume; see `orchestrator runs`"])
         return self._run_record(row)
 
-    def previous_finished(self, inventory: str, before: float) -> RunRecord | None:
-        """The last finished run over the same inventory that started before `before`."""
-        row = self._db.execute(
+    def finished_runs(self, inventory: str, before: float, limit: int) -> list[RunRecord]:
+        """Finished runs over the same inventory that started before `before`, newest first."""
+        rows = self._db.execute(
             "SELECT * FROM runs WHERE inventory = ? AND state = 'finished' AND started_at < ? "
-            "ORDER BY started_at DESC LIMIT 1",
-            (inventory, before),
-        ).fetchone()
-        return self._run_record(row) if row is not None else None
+            "ORDER BY started_at DESC LIMIT ?",
+            (inventory, before, limit),
+        ).fetchall()
+        return [self._run_record(row) for row in rows]
 
     def targets(self, run_id: str) -> list[TargetRecord]:
         rows = self._db.execute(
@@ -321,16 +361,18 @@ class Ledger:
                 backup_name=row[6],
                 retention_ms=row[7],
                 create_intended=bool(row[8]),
-                outcome=row[9],
-                job_id=row[10],
-                server_status=row[11],
-                error_class=row[12],
-                error=row[13],
-                attempts=row[14],
-                polls=row[15],
-                submitted_at=row[16],
-                finished_at=row[17],
-                notes=tuple(json.loads(row[18])),
+                accepted_at=row[9],
+                default_store=bool(row[10]),
+                outcome=row[11],
+                job_id=row[12],
+                server_status=row[13],
+                error_class=row[14],
+                error=row[15],
+                attempts=row[16],
+                polls=row[17],
+                submitted_at=row[18],
+                finished_at=row[19],
+                notes=tuple(json.loads(row[20])),
             )
             for row in rows
         ]
@@ -379,7 +421,8 @@ class LedgerWriter:
         self._intent_queued = anyio.Event()
         self._last_status: dict[int, str] = {}
         self.commits = 0
-        self.commit_seconds = 0.0  # time spent committing, in the writer's thread
+        self.commit_seconds = 0.0  # time spent committing (syncing to disk), in a worker thread
+        self.stage_seconds = 0.0  # event-loop time spent writing rows into the open transaction
         self.intent_wait_seconds = 0.0  # time creates waited for their intent to be on disk, summed
         self.queue_seconds = 0.0  # event-loop time spent queueing rows
 
@@ -429,14 +472,18 @@ class LedgerWriter:
         targets, steps, waiters = self._take()
         if targets or steps:
             with anyio.CancelScope(shield=True):  # a batch taken off the queue must land, cancelled or not
-                await anyio.to_thread.run_sync(self._commit, targets, steps, bool(waiters))
+                started = time.perf_counter()
+                self._ledger.stage(targets, steps, durable=bool(waiters))
+                self.stage_seconds += time.perf_counter() - started
+                await anyio.to_thread.run_sync(self._commit_staged)
         for waiter in waiters:
             waiter.set()
 
     def _flush_now(self) -> None:
         targets, steps, waiters = self._take()
         if targets or steps:
-            self._commit(targets, steps, True)
+            self._ledger.stage(targets, steps, durable=True)
+            self._commit_staged()
         for waiter in waiters:
             waiter.set()
 
@@ -446,8 +493,8 @@ class LedgerWriter:
         self._queued, self._intent_queued = anyio.Event(), anyio.Event()
         return targets, steps, waiters
 
-    def _commit(self, targets: list[tuple[Any, ...]], steps: list[tuple[Any, ...]], durable: bool) -> None:
+    def _commit_staged(self) -> None:
         started = time.perf_counter()
-        self._ledger.write(targets, steps, durable=durable)
+        self._ledger.commit_staged()
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1

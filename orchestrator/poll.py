@@ -165,7 +165,8 @@ class Poller:
             return
         now = self._clock.now()
         if now >= followed.give_up_at:
-            target.fail(_timed_out(followed, self._clock), now)
+            if not await self._backup_listed(followed):  # a last look: the job may have ended unseen
+                target.fail(_timed_out(followed, self._clock), self._clock.now())
             followed.done.set()
             self._wake.set()
             return
@@ -208,6 +209,18 @@ class Poller:
             target.finish(Outcome.SUCCEEDED, self._clock.now())
             return True
         return False
+
+    async def _backup_listed(self, followed: _Followed) -> bool:
+        """Whether the target's backup is in its store's list; if so, it succeeded. Errors count as no."""
+        target = followed.target
+        try:
+            listed = target.backup_name in await followed.api.backup_names(target.store)
+        except TargetError:
+            return False
+        if listed:
+            target.notes.append("its backup was found in the store's list when the job timeout came")
+            target.finish(Outcome.SUCCEEDED, self._clock.now())
+        return listed
 
 
 def _timed_out(followed: _Followed, clock: Clock) -> TargetError:

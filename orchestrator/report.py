@@ -113,11 +113,12 @@ def changes_since(
 ) -> dict[str, Any]:
     """What changed since the previous run over the same inventory. Pure.
 
-    Targets are matched by (deployment, store); a target absent from the previous run is new, not a change.
+    Targets are matched by `store_key` (a default store as "" whatever it resolved to, so a deployment
+    that failed before its store was known still matches); a target absent before is new, not a change.
     """
     newly_failing, recovered, slower = [], [], []
     for target in targets:
-        before = previous.get((target.deployment.name, target.store))
+        before = previous.get(target.store_key)
         if before is None:
             continue
         succeeded_now = target.outcome is Outcome.SUCCEEDED

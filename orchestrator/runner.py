@@ -97,18 +97,22 @@ async def run_fleet(
     def emit(kind: EventKind, target: TargetState | None = None, detail: str = "") -> None:
         observer.on_event(Event(kind, clock.now(), target, detail))
 
-    def on_finished(target: TargetState) -> None:
-        emit(EventKind.FINISHED, target)
+    def check_failure_budget() -> None:
         failed = sum(1 for t in targets if t.outcome in (Outcome.FAILED, Outcome.TIMED_OUT))
         if gate.open and budget.exceeded(failed, len(targets)):
             gate.close(f"not submitted: the failure threshold ({settings.max_failures}) was reached")
             emit(EventKind.STOPPED_SUBMITTING, detail=gate.reason)
+
+    def on_finished(target: TargetState) -> None:
+        emit(EventKind.FINISHED, target)
+        check_failure_budget()
 
     def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
         emit(EventKind.RETRY, detail=f"{deployment.name}: {error.message}; retrying in {delay:.1f} s")
 
     deployments = len({t.deployment.name for t in targets})
     emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {deployments} deployments")
+    check_failure_budget()  # a resumed run may have spent its budget before it was cut
     clients: list[ArcGISClient] = []
     with anyio.CancelScope() as run_scope:
         control._scope, control._stop = run_scope, anyio.Event()

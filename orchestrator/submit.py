@@ -24,6 +24,7 @@ from orchestrator.failpoints import failpoint
 from orchestrator.poll import JobApi, Poller
 from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
 
+RESUME_LOOK_S: Final = 120.0  # a job resumed after its timeout passed is still followed this long
 CLOCK_SKEW_S: Final = 300.0  # how far the server's clock may be from ours when matching a job to a create
 
 
@@ -49,6 +50,13 @@ class DeploymentApi(JobApi, Protocol):
 class Submitted:
     job_id: str  # "" when the backup was found already complete, or the job could not be identified
     already_complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Submitting stopped before this target's backup was created, and why."""
+
+    reason: str
 
 
 @dataclass(slots=True)
@@ -85,12 +93,13 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
     """Every store of one deployment, one after another. Failures become outcomes, never exceptions.
 
     A resumed run passes targets as the ledger left them: those with an outcome are left alone, those
-    with a job id are followed, not created again.
+    with a job id are followed, not created again, and those with a recorded intent are looked for on
+    the server before anything else.
     """
     targets = [target for target in targets if not target.finished]
     if not targets:
         return
-    if not ctx.gate.open and not any(target.job_id for target in targets):
+    if not ctx.gate.open and not any(_maybe_on_server(target) for target in targets):
         for target in targets:  # stopped before this deployment's turn: not even a sign-in
             _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
         return
@@ -104,28 +113,45 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
                 target.store = await api.default_store()
     except TargetError as error:
         for target in targets:
-            _end(target, ctx, error=error)
+            if _maybe_on_server(target):  # its backup may exist or be running: unknown, not failed
+                reason = (
+                    f"could not reach the deployment to follow this backup ({error.error_class.value}: "
+                    f"{error.message}); `orchestrator resume` looks again"
+                )
+                _end(target, ctx, outcome=Outcome.INTERRUPTED, reason=reason)
+            else:
+                _end(target, ctx, error=error)
         return
     for target in targets:
         await _back_up_store(target, api, ctx)
 
 
+def _maybe_on_server(target: TargetState) -> bool:
+    """A target the run being resumed may already have created on the server."""
+    return bool(target.job_id) or target.create_intended
+
+
 async def _back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> None:
+    now = ctx.clock.now()
     if target.job_id:  # submitted by the run this one resumes: follow it, within the same job timeout
         await ctx.running_limiter.acquire()
-        submitted: Submitted | None = Submitted(target.job_id)
-        accepted_at = target.submitted_at if target.submitted_at is not None else ctx.clock.now()
+        submitted = Submitted(target.job_id)
+        accepted_at = target.accepted_at or target.submitted_at or now
+        # Resumed after the timeout passed (the morning after a reboot): still look long enough to see it end.
+        give_up_at = max(accepted_at + ctx.job_timeout, now + RESUME_LOOK_S)
     else:
         try:
-            submitted = await submit(target, api, ctx)
+            outcome = await submit(target, api, ctx)
         except TargetError as error:
             _end(target, ctx, error=error)
             return
-        accepted_at = ctx.clock.now()  # retries and waits before it are not the job's time
-    if submitted is None:
-        _end(target, ctx, outcome=ctx.gate.outcome, reason=ctx.gate.reason)
-        return
-    try:  # submit returned holding a running-job slot: it is ours until the job ends
+        if isinstance(outcome, Stopped):
+            _end(target, ctx, outcome=ctx.gate.outcome, reason=outcome.reason)
+            return
+        submitted = outcome
+        target.accepted_at = ctx.clock.now()  # retries and waits before it are not the job's time
+        give_up_at = target.accepted_at + ctx.job_timeout
+    try:  # holding a running-job slot: it is ours until the job ends
         target.job_id = submitted.job_id
         ctx.on_submitted(target)
         failpoint("after_submitted")
@@ -133,7 +159,7 @@ async def _back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerCon
             target.server_status = target.server_status or "COMPLETED"
             _end(target, ctx, outcome=Outcome.SUCCEEDED)
             return
-        await ctx.poller.follow(target, api, give_up_at=accepted_at + ctx.job_timeout)
+        await ctx.poller.follow(target, api, give_up_at=give_up_at)
         ctx.on_finished(target)
     finally:
         ctx.running_limiter.release()
@@ -158,12 +184,13 @@ def _end(
 RESUMED_DOUBT: Final = "the previous run ended before the create's answer was recorded"
 
 
-async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> Submitted | None:
+async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> Submitted | Stopped:
     """Create the backup, retrying transient errors; reconcile before any create that could duplicate it.
 
-    Returns holding one slot of `ctx.running_limiter` (the caller releases it when the job ends), or
-    None, holding nothing, when the gate closed first. The slot is given back during every backoff
-    sleep, so a deployment waiting to retry does not keep another one from running.
+    Returns `Submitted` holding one slot of `ctx.running_limiter` (the caller releases it when the job
+    ends), or `Stopped`, holding nothing, when submitting stopped before the backup was created. The
+    slot is given back during every backoff sleep, so a deployment waiting to retry does not keep
+    another one from running.
     """
     # Why an earlier create may have reached the server ("" while none may have): a lost answer in
     # this run, or an intent on record from a run that was cut off.
@@ -180,15 +207,17 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
         if isinstance(outcome, Submitted):
             return outcome  # holding the slot
         ctx.running_limiter.release()
-        if outcome is None:
-            return None
+        if isinstance(outcome, Stopped):
+            return outcome
         last_error = outcome
         doubt = doubt or (outcome.message if outcome.ambiguous else "")
-        if not (outcome.transient and attempt < ctx.retries) or not ctx.gate.open:
-            raise _not_retried(outcome, ctx.gate)
-        delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, outcome.retry_after)
-        attempt += 1
-        await ctx.clock.sleep(delay)
+        if not (outcome.transient and attempt < ctx.retries):
+            raise outcome
+        if ctx.gate.open:
+            delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, outcome.retry_after)
+            attempt += 1
+            await ctx.clock.sleep(delay)
+        # else: the next step, with the gate closed, gives the last word without a create
 
 
 async def _next_step(
@@ -198,26 +227,22 @@ async def _next_step(
     doubt: str,
     last_error: TargetError | None,
     attempt: int,
-) -> Submitted | TargetError | None:
-    """With a running slot held: the next create, or when submitting must stop, the last word on it."""
+) -> Submitted | TargetError | Stopped:
+    """With a running slot held: the next create or, once submitting has stopped, the last word on it."""
     if not ctx.gate.open:
+        if doubt:  # an earlier create may have landed: it is looked for, and followed if it did
+            found = await _reconciled(target, api, doubt)
+            if found is not None:
+                return found
         if last_error is None:
-            return None  # never tried: the caller ends the target with the gate's outcome
-        # Stopped during the retry sleep: not retried, but a create that may have landed is still looked for.
-        return (await _reconciled(target, api, doubt) if doubt else None) or last_error
+            return Stopped(ctx.gate.reason)
+        return Stopped(f"{ctx.gate.reason} (the last create attempt: {last_error.message})")
     outcome = await _attempt_create(target, api, ctx, doubt)
     if isinstance(outcome, TargetError):
         doubt = doubt or (outcome.message if outcome.ambiguous else "")
-        retry = outcome.transient and attempt < ctx.retries and ctx.gate.open
-        if doubt and not retry:  # a last look before giving up: the server may have it anyway
+        if doubt and not (outcome.transient and attempt < ctx.retries):  # a last look before giving up
             return await _reconciled(target, api, doubt) or outcome
     return outcome
-
-
-def _not_retried(error: TargetError, gate: Gate) -> TargetError:
-    if gate.open or not error.transient:
-        return error
-    return TargetError(error.error_class, f"{error.message}; not retried: {gate.reason}")
 
 
 async def _attempt_create(

@@ -50,6 +50,14 @@ class TargetState:
     attempts: int = 0
     polls: int = 0
     create_intended: bool = False  # the intent to create is on record: a create may have reached the server
+    accepted_at: float | None = None  # when the server accepted the create: the job timeout counts from here
+    default_store: bool = False  # the inventory named no store: the deployment's default one is backed up
+
+    @property
+    def store_key(self) -> tuple[str, str]:
+        """Which target of the inventory this is, across runs: a default store is matched as "the default"."""
+        return (self.deployment.name, "" if self.default_store else self.store)
+
     submitted_at: float | None = None
     finished_at: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -118,6 +126,7 @@ def build_targets(
                         name_template, deployment=deployment.name, store=store, run_id=run_id, started_at=started_at
                     ),
                     retention_ms=retention_ms(deployment.retention_days, started_at),
+                    default_store=store == DEFAULT_STORE,
                 )
             )
     return targets

@@ -24,6 +24,7 @@ from orchestrator.cli import main
 class Simulator:
     base_url: str
     inventory: Path
+    pid: int = 0
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.base_url}/_simulator/stats", timeout=5) as response:
@@ -44,7 +45,7 @@ def _simulator(tmp_path: Path, *args: str) -> Iterator[Simulator]:
     while not process.stdout.readline().startswith("press Ctrl-C"):
         pass
     try:
-        yield Simulator(first.rsplit(" ", 1)[1].strip(), inventory)
+        yield Simulator(first.rsplit(" ", 1)[1].strip(), inventory, process.pid)
     finally:
         process.terminate()
         process.communicate(timeout=10)

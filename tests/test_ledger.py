@@ -89,14 +89,15 @@ def test_no_secret_reaches_a_ledger_row(tmp_path: Path) -> None:
 def test_a_second_run_on_the_same_ledger_is_refused(tmp_path: Path) -> None:
     """The run lock: a second holder is refused with who holds it; once released, the ledger is free."""
     first, second = Ledger.open(tmp_path / "l.sqlite3"), Ledger.open(tmp_path / "l.sqlite3")
-    with first.lock():
-        assert second.is_locked()
-        with pytest.raises(InputError) as refused, second.lock():
+    with first.lock("run-a"):
+        assert second.active_run() == "run-a"
+        with pytest.raises(InputError) as refused, second.lock("run-b"):
             pass
-        assert f"pid {os.getpid()}" in refused.value.problems[0] and "--ledger PATH" in refused.value.problems[0]
-    assert not second.is_locked()
-    with second.lock():
-        pass
+        assert f"run run-a, pid {os.getpid()}" in refused.value.problems[0]
+        assert "--ledger PATH" in refused.value.problems[0]
+    assert second.active_run() is None
+    with second.lock("run-b"):
+        assert first.active_run() == "run-b"
 
 
 @pytest.mark.anyio
@@ -136,30 +137,46 @@ def fleet(tmp_path: Path) -> Iterator[Simulator]:
     )  # fmt: skip
 
 
-def _run_process(fleet: Simulator, tmp_path: Path, failpoint: str = "") -> subprocess.Popen[str]:
+def _run_process(
+    fleet: Simulator, tmp_path: Path, failpoint: str = "", *extra: str, inventory: str | None = None
+) -> subprocess.Popen[str]:
+    args = ["run", "--inventory", inventory or str(fleet.inventory), "--report-dir", str(tmp_path / "r"), *extra]
+    return _orchestrator(*args, "--quiet", *FAST, failpoint=failpoint, cwd=tmp_path)
+
+
+def _orchestrator(*args: str, failpoint: str = "", cwd: Path | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "ORCHESTRATOR_FAILPOINT": failpoint} if failpoint else dict(os.environ)
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "run", "--inventory", str(fleet.inventory), "--report-dir",
-         str(tmp_path / "r"), "--quiet", *FAST],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-m", "orchestrator", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
     )  # fmt: skip
+
+
+def _killed(process: subprocess.Popen[str]) -> None:
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
 
 
 def _assert_exactly_once(fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     """After the resume: every target one row, succeeded; one accepted create and one backup per target."""
     out = capsys.readouterr().out
     run_id = out.split("run id: ")[1].split()[0]
-    report = json.loads((tmp_path / "r" / run_id / "report.json").read_text())
+    report: dict[str, Any] = json.loads((tmp_path / "r" / run_id / "report.json").read_text())
     rows = report["targets"]
     assert len(rows) == 12 and len({(r["deployment"], r["store"]) for r in rows}) == 12
     assert all(r["outcome"] == "succeeded" for r in rows), [(r["deployment"], r["store"], r["error"]) for r in rows]
-    accepted = Counter((c["deployment"], c["store"]) for c in _get(fleet, "creates") if c["accepted"])
-    assert set(accepted.values()) == {1} and len(accepted) == 12
-    backups = Counter((b["deployment"], b["backupStore"]) for b in _get(fleet, "backups"))
-    assert set(backups.values()) == {1} and len(backups) == 12
+    _assert_one_backup_each(fleet)
     names = {(r["deployment"], r["store"]): r["backup_name"] for r in rows}
     assert {(b["deployment"], b["backupStore"]): b["backupName"] for b in _get(fleet, "backups")} == names
     return report
+
+
+def _assert_one_backup_each(fleet: Simulator) -> None:
+    """On the server: one accepted create and one backup for each of the 12 targets."""
+    accepted = Counter((c["deployment"], c["store"]) for c in _get(fleet, "creates") if c["accepted"])
+    assert set(accepted.values()) == {1} and len(accepted) == 12, accepted
+    backups = Counter((b["deployment"], b["backupStore"]) for b in _get(fleet, "backups"))
+    assert set(backups.values()) == {1} and len(backups) == 12, backups
 
 
 @pytest.mark.parametrize(
@@ -247,6 +264,91 @@ def test_a_run_stopped_with_ctrl_c_is_resumed_too(
     _assert_exactly_once(fleet, tmp_path, capsys)
 
 
+def test_ctrl_c_then_a_killed_resume_then_another_resume(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Targets cut short by Ctrl-C stay to be carried on even when the resume that reopened them is killed."""
+    process = _run_process(fleet, tmp_path)
+    _wait_for_the_run_to_begin()
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the interrupt")
+    _killed(_orchestrator("resume", failpoint="before_create:1"))
+    assert main(["resume"]) == 0
+    _assert_exactly_once(fleet, tmp_path, capsys)
+
+
+def test_a_resume_after_the_deadline_still_follows_the_create_the_server_took(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed between "accepted" and "job id recorded", resumed after the deadline: found and followed, not
+    skipped; then `retry` redoes only what was skipped, so no target gets a second backup."""
+    _killed(_run_process(fleet, tmp_path, "after_create:1", "--deadline", "1.5", "--max-running", "1"))
+    time.sleep(1.6)
+    assert main(["resume"]) == 3  # the deadline stopped submissions
+    run_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    rows = json.loads((tmp_path / "r" / run_id / "report.json").read_text())["targets"]
+    first = rows[0]
+    assert first["outcome"] == "succeeded", first
+    assert {r["outcome"] for r in rows[1:]} == {"skipped"}
+    assert main(["retry", run_id, "--deadline", "600", "--max-running", "0"]) == 0
+    _assert_one_backup_each(fleet)
+
+
+def test_a_deployment_unreachable_at_resume_leaves_its_backups_to_the_next_resume(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Jobs known but the deployments unreachable on resume: `interrupted`, not failed, and the run stays
+    resumable; `retry` refuses an unfinished run (it could back a target up twice)."""
+    _killed(_run_process(fleet, tmp_path, "while_following:2"))
+    os.kill(fleet.pid, signal.SIGSTOP)  # an outage: the deployments neither answer nor refuse
+    try:
+        code = main(["resume", "--request-timeout", "0.5", "--connect-timeout", "0.5", "--retries", "0"])
+    finally:
+        os.kill(fleet.pid, signal.SIGCONT)
+    assert code == 1
+    out = capsys.readouterr().out
+    run_id = out.split("run id: ")[1].split()[0]
+    assert f"`orchestrator resume {run_id}` carries it on" in out
+    rows = json.loads((tmp_path / "r" / run_id / "report.json").read_text())["targets"]
+    outcomes = Counter(r["outcome"] for r in rows)
+    # Created before the kill: "interrupted" (may exist on the server); never started: "failed" (unreachable).
+    assert outcomes["interrupted"] >= 6 and set(outcomes) <= {"interrupted", "failed"}, outcomes
+    assert all("`orchestrator resume` looks again" in r["error"] for r in rows if r["outcome"] == "interrupted")
+    assert main(["retry", run_id]) == 2
+    assert "is unfinished" in capsys.readouterr().err
+    assert main(["resume"]) in (0, 1)  # the jobs are followed now; what failed to sign in stays failed
+    capsys.readouterr()
+    assert main(["retry", run_id, "--report-dir", str(tmp_path / "r")]) in (0, 2)  # 2: nothing left to retry
+    _assert_one_backup_each(fleet)
+
+
+def test_a_resume_long_after_the_job_timeout_still_sees_the_jobs_end(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The morning after: the job timeout passed while the machine was down, yet jobs that completed are
+    found completed, not timed out."""
+    _killed(_run_process(fleet, tmp_path, "while_following:2", "--job-timeout", "1"))
+    time.sleep(1.2)
+    assert main(["resume"]) == 0
+    _assert_exactly_once(fleet, tmp_path, capsys)
+
+
+def test_resume_from_another_directory_with_a_relative_inventory(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started as `--inventory fleet.toml` is resumed from anywhere: the ledger keeps absolute paths."""
+    _killed(_run_process(fleet, tmp_path, "after_create:2", inventory=fleet.inventory.name))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["resume"]) == 0
+    _assert_exactly_once(fleet, tmp_path, capsys)
+
+
 # -- runs, report, retry, and what changed since the last run --
 
 
@@ -282,6 +384,8 @@ def test_runs_report_retry_and_changes(
     rewritten = json.loads((rewritten_dir / first_id / "report.json").read_text())
     assert rewritten["targets"] == first["targets"] and rewritten["summary"] == first["summary"]
 
+    assert main(["retry", first_id, "--select", "name=gis-*"]) == 0  # --select narrows what is retried
+    assert "nothing to retry" in capsys.readouterr().out
     assert main(["retry", first_id, "--quiet", "--report-dir", str(tmp_path / "r")]) == 1
     retry_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
     retried = json.loads((tmp_path / "r" / retry_id / "report.json").read_text())

@@ -63,3 +63,11 @@ def test_a_short_backup_taking_a_little_longer_is_not_marked_slower() -> None:
         "r", {("d", "default"): PastOutcome("succeeded", 1.0)}, [_target("d", Outcome.SUCCEEDED, 1.9)]
     )
     assert changes["slower"] == []
+
+
+def test_a_default_store_target_matches_whatever_its_store_resolved_to() -> None:
+    """Last night's success on the resolved default store is compared with tonight's failure before sign-in."""
+    tonight = _target("d", Outcome.FAILED)
+    tonight.store, tonight.default_store = "", True  # sign-in was refused: the store was never asked for
+    changes = changes_since("r", {("d", ""): PastOutcome("succeeded", 10.0)}, [tonight])
+    assert [c["target"] for c in changes["newly_failing"]] == ["d/(default store)"]

@@ -26,6 +26,7 @@ from orchestrator.poll import Poller
 from orchestrator.submit import (
     CLOCK_SKEW_S,
     Gate,
+    Stopped,
     Submitted,
     WorkerContext,
     back_up_deployment,
@@ -287,11 +288,11 @@ def _clock_of(ctx: WorkerContext) -> ManualClock:
     return ctx.clock
 
 
-async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> Submitted | None:
+async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> Submitted | Stopped:
     """`submit` with time flowing; checks a returned running slot is held, and releases it."""
     async with _time_flows(_clock_of(ctx)):
         submitted = await submit(target, api, ctx)
-    if submitted is not None:
+    if isinstance(submitted, Submitted):
         assert ctx.running_limiter.borrowed_tokens == 1
         ctx.running_limiter.release()
     return submitted
@@ -299,7 +300,7 @@ async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) 
 
 async def _submit_failing(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> TargetError:
     """`submit` with time flowing, expected to raise; checks no running slot is left held."""
-    outcome: Submitted | TargetError | None
+    outcome: Submitted | TargetError | Stopped
     async with _time_flows(_clock_of(ctx)):  # no pytest.raises in here: its BaseException would leave a group
         try:
             outcome = await submit(target, api, ctx)
@@ -604,17 +605,18 @@ async def test_the_running_slot_is_given_back_during_a_retry_backoff() -> None:
 
 
 async def test_a_gate_closed_during_the_failed_attempt_stops_the_retry() -> None:
-    """The gate closing while a create fails: no retry, and the error says it was not retried and why."""
+    """The gate closing while a create fails: no retry; the target is stopped, saying why and what it last met."""
     clock = ManualClock()
     api = FakeDeployment(clock, creates=[_unavailable()])
     ctx, _ = _context(clock)
     api.on_create = lambda: ctx.gate.close(STOPPED)
     target = _target()
 
-    error = await _submit_failing(target, api, ctx)
+    async with _time_flows(clock):
+        outcome = await submit(target, api, ctx)
 
-    assert error.transient and error.message == f"HTTP 503 Service Unavailable; not retried: {STOPPED}"
-    assert len(api.creates) == 1
+    assert outcome == Stopped(f"{STOPPED} (the last create attempt: HTTP 503 Service Unavailable)")
+    assert len(api.creates) == 1 and ctx.running_limiter.borrowed_tokens == 0
 
 
 def _close_gate_during_backoff(ctx: WorkerContext) -> Background:
@@ -642,8 +644,10 @@ async def test_a_gate_closed_during_a_backoff_sleep_creates_nothing_more(first: 
 
 
 @pytest.mark.parametrize("first", [_unavailable(retry_after=30), _lost()], ids=["503", "ambiguous"])
-async def test_a_gate_closed_during_a_backoff_sleep_fails_the_target_as_not_retried(first: TargetError) -> None:
-    """A target whose create was attempted, stopped during the retry sleep, fails with its error "not retried"."""
+async def test_a_gate_closed_during_a_backoff_sleep_ends_the_target_with_the_gate_and_its_last_error(
+    first: TargetError,
+) -> None:
+    """Stopped during the retry sleep: the gate's outcome (its backup was never made), its reason and last error."""
     clock = ManualClock()
     api = FakeDeployment(clock, creates=[first])
     api.status = {}  # reconciling finds nothing
@@ -653,8 +657,8 @@ async def test_a_gate_closed_during_a_backoff_sleep_fails_the_target_as_not_retr
     await _back_up(ctx, ([target], api), background=(_close_gate_during_backoff(ctx),))
 
     assert len(api.creates) == 1 and seen.finished == [target.key]
-    assert target.outcome is Outcome.FAILED, (target.outcome, target.error)
-    assert target.error == f"{first.message}; not retried: {STOPPED}"
+    assert target.outcome is ctx.gate.outcome, (target.outcome, target.error)
+    assert target.error == f"{STOPPED} (the last create attempt: {first.message})"
 
 
 async def test_a_taken_create_is_still_followed_when_the_gate_closes_during_the_backoff() -> None:
@@ -671,14 +675,14 @@ async def test_a_taken_create_is_still_followed_when_the_gate_closes_during_the_
 
 
 async def test_a_closed_gate_submits_nothing_and_holds_no_slot() -> None:
-    """With the gate closed before the first attempt, submit returns None, sends nothing and holds no slot."""
+    """With the gate closed before the first attempt, submit returns Stopped, sends nothing and holds no slot."""
     clock = ManualClock()
     api = FakeDeployment(clock)
     ctx, _ = _context(clock, running=1)
     ctx.gate.close(STOPPED)
     target = _target()
 
-    assert await _submit(target, api, ctx) is None
+    assert await _submit(target, api, ctx) == Stopped(STOPPED)
 
     assert api.creates == [] and target.attempts == 0 and target.submitted_at is None
     assert ctx.running_limiter.borrowed_tokens == 0
