@@ -35,6 +35,8 @@ class JobApi(Protocol):
 
     async def backup_names(self, store: str) -> set[str]: ...
 
+    async def dr_status(self) -> dict[str, Any]: ...
+
 
 class Verdict(StrEnum):
     WAIT = "wait"  # not finished, or not saying: poll again later
@@ -208,7 +210,25 @@ class Poller:
         if target.backup_name in names:
             target.finish(Outcome.SUCCEEDED, self._clock.now())
             return True
+        if not target.job_id:  # no job to ask (its id was lost): the DR status may tell how it ended
+            return await self._status_says_failed(followed)
         return False
+
+    async def _status_says_failed(self, followed: _Followed) -> bool:
+        """Whether the DR status names this target's backup as failed; if so, the target failed."""
+        target = followed.target
+        try:
+            status = await followed.api.dr_status()
+        except TargetError:
+            return False
+        ours = (
+            status.get("backupName") == target.backup_name and status.get("backupStore", target.store) == target.store
+        )
+        if not (ours and status.get("state") == "failed"):
+            return False
+        reason = f"the DR status says this backup failed: {status.get('message') or 'no message'}"
+        target.fail(TargetError(ErrorClass.JOB_FAILED, reason), self._clock.now())
+        return True
 
     async def _backup_listed(self, followed: _Followed) -> bool:
         """Whether the target's backup is in its store's list; if so, it succeeded. Errors count as no."""

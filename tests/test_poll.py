@@ -306,3 +306,43 @@ async def test_the_poller_holds_no_limiter_while_jobs_wait() -> None:
     polled_at = Counter(moment for times in api.polls.values() for moment in times)
     assert max(polled_at.values()) == 1  # each job at its own (jittered) due time, never all at once
     assert api.peak_pending == 1  # so no request ever queued behind another
+
+
+class _StatusOnly(FakeDeployment):
+    """A deployment whose job id was lost: only the backups list and the DR status can tell."""
+
+    def __init__(self, clock: ManualClock, status: dict[str, Any]) -> None:
+        super().__init__(clock, {})
+        self.status = status
+
+    async def dr_status(self) -> dict[str, Any]:
+        return self.status
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        ({"backupName": "lost-one", "backupStore": "default", "state": "failed", "message": "disk full"}, "failed"),
+        ({"backupName": "someone-else", "backupStore": "default", "state": "failed"}, "timed_out"),
+        ({"backupName": "lost-one", "backupStore": "offsite", "state": "failed"}, "timed_out"),
+        ({"backupName": "lost-one", "backupStore": "default", "state": "running"}, "timed_out"),
+    ],
+)
+async def test_a_job_without_an_id_fails_when_the_dr_status_says_ours_failed(
+    status: dict[str, Any], outcome: str
+) -> None:
+    """Followed by the list alone, a backup the DR status names as failed fails at once, not after the timeout."""
+    clock = ManualClock(start=0.0)
+    api = _StatusOnly(clock, status)
+    poller = Poller(backoff=Backoff(5, 2, 60), clock=clock, rng=random.Random(7))
+    target = TargetState(0, _deployment(), "default", "lost-one", None)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+        tg.start_soon(poller.follow, target, api, 300.0)
+        while not target.finished:
+            await _let_tasks_run()
+            clock.advance(1.0)
+        poller.close()
+    assert target.outcome.value == outcome
+    if outcome == "failed":
+        assert target.error == "the DR status says this backup failed: disk full" and clock.now() < 60

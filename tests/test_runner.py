@@ -157,7 +157,7 @@ async def test_tokens_are_renewed_mid_job(tmp_path: Path) -> None:
 async def test_every_profile_every_target_has_an_outcome_and_a_reason(tmp_path: Path, profile: str) -> None:
     """Under every fault profile: every target in the report, a reason on every non-success,
     at most one backup per target, succeeded only when the backup exists, no secret in any URL."""
-    faults = {"hang_s": 3.0, "retry_after_s": 0}
+    faults = {"hang_s": 1.0, "retry_after_s": 0, "down_for_s": 2.0}
     async with simulated(tmp_path, count=30, profile=profile, seed=11, faults=faults) as (fleet, deployments):
         log = io.StringIO()
         result = await run(deployments, tmp_path, log=log, retries=6)
