@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,16 @@ class Simulator:
     base_url: str
     inventory: Path
     pid: int = 0
+    requests_before: int = 0  # requests the fleet had served before this test began
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.base_url}/_simulator/stats", timeout=5) as response:
             result: dict[str, Any] = json.load(response)
             return result
+
+    def new_requests(self) -> int:
+        requests: int = self.stats()["requests"]
+        return requests - self.requests_before
 
 
 def _simulator(tmp_path: Path, *args: str) -> Iterator[Simulator]:
@@ -55,6 +60,24 @@ def _simulator(tmp_path: Path, *args: str) -> Iterator[Simulator]:
 def simulator(tmp_path: Path) -> Iterator[Simulator]:
     """Four simulated deployments in another process, with the inventory it wrote."""
     yield from _simulator(tmp_path, "--deployments", "4", "--versions", "11.3=1,12.0=1", "--job-seconds", "0.3")
+
+
+@pytest.fixture(scope="module")
+def _shared_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    folder = tmp_path_factory.mktemp("shared-fleet")
+    yield from _simulator(folder, "--deployments", "4", "--versions", "11.3=1,12.0=1", "--job-seconds", "0.3")
+
+
+@pytest.fixture
+def idle_simulator(_shared_simulator: Simulator, tmp_path: Path) -> Simulator:
+    """For tests that must send nothing: one fleet for the module, and a private copy of its inventory
+    and secrets to spoil; `new_requests()` counts only what this test sent."""
+    source = _shared_simulator.inventory
+    shutil.copy(source, tmp_path / source.name)
+    shutil.copytree(source.with_suffix(".secrets"), tmp_path / source.with_suffix(".secrets").name)
+    return replace(
+        _shared_simulator, inventory=tmp_path / source.name, requests_before=_shared_simulator.stats()["requests"]
+    )
 
 
 FAST = ["--poll-initial", "0.1", "--poll-max", "0.3", "--retry-initial", "0.05", "--request-timeout", "3"]
@@ -138,22 +161,22 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("old", "new", "message"), BAD_INPUTS)
 def test_bad_inventory_exits_2_before_any_request(
-    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, message: str
+    idle_simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, message: str
 ) -> None:
-    _rewrite(simulator.inventory, old, new)
-    assert main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path)]) == 2
+    _rewrite(idle_simulator.inventory, old, new)
+    assert main(["run", "--inventory", str(idle_simulator.inventory), "--report-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "nothing was submitted" in err and message in err and str(simulator.inventory) in err
+    assert "nothing was submitted" in err and message in err and str(idle_simulator.inventory) in err
     assert "literal-secret" not in err
-    assert simulator.stats()["requests"] == 0
+    assert idle_simulator.new_requests() == 0
     assert not list(tmp_path.glob("*/report.json"))
 
 
-def test_short_passcode_exits_2(simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
-    (simulator.inventory.parent / "fleet.secrets" / "passcode").write_text("short\n")
-    assert main(["run", "--inventory", str(simulator.inventory)]) == 2
+def test_short_passcode_exits_2(idle_simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    (idle_simulator.inventory.parent / "fleet.secrets" / "passcode").write_text("short\n")
+    assert main(["run", "--inventory", str(idle_simulator.inventory)]) == 2
     assert "shorter than 8 characters" in capsys.readouterr().err
-    assert simulator.stats()["requests"] == 0
+    assert idle_simulator.new_requests() == 0
 
 
 @pytest.mark.parametrize(
@@ -167,27 +190,27 @@ def test_short_passcode_exits_2(simulator: Simulator, capsys: pytest.CaptureFixt
     ],
 )
 def test_bad_flags_exit_2_before_any_request(
-    simulator: Simulator, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    idle_simulator: Simulator, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    assert main(["run", "--inventory", str(simulator.inventory), *args]) == 2
+    assert main(["run", "--inventory", str(idle_simulator.inventory), *args]) == 2
     assert message in capsys.readouterr().err
-    assert simulator.stats()["requests"] == 0
+    assert idle_simulator.new_requests() == 0
 
 
 def test_an_unwritable_report_dir_exits_2_before_any_request(
-    simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    idle_simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A report folder that cannot be written is found before the run, not after hours of backups."""
     not_a_folder = tmp_path / "taken"
     not_a_folder.write_text("a file where the report folder should be")
-    assert main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(not_a_folder)]) == 2
+    assert main(["run", "--inventory", str(idle_simulator.inventory), "--report-dir", str(not_a_folder)]) == 2
     err = capsys.readouterr().err
     assert f"report_dir {not_a_folder}: cannot write there" in err and "--report-dir" in err
-    assert simulator.stats()["requests"] == 0
+    assert idle_simulator.new_requests() == 0
 
 
 def test_the_report_is_written_even_when_the_run_crashes(
-    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    idle_simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unexpected error inside the run still leaves a report with every target and why it has no backup."""
 
@@ -196,7 +219,7 @@ def test_the_report_is_written_even_when_the_run_crashes(
 
     monkeypatch.setattr(commands, "run_fleet", crashing_run)
     with pytest.raises(ExceptionGroup) as crash:
-        main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path), *FAST])
+        main(["run", "--inventory", str(idle_simulator.inventory), "--report-dir", str(tmp_path), *FAST])
     assert crash.group_contains(RuntimeError, match="an unforeseen bug")
     assert "report of what is known" in capsys.readouterr().err
     (report,) = tmp_path.glob("*/report.json")
@@ -237,18 +260,23 @@ def test_settings_file_and_environment(simulator: Simulator, tmp_path: Path, mon
     assert document["settings"]["quiet"] is True and document["settings"]["poll_initial"] == 0.1
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["plan"], ["demo"], ["simulate"]])
-def test_help_everywhere(command: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", *command, "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    assert done.returncode == 0
-    assert "usage: orchestrator" in done.stdout
-    if command == ["run"]:
+def test_python_dash_m_orchestrator_answers_help() -> None:
+    """`python -m orchestrator --help` works and lists every command."""
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "usage: orchestrator" in done.stdout
+    for command in ("run", "plan", "resume", "retry", "runs", "report", "demo", "simulate"):
+        assert command in done.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "demo", "simulate", "resume", "retry", "runs", "report"])
+def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command has --help; run's names each setting with its default and variable."""
+    monkeypatch.setenv("COLUMNS", "120")
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and f"usage: orchestrator {command}" in out
+    if command == "run":
         for flag in (
             "--concurrency",
             "--max-running",
@@ -257,8 +285,8 @@ def test_help_everywhere(command: list[str]) -> None:
             "--deadline",
             "--max-failures",
         ):
-            assert flag in done.stdout
-        assert "(default: 32; env ORCHESTRATOR_CONCURRENCY)" in done.stdout
+            assert flag in out
+        assert "(default: 32; env ORCHESTRATOR_CONCURRENCY)" in out
 
 
 def _start_run(simulator: Simulator, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
