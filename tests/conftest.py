@@ -8,8 +8,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from orchestrator.clock import ManualClock
+from orchestrator.inventory import Deployment
 from orchestrator.simulator import FleetConfig, RunningSimulator, SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 
@@ -102,3 +104,27 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def config_of(**config: Any) -> FleetConfig:
     config.setdefault("count", 1)
     return fleet_from_mapping(config)
+
+
+def make_deployment(
+    name: str = "d",
+    stores: tuple[str, ...] = ("default",),
+    *,
+    url: str = "",
+    password: str = "x",
+    passcode: str = "passcode-1",
+) -> Deployment:
+    """A resolved inventory entry for tests (secrets given, nothing read from disk)."""
+    return Deployment(
+        name=name,
+        url=url or f"https://127.0.0.1:9/{name}",  # loopback, where nothing listens: unit tests never connect
+        tags=(),
+        stores=stores,
+        username="admin",
+        password=SecretStr(password),
+        passcode=SecretStr(passcode),
+        retention_days=None,
+        ca_bundle=None,
+        verify_tls=True,
+        source="test",
+    )

@@ -20,7 +20,6 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
 
 from orchestrator import api
 from orchestrator.api import ArcGISClient, dr_job_running, envelope_error, interpret, open_api_context
@@ -30,7 +29,7 @@ from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.inventory import Deployment
 from orchestrator.settings import RunSettings
 from orchestrator.simulator import SimulatedFleet
-from tests.conftest import PASSCODE, PASSWORD, FleetStarter
+from tests.conftest import PASSCODE, PASSWORD, FleetStarter, make_deployment
 
 pytestmark = pytest.mark.anyio
 
@@ -59,19 +58,7 @@ def classify(status: int, body: bytes, headers: dict[str, str] | None = None) ->
 
 
 def deployment_at(url: str, *, password: str = PASSWORD) -> Deployment:
-    return Deployment(
-        name="gis-0000",
-        url=url,
-        tags=(),
-        stores=("default",),
-        username="admin",
-        password=SecretStr(password),
-        passcode=SecretStr(PASSCODE),
-        retention_days=None,
-        ca_bundle=None,
-        verify_tls=True,
-        source="test",
-    )
+    return make_deployment("gis-0000", url=url, password=password, passcode=PASSCODE)
 
 
 @asynccontextmanager

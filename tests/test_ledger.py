@@ -245,19 +245,24 @@ def _wait_for_the_run_to_begin() -> None:
     raise AssertionError("the run never began")
 
 
-def test_a_run_stopped_with_ctrl_c_is_resumed_too(
-    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Ctrl-C (with no grace) leaves the run `interrupted`; resume follows its jobs and starts the rest."""
+def _interrupt_a_run(fleet: Simulator, tmp_path: Path, after_s: float) -> None:
+    """A run stopped with two Ctrl-C (no grace) `after_s` seconds in: exit 3, the report written."""
     process = _run_process(fleet, tmp_path)
     _wait_for_the_run_to_begin()
-    time.sleep(0.3)
+    time.sleep(after_s)
     process.send_signal(signal.SIGINT)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)
     if process.returncode == 0:
         pytest.skip("the run finished before the interrupt")
     assert process.returncode == 3
+
+
+def test_a_run_stopped_with_ctrl_c_is_resumed_too(
+    fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C (with no grace) leaves the run `interrupted`; resume follows its jobs and starts the rest."""
+    _interrupt_a_run(fleet, tmp_path, after_s=0.3)
     assert main(["runs"]) == 0
     assert "interrupted: resume it" in capsys.readouterr().out
     assert main(["resume"]) == 0
@@ -268,14 +273,7 @@ def test_ctrl_c_then_a_killed_resume_then_another_resume(
     fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Targets cut short by Ctrl-C stay to be carried on even when the resume that reopened them is killed."""
-    process = _run_process(fleet, tmp_path)
-    _wait_for_the_run_to_begin()
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=30)
-    if process.returncode == 0:
-        pytest.skip("the run finished before the interrupt")
+    _interrupt_a_run(fleet, tmp_path, after_s=0.2)
     _killed(_orchestrator("resume", failpoint="before_create:1"))
     assert main(["resume"]) == 0
     _assert_exactly_once(fleet, tmp_path, capsys)

@@ -12,14 +12,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from pydantic import SecretStr
 
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.inventory import Deployment
 from orchestrator.poll import Poller, Verdict, judge_job, next_poll_at
 from orchestrator.targets import Outcome, TargetState
+from tests.conftest import make_deployment
 
 pytestmark = pytest.mark.anyio
 
@@ -56,22 +55,6 @@ def test_next_poll_never_passes_the_give_up_time() -> None:
     backoff = Backoff(10, 2, 60)
     assert all(100 <= next_poll_at(100, n, backoff, rng, 150) <= 150 for n in range(20))
     assert next_poll_at(100, 50, backoff, rng, 120) <= 120
-
-
-def _deployment() -> Deployment:
-    return Deployment(
-        name="d",
-        url="http://127.0.0.1:1/d",
-        tags=(),
-        stores=("default",),
-        username="admin",
-        password=SecretStr("x"),
-        passcode=SecretStr("passcode-1"),
-        retention_days=None,
-        ca_bundle=None,
-        verify_tls=True,
-        source="test",
-    )
 
 
 @dataclass
@@ -122,7 +105,7 @@ async def _follow_all(
     poller = Poller(backoff=Backoff(5, 2, 60), clock=clock, rng=random.Random(7))
     targets = []
     for index, job_id in enumerate(jobs):
-        target = TargetState(index, _deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
+        target = TargetState(index, make_deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
         target.submitted_at = 0.0
         targets.append(target)
     async with anyio.create_task_group() as tg:
@@ -279,7 +262,7 @@ async def test_the_poller_holds_no_limiter_while_jobs_wait() -> None:
     poller = Poller(backoff=Backoff(POLL_INITIAL, POLL_FACTOR, POLL_MAX), clock=clock, rng=random.Random(7))
     targets = []
     for index, job_id in enumerate(jobs):
-        target = TargetState(index, _deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
+        target = TargetState(index, make_deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
         target.submitted_at = 0.0
         targets.append(target)
     all_waiting = 0  # moments when every job was followed and waiting for its next poll
@@ -335,7 +318,7 @@ async def test_a_job_without_an_id_fails_when_the_dr_status_says_ours_failed(
     clock = ManualClock(start=0.0)
     api = _StatusOnly(clock, status)
     poller = Poller(backoff=Backoff(5, 2, 60), clock=clock, rng=random.Random(7))
-    target = TargetState(0, _deployment(), "default", "lost-one", None)
+    target = TargetState(0, make_deployment(), "default", "lost-one", None)
     async with anyio.create_task_group() as tg:
         tg.start_soon(poller.run)
         tg.start_soon(poller.follow, target, api, 300.0)

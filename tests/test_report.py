@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
-
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.inventory import Deployment
 from orchestrator.report import PastOutcome, changes_since
 from orchestrator.targets import Outcome, TargetState
+from tests.conftest import make_deployment
 
 
 def _target(name: str, outcome: Outcome, duration: float | None = 10.0) -> TargetState:
-    deployment = Deployment(
-        name=name,
-        url=f"https://{name}.example.com/arcgis",
-        tags=(),
-        stores=("default",),
-        username="admin",
-        password=SecretStr("x"),
-        passcode=SecretStr("y"),
-        retention_days=None,
-        ca_bundle=None,
-        verify_tls=True,
-        source="test",
-    )
+    deployment = make_deployment(name)
     target = TargetState(index=0, deployment=deployment, store="default", backup_name=f"b-{name}", retention_ms=None)
     target.submitted_at = 1000.0
     if outcome is Outcome.FAILED:

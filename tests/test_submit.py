@@ -16,7 +16,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from pydantic import SecretStr
 
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
@@ -34,6 +33,7 @@ from orchestrator.submit import (
     submit,
 )
 from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
+from tests.conftest import make_deployment
 
 pytestmark = pytest.mark.anyio
 
@@ -45,24 +45,8 @@ RECONCILE = ("backup_names", "dr_status", "job_ids", "job")  # the requests only
 STOPPED = "not submitted: the run deadline (60 s) was reached"
 
 
-def _deployment(name: str = "d", stores: tuple[str, ...] = ("default",)) -> Deployment:
-    return Deployment(
-        name=name,
-        url=f"https://{name}.example.com/arcgis",
-        tags=(),
-        stores=stores,
-        username="admin",
-        password=SecretStr("x"),
-        passcode=SecretStr("passcode-1"),
-        retention_days=None,
-        ca_bundle=None,
-        verify_tls=True,
-        source="test",
-    )
-
-
 def _target(deployment: Deployment | None = None, store: str = "default", index: int = 0) -> TargetState:
-    deployment = deployment or _deployment()
+    deployment = deployment or make_deployment()
     return TargetState(index, deployment, store, f"fleet-{deployment.name}-{store or 'default'}", RETENTION_MS)
 
 
@@ -341,7 +325,7 @@ async def test_an_answered_create_is_submitted_holding_a_running_slot_until_rele
     ]
     assert seen.described == ["d/default"]
     assert ctx.running_limiter.borrowed_tokens == 1
-    other, other_api = _target(_deployment("e"), index=1), FakeDeployment(clock, "e")
+    other, other_api = _target(make_deployment("e"), index=1), FakeDeployment(clock, "e")
     async with anyio.create_task_group() as tg:
 
         async def submit_other() -> None:
@@ -592,7 +576,7 @@ async def test_the_running_slot_is_given_back_during_a_retry_backoff() -> None:
     a = FakeDeployment(clock, "a", creates=[_unavailable(retry_after=30)], log=log)
     b = FakeDeployment(clock, "b", sign_in_seconds=5, log=log)
     ctx, _ = _context(clock, running=1)
-    ta, tb = _target(_deployment("a")), _target(_deployment("b"), index=1)
+    ta, tb = _target(make_deployment("a")), _target(make_deployment("b"), index=1)
 
     await _back_up(ctx, ([ta], a), ([tb], b))
 
@@ -692,7 +676,7 @@ async def test_a_closed_gate_submits_nothing_and_holds_no_slot() -> None:
 async def test_a_closed_gate_ends_every_store_with_its_outcome_and_reason(outcome: Outcome) -> None:
     """back_up_deployment with the gate closed ends each store with the gate's outcome and reason, unsubmitted."""
     clock = ManualClock()
-    deployment = _deployment(stores=("default", "offsite"))
+    deployment = make_deployment(stores=("default", "offsite"))
     targets = [_target(deployment, "default"), _target(deployment, "offsite", index=1)]
     api = FakeDeployment(clock)
     ctx, seen = _context(clock)
@@ -717,10 +701,10 @@ async def test_a_closed_gate_ends_every_store_with_its_outcome_and_reason(outcom
         ("default_store", TargetError(ErrorClass.CONFIGURATION, "no default backup store")),
     ],
 )
-async def test_a_sign_in_failure_ends_every_store_of_the_deployment(failing: str, error: TargetError) -> None:
+async def test_a_sign_in_failure_ends_every_store_of_themake_deployment(failing: str, error: TargetError) -> None:
     """A failure signing in (or reading the version or default store) fails every store with it, creating nothing."""
     clock = ManualClock()
-    deployment = _deployment(stores=())
+    deployment = make_deployment(stores=())
     targets = [_target(deployment, DEFAULT_STORE), _target(deployment, "offsite", index=1)]
     api = FakeDeployment(clock)
     api.errors[failing] = error
@@ -741,7 +725,7 @@ async def test_a_sign_in_failure_ends_every_store_of_the_deployment(failing: str
 async def test_the_default_store_is_asked_of_the_server() -> None:
     """A target for the default store ("") is backed up to the store the server names as its default."""
     clock = ManualClock()
-    target = _target(_deployment(stores=()), DEFAULT_STORE)
+    target = _target(make_deployment(stores=()), DEFAULT_STORE)
     api = FakeDeployment(clock)
     api.default = "primary"
     ctx, _ = _context(clock)
@@ -756,7 +740,7 @@ async def test_the_default_store_is_asked_of_the_server() -> None:
 async def test_a_deployments_stores_are_backed_up_one_after_another() -> None:
     """A deployment's stores are created one at a time, each after the previous job ended, each described."""
     clock = ManualClock()
-    deployment = _deployment(stores=("a", "b", "c"))
+    deployment = make_deployment(stores=("a", "b", "c"))
     targets = [_target(deployment, store, index) for index, store in enumerate(deployment.stores)]
     api = FakeDeployment(clock, job_seconds=20)
     ctx, seen = _context(clock)
@@ -779,7 +763,7 @@ async def test_a_deployments_stores_are_backed_up_one_after_another() -> None:
 async def test_a_failing_store_does_not_stop_the_next() -> None:
     """A store whose create fails ends failed, its slot is given back, and the next store is still backed up."""
     clock = ManualClock()
-    deployment = _deployment(stores=("a", "b"))
+    deployment = make_deployment(stores=("a", "b"))
     targets = [_target(deployment, "a"), _target(deployment, "b", index=1)]
     api = FakeDeployment(clock, creates=[TargetError(ErrorClass.CONFIGURATION, "store 'a' does not exist")])
     ctx, seen = _context(clock, running=1)
@@ -813,7 +797,7 @@ async def test_the_job_timeout_counts_from_the_accepted_create() -> None:
     a = FakeDeployment(clock, "a", creates=[_unavailable(retry_after=2)], job_seconds=30)
     b = FakeDeployment(clock, "b", sign_in_seconds=1, job_seconds=80)
     ctx, _ = _context(clock, running=1, job_timeout=100)
-    ta, tb = _target(_deployment("a")), _target(_deployment("b"), index=1)
+    ta, tb = _target(make_deployment("a")), _target(make_deployment("b"), index=1)
 
     await _back_up(ctx, ([ta], a), ([tb], b))
 
