@@ -89,6 +89,9 @@ class FakeDeployment:
     async def backup_names(self, store: str) -> set[str]:
         return {f"backup-{job_id}" for job_id, s in self.jobs.items() if self.clock.now() >= s.backup_at}
 
+    async def dr_status(self) -> dict[str, Any]:
+        return {}  # these jobs are followed by their ids: the DR status is never needed
+
 
 async def _let_tasks_run() -> None:
     """Give every ready task its turn (the fake deployment answers without real I/O)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from orchestrator.simulator.config import (
     PROFILES,
@@ -131,7 +132,7 @@ def test_name_template_must_give_distinct_dns_labels(template: str, expected: st
 )
 def test_distribution_draws_stay_within_bounds(dist: str, low: float, span: float, sigma: float, seed: int) -> None:
     """Every draw is non-negative and within [low, high] for bounded uniform and lognormal distributions."""
-    distribution = Distribution(dist=dist, value=low, low=low, high=low + span, median=low + 1, sigma=sigma)  # type: ignore[arg-type]
+    distribution = Distribution(dist=dist, value=low, low=low, high=low + span, median=low + 1, sigma=sigma)
     drawn = distribution.sample(random.Random(seed))
     assert drawn >= 0
     if dist != "fixed":
@@ -146,7 +147,7 @@ def test_example_fleet_file_loads_and_shows_every_key() -> None:
     config = load_fleet_file(EXAMPLE)
     assert [plan.name for plan in resolve_fleet(config)][:2] == ["gis-eu-1", "gis-legacy"]
     text = EXAMPLE.read_text()
-    models = [FleetConfig, FaultProfile, ErrorCodes, Quirks, DeploymentSpec]
+    models: list[type[BaseModel]] = [FleetConfig, FaultProfile, ErrorCodes, Quirks, DeploymentSpec]
     shown = [
         f"{m.__name__}.{key}" for m in models for key in m.model_fields if f"{key} =" in text or f"[{key}]" in text
     ]

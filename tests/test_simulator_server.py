@@ -84,12 +84,14 @@ async def test_token_accepted_from_every_documented_place(
         await admin.sign_in()
         token = admin.token
         url = sim.url_of("gis-0000") + "/admin"
-        for headers, params, data in (
+        assert token is not None
+        tries: tuple[tuple[dict[str, str], dict[str, str], dict[str, str] | None], ...] = (
             ({"X-Esri-Authorization": f"Bearer {token}"}, {"f": "json"}, None),
             ({"Authorization": f"Bearer {token}"}, {"f": "json"}, None),
             ({}, {"f": "json", "token": token}, None),
             ({}, {}, {"f": "json", "token": token}),
-        ):
+        )
+        for headers, params, data in tries:
             method = "POST" if data else "GET"
             async with session.request(method, url, headers=headers, params=params, data=data) as response:
                 assert "fullVersion" in await response.json(), (headers, params, data)
