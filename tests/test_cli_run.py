@@ -26,6 +26,7 @@ class Simulator:
     inventory: Path
     pid: int = 0
     requests_before: int = 0  # requests the fleet had served before this test began
+    deployments: frozenset[str] = frozenset()  # a test's own deployments in a shared fleet (empty: all)
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.base_url}/_simulator/stats", timeout=5) as response:

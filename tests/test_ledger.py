@@ -3,8 +3,10 @@ exactly one backup per target, and the commands over past runs (runs, report, re
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +15,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +68,10 @@ def _begin(ledger: Ledger, targets: list[TargetState], run_id: str = "r1") -> No
 
 
 def _get(simulator: Simulator, what: str) -> list[dict[str, Any]]:
+    """The simulator's records of `what`, for this test's deployments only (all, for a fleet of its own)."""
     with urllib.request.urlopen(f"{simulator.base_url}/_simulator/{what}", timeout=5) as response:
         items: list[dict[str, Any]] = json.load(response)["items"]
-        return items
+    return [item for item in items if not simulator.deployments or item["deployment"] in simulator.deployments]
 
 
 # -- the ledger itself --
@@ -128,13 +132,35 @@ async def test_an_intent_is_on_disk_before_intend_create_returns(tmp_path: Path)
 # -- kill anywhere, then resume: exactly one backup per target --
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Simulator]:
-    """Six deployments with two stores each, in another process, so killing the run leaves the servers up."""
+SLICE = 5  # deployments per test, two stores each
+
+
+@pytest.fixture(scope="module")
+def _shared_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """One fleet in another process for the module (killing a run leaves the servers up); each test gets
+    deployments of its own, so what the server counts for them is that test's alone."""
     yield from _simulator(
-        tmp_path, "--deployments", "6", "--stores", "default,offsite", "--versions", "11.3=1,12.0=1,10.9=1",
-        "--job-seconds", "0.4",
+        tmp_path_factory.mktemp("fleet"), "--deployments", "150", "--stores", "default,offsite",
+        "--versions", "11.3=1,12.0=1,10.9=1", "--job-seconds", "0.4",
     )  # fmt: skip
+
+
+_next_slice = itertools.count()
+
+
+@pytest.fixture
+def fleet(_shared_fleet: Simulator, tmp_path: Path) -> Simulator:
+    """This test's slice of the shared fleet: an inventory (and its secrets) naming only its deployments."""
+    first = next(_next_slice) * SLICE
+    names = {f"gis-{index:04d}" for index in range(first, first + SLICE)}
+    source = _shared_fleet.inventory
+    head, *entries = source.read_text().split("[[deployments]]")
+    mine = [entry for entry in entries if entry.split('"')[1] in names]
+    assert len(mine) == SLICE, "the shared fleet is too small for this many tests"
+    inventory = tmp_path / source.name
+    inventory.write_text(head + "".join("[[deployments]]" + entry for entry in mine))
+    shutil.copytree(source.with_suffix(".secrets"), tmp_path / source.with_suffix(".secrets").name)
+    return replace(_shared_fleet, inventory=inventory, deployments=frozenset(names))
 
 
 def _run_process(
@@ -163,7 +189,7 @@ def _assert_exactly_once(fleet: Simulator, tmp_path: Path, capsys: pytest.Captur
     run_id = out.split("run id: ")[1].split()[0]
     report: dict[str, Any] = json.loads((tmp_path / "r" / run_id / "report.json").read_text())
     rows = report["targets"]
-    assert len(rows) == 12 and len({(r["deployment"], r["store"]) for r in rows}) == 12
+    assert len(rows) == 2 * SLICE and len({(r["deployment"], r["store"]) for r in rows}) == 2 * SLICE
     assert all(r["outcome"] == "succeeded" for r in rows), [(r["deployment"], r["store"], r["error"]) for r in rows]
     _assert_one_backup_each(fleet)
     names = {(r["deployment"], r["store"]): r["backup_name"] for r in rows}
@@ -172,18 +198,17 @@ def _assert_exactly_once(fleet: Simulator, tmp_path: Path, capsys: pytest.Captur
 
 
 def _assert_one_backup_each(fleet: Simulator) -> None:
-    """On the server: one accepted create and one backup for each of the 12 targets."""
+    """On the server: one accepted create and one backup for each of the test's targets."""
     accepted = Counter((c["deployment"], c["store"]) for c in _get(fleet, "creates") if c["accepted"])
-    assert set(accepted.values()) == {1} and len(accepted) == 12, accepted
+    assert set(accepted.values()) == {1} and len(accepted) == 2 * SLICE, accepted
     backups = Counter((b["deployment"], b["backupStore"]) for b in _get(fleet, "backups"))
-    assert set(backups.values()) == {1} and len(backups) == 12, backups
+    assert set(backups.values()) == {1} and len(backups) == 2 * SLICE, backups
 
 
 @pytest.mark.parametrize(
     "failpoint",
     [
-        "before_create:1",  # the intent is on disk, the create never sent
-        "before_create:5",
+        "before_create:3",  # the intent is on disk, the create never sent
         "after_create:1",  # the server accepted the create; its job id was never recorded
         "after_create:4",
         "after_submitted:3",  # the job id is known, maybe not yet committed
@@ -213,7 +238,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
         ledger.close()
 
 
-@pytest.mark.parametrize("after_s", [0.05, 0.3, 0.8])
+@pytest.mark.parametrize("after_s", [0.05, 0.5])
 def test_killed_at_an_arbitrary_moment_then_resumed(
     fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], after_s: float
 ) -> None:
@@ -314,7 +339,7 @@ def test_a_deployment_unreachable_at_resume_leaves_its_backups_to_the_next_resum
     rows = json.loads((tmp_path / "r" / run_id / "report.json").read_text())["targets"]
     outcomes = Counter(r["outcome"] for r in rows)
     # Created before the kill: "interrupted" (may exist on the server); never started: "failed" (unreachable).
-    assert outcomes["interrupted"] >= 6 and set(outcomes) <= {"interrupted", "failed"}, outcomes
+    assert outcomes["interrupted"] >= SLICE and set(outcomes) <= {"interrupted", "failed"}, outcomes
     assert all("`orchestrator resume` looks again" in r["error"] for r in rows if r["outcome"] == "interrupted")
     assert main(["retry", run_id]) == 2
     assert "is unfinished" in capsys.readouterr().err
