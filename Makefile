@@ -25,8 +25,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Four workers on two cores: most tests wait on sockets and simulated jobs, not on the CPU.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4
 
 # A simulated fleet of 50 deployments on a random loopback port, with an inventory pointing at it.
 simulate: $(STAMP)
