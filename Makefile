@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest simulate bench-simulator bench-ledger clean
+.PHONY: demo test lint typecheck pytest soak simulate bench-simulator bench-ledger clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 # Four workers on two cores: most tests wait on sockets and simulated jobs, not on the CPU.
 pytest: $(STAMP)
 	$(BIN)/pytest -n 4
+
+# The long soak: 1,000 deployments on the hostile profile (a few minutes). A smaller one is in make test.
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -p no:cacheprovider
 
 # A simulated fleet of 50 deployments on a random loopback port, with an inventory pointing at it.
 simulate: $(STAMP)

@@ -25,6 +25,7 @@ from orchestrator.backoff import Backoff, parse_retry_after, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.inventory import Deployment
+from orchestrator.redact import remember
 from orchestrator.settings import RunSettings
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
@@ -301,6 +302,7 @@ class ArcGISClient:
         lifetime = max(0.0, expires_at - now)
         # Renew a margin before expiry: a tenth of the lifetime, at most a minute. A token that
         # looks expired already (a server clock far behind ours) is still used once; a 498 renews it.
+        remember(token)
         self._token, self._token_expires = token, max(expires_at - min(60.0, lifetime / 10), now + 1.0)
 
     # -- resources --

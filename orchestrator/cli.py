@@ -19,6 +19,7 @@ import anyio
 from orchestrator import commands
 from orchestrator.clock import SystemClock
 from orchestrator.errors import InputError
+from orchestrator.redact import redact
 from orchestrator.runner import RunResult
 from orchestrator.settings import RunSettings
 from orchestrator.simulator.config import (
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print("error: the input cannot be used; nothing was submitted:", file=sys.stderr)
         for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact(problem)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.command == "simulate":
         password = None

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from orchestrator.errors import InputError
+from orchestrator.redact import remember
 
 MIN_PASSCODE_LENGTH: Final = 8
 FIELDS: Final = (
@@ -297,6 +298,7 @@ def _resolve_one(
             bad("ca_bundle", f"{ca_bundle} is not a readable file; give the PEM file of your private CA")
     password = _secret(entry, "password", base, problems, cache)
     passcode = _secret(entry, "passcode", base, problems, cache)
+    remember(*(secret for secret in (password, passcode) if secret))  # masked wherever the tool writes
     if passcode is not None and len(passcode) < MIN_PASSCODE_LENGTH:
         where = "passcode_env" if "passcode_env" in values else "passcode_file"
         bad(

@@ -28,6 +28,7 @@ import anyio
 
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
+from orchestrator.redact import redact, redact_each
 from orchestrator.targets import TargetState
 
 APP_DIR: Final = "arcgis-fleet-backup"
@@ -163,14 +164,14 @@ def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
         int(target.default_store),
         target.outcome.value,
         target.job_id,
-        target.server_status,
+        redact(target.server_status),
         target.error_class,
-        target.error,
+        redact(target.error),
         target.attempts,
         target.polls,
         target.submitted_at,
         target.finished_at,
-        json.dumps(target.notes),
+        json.dumps(redact_each(target.notes)),
     )
 
 
@@ -453,7 +454,7 @@ class LedgerWriter:
     def _queue(self, target: TargetState, kind: str, detail: str) -> None:
         started = time.perf_counter()
         self._targets[target.index] = target_row(self._run_id, target)
-        self._steps.append((self._run_id, target.index, time.time(), kind, detail))
+        self._steps.append((self._run_id, target.index, time.time(), kind, redact(detail)))
         self._queued.set()
         self.queue_seconds += time.perf_counter() - started
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from orchestrator.clock import Clock
 from orchestrator.events import Event, EventKind
+from orchestrator.redact import redact
 from orchestrator.report import iso
 from orchestrator.targets import Outcome, Phase, TargetState
 
@@ -37,7 +38,7 @@ class LogObserver:
             parts = [fields.pop("ts"), fields.pop("event")]
             parts += [f"{key}={value}" for key, value in fields.items() if value not in ("", None)]
             line = " ".join(str(p) for p in parts)
-        print(line, file=self._stream, flush=True)
+        print(redact(line), file=self._stream, flush=True)
 
 
 def _fields(event: Event) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class LiveProgress:
 
     def on_event(self, event: Event) -> None:
         if event.kind is EventKind.STOPPED_SUBMITTING:
-            self._notes.append(event.detail)
+            self._notes.append(redact(event.detail))
         if event.kind is not EventKind.POLLED:
             self._live.update(self._render())
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 from tabulate import tabulate
 
 from orchestrator.errors import InputError
+from orchestrator.redact import redact_all
 from orchestrator.runner import RunResult
 from orchestrator.targets import Outcome, TargetState
 
@@ -146,6 +147,12 @@ def changes_since(
 
 
 def report_document(result: RunResult) -> dict[str, Any]:
+    """Everything the report files say, every string passed through the redaction layer."""
+    document: dict[str, Any] = redact_all(_document(result))
+    return document
+
+
+def _document(result: RunResult) -> dict[str, Any]:
     return {
         "run_id": result.run_id,
         "kind": result.kind,

@@ -159,6 +159,7 @@ class Quirks(_Strict):
     strict_post_token: bool = False  # refuse a POST whose token is only in the query string
     job_ttl_s: float | None = Field(None, gt=0)  # forget finished jobs after this long (None: never)
     backup_release_suffix: str = ""  # appended to `release` in backups (tests of release checks)
+    echo_request_in_errors: bool = False  # a careless server: errors repeat the request, secrets and all
 
 
 Overrides = dict[str, Any]

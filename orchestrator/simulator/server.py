@@ -188,6 +188,10 @@ async def _answer(
         return _ingress_page(late.status, _INGRESS_PAGES[late.status])
     except ApiError as error:
         record.error_code = error.code
+        if fleet.config.quirks.echo_request_in_errors:  # what a careless server does: tests of redaction
+            error.details = [*error.details, "request: " + "&".join(f"{k}={v}" for k, v in params.items())]
+            if token:
+                error.details.append(f"Authorization: Bearer {token}")
         is_create = route is not None and route.endpoint in (Endpoint.CREATE, Endpoint.LEGACY_CREATE)
         if route is not None and is_create and request.method == "POST":
             _record_create(fleet, deployment, route, params, now, error=error)

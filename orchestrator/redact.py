@@ -1,0 +1,71 @@
+"""One redaction layer for everything the tool writes: log lines, reports, the ledger, error messages.
+
+A secret is either a value the tool knows (every password and passcode read from the inventory's
+references, every token a deployment issued) or a shape that carries one whatever its value
+(`token=...`, `password=...`, `Bearer ...`), as a careless server or proxy may echo a request back in
+an error. `redact(text)` masks both; the sinks (`progress`, `report`, `ledger`, `cli`) call it on
+every string they write, so no code path has to remember to.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+MASK: Final = "[redacted]"
+MIN_SECRET_LENGTH: Final = 4  # shorter values would mask ordinary words; no real secret is that short
+_KEY_VALUE: Final = re.compile(r"(?i)\b(token|password|passcode|passwd|secret|client_secret)=([^&\s\"',;)]+)")
+_BEARER: Final = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+
+
+class Secrets:
+    """The secrets of this process, and the masking of them."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, *values: str) -> None:
+        fresh = {value for value in values if len(value) >= MIN_SECRET_LENGTH} - self._known
+        if fresh:
+            self._known |= fresh
+            self._pattern = None
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}={MASK}", text)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+        if self._known:
+            if self._pattern is None:  # longest first, so a secret containing another is masked whole
+                alternatives = sorted(self._known, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(value) for value in alternatives))
+            text = self._pattern.sub(MASK, text)
+        return text
+
+
+SECRETS: Final = Secrets()  # filled where secrets enter: the inventory's secret references, sign-in
+
+
+def remember(*values: str) -> None:
+    SECRETS.add(*values)
+
+
+def redact(text: str) -> str:
+    return SECRETS.redact(text)
+
+
+def redact_all(value: Any) -> Any:
+    """Every string inside a JSON-like value (dicts, lists), redacted; other values as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_all(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_all(item) for item in value]
+    return value
+
+
+def redact_each(values: Iterable[str]) -> list[str]:
+    return [redact(value) for value in values]

@@ -1,0 +1,103 @@
+"""One redaction layer: no password, passcode or token reaches a log line, a report or the ledger,
+even when a careless server repeats the request, secrets and all, in its error messages."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orchestrator.clock import SystemClock
+from orchestrator.ledger import Ledger, LedgerWriter
+from orchestrator.progress import LogObserver
+from orchestrator.redact import MASK, Secrets, redact_all
+from orchestrator.report import write_reports
+from orchestrator.runner import run_fleet
+from orchestrator.settings import load_settings
+from orchestrator.targets import Outcome, build_targets
+from tests.conftest import PASSWORD
+from tests.test_runner import simulated
+
+
+def test_known_secrets_are_masked_longest_first_and_short_values_are_not_taken() -> None:
+    """A value registered is masked wherever it appears; one containing another is masked whole."""
+    secrets = Secrets()
+    secrets.add("abc", "hunter2-long", "hunter2-long-and-longer")
+    text = "sent hunter2-long-and-longer, then hunter2-long; abc is too short to be a secret"
+    assert secrets.redact(text) == f"sent {MASK}, then {MASK}; abc is too short to be a secret"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://h/arcgis/admin?f=json&token=eyJ0.abc-_", f"https://h/arcgis/admin?f=json&token={MASK}"),
+        ("request: username=admin&password=S3cr3t!&f=json", f"request: username=admin&password={MASK}&f=json"),
+        ("passcode=whatever123 was refused", f"passcode={MASK} was refused"),
+        ("Authorization: Bearer abc.def-ghi", f"Authorization: Bearer {MASK}"),
+        ("X-Esri-Authorization: bearer Zm9vYmFy==", f"X-Esri-Authorization: bearer {MASK}"),
+        ("nothing secret here: tokens, passwords", "nothing secret here: tokens, passwords"),
+    ],
+)
+def test_shapes_that_carry_a_secret_are_masked_whatever_the_value(text: str, expected: str) -> None:
+    """`token=`, `password=`, `passcode=` and `Bearer` values are masked even if never registered."""
+    assert Secrets().redact(text) == expected
+
+
+def test_every_string_of_a_document_is_redacted() -> None:
+    """Nested dicts and lists: every string is passed through, other values left alone."""
+    document = {"a": ["token=x1y2z3", {"b": "password=p4ss"}], "n": 3, "none": None}
+    assert redact_all(document) == {"a": [f"token={MASK}", {"b": f"password={MASK}"}], "n": 3, "none": None}
+
+
+@pytest.mark.anyio
+async def test_a_server_echoing_secrets_in_its_errors_leaks_none_of_them(tmp_path: Path) -> None:
+    """Wrong credentials, a forbidden account and a refused create, each answered with the request echoed:
+    the report, the log and the ledger carry the reasons, masked, and never the secrets."""
+    deployments_spec = [
+        {"name": "wrong-password", "wrong_credentials": True},
+        {"name": "no-privilege", "forbidden": True},
+        {"name": "unknown-store"},
+    ]
+    async with simulated(tmp_path, count=0, deployments=deployments_spec, quirks={"echo_request_in_errors": True}) as (
+        fleet,
+        deployments,
+    ):
+        deployments = [replace(d, stores=("nope",)) if d.name == "unknown-store" else d for d in deployments]
+        settings = load_settings({"report_dir": tmp_path / "reports", "retries": 0, "poll_initial": 0.05})
+        clock = SystemClock()
+        started = clock.now()
+        targets = build_targets(deployments, name_template=settings.name_template, run_id="r", started_at=started)
+        ledger = Ledger.open(tmp_path / "ledger.sqlite3")
+        ledger.begin_run(
+            run_id="r", kind="run", parent_run_id="", inventory="i", settings={}, started_at=started, targets=targets
+        )
+        log = io.StringIO()
+        result = await run_fleet(
+            targets,
+            settings,
+            run_id="r",
+            started_at=started,
+            clock=clock,
+            observer=LogObserver(log, verbose=True),
+            ledger=LedgerWriter(ledger, "r"),
+        )
+        ledger.end_run("r", result.finished_at, "", result.targets)
+        ledger.close()
+        issued = [token for d in fleet.deployments.values() for token in d.tokens]
+    assert all(t.outcome is Outcome.FAILED for t in result.targets), [(t.key, t.error) for t in result.targets]
+    passcode = deployments[0].passcode.get_secret_value()
+    written = _everything_written(write_reports(result), tmp_path, log.getvalue())
+    for where, text in written.items():
+        for secret in (PASSWORD, passcode, *issued):
+            assert secret not in text, f"a secret reached the {where}"
+    report = written["report.json"]
+    assert "password=" + MASK in report and "passcode=" + MASK in report  # the echo happened, and was masked
+    assert f"Bearer {MASK}" in report
+
+
+def _everything_written(report_folder: Path, ledger_folder: Path, log: str) -> dict[str, str]:
+    ledger = b"".join(path.read_bytes() for path in ledger_folder.glob("ledger.sqlite3*"))
+    reports = {path.name: path.read_text() for path in report_folder.iterdir()}
+    return {"log": log, **reports, "ledger": ledger.decode("utf-8", "replace")}
