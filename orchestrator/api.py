@@ -24,6 +24,7 @@ import anyio
 from orchestrator.backoff import Backoff, parse_retry_after, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.guard import CircuitBreaker, Pacer
 from orchestrator.inventory import Deployment
 from orchestrator.redact import remember
 from orchestrator.settings import RunSettings
@@ -171,6 +172,12 @@ class ArcGISClient:
     _token: str | None = field(default=None, repr=False)
     _token_expires: float = 0.0
     _token_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _breaker: CircuitBreaker = field(init=False)
+    _pacer: Pacer = field(default_factory=Pacer)
+
+    def __post_init__(self) -> None:
+        settings = self.context.settings
+        self._breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
 
     @property
     def legacy(self) -> bool:
@@ -185,11 +192,23 @@ class ArcGISClient:
             _ssl_context(self.deployment.ca_bundle) if self.deployment.verify_tls else False
         )
         timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=settings.connect_timeout)
+        open_for = self._breaker.open_for(ctx.clock.now())
+        if open_for > 0:
+            raise TargetError(
+                ErrorClass.UNREACHABLE,
+                f"unreachable: {self._breaker.failures} connection failures in a row; "
+                f"left alone for {settings.breaker_cooldown:g} s at a time",
+                retry_after=open_for,
+            )
+        wait = self._pacer.wait(ctx.clock.now())
+        if wait > 0:
+            await ctx.clock.sleep(wait)  # throttled by this deployment: no request slot is held meanwhile
         async with ctx.request_limiter:
             if token is not None and token != self._fresh_token():
                 raise _TokenWentStale
             headers = {"X-Esri-Authorization": f"Bearer {token}"} if token else {}
             self.requests += 1
+            self._pacer.sent(ctx.clock.now())
             try:
                 async with ctx.http.post(
                     self.deployment.url + path,
@@ -199,11 +218,17 @@ class ArcGISClient:
                     allow_redirects=False,
                     timeout=timeout,
                 ) as response:
+                    self._breaker.answered()
                     body = await _read_capped(response)
-                    return interpret(response.status, response.headers, body, ctx.clock.now())
-            except TargetError:
+                    answer = interpret(response.status, response.headers, body, ctx.clock.now())
+                    self._pacer.answered()
+                    return answer
+            except TargetError as error:
+                if error.code in (429, 503):  # the deployment asks for less: every request to it slows
+                    self._pacer.throttled(ctx.clock.now(), error.retry_after)
                 raise
             except TimeoutError:
+                self._breaker.transport_failed(ctx.clock.now())
                 raise TargetError(
                     ErrorClass.TRANSIENT, f"no answer within {settings.request_timeout:g} s", ambiguous=True
                 ) from None
@@ -212,8 +237,10 @@ class ArcGISClient:
                     ErrorClass.CONFIGURATION, f"TLS certificate not trusted: {exc.certificate_error}"
                 ) from None
             except aiohttp.ClientConnectorError as exc:
+                self._breaker.transport_failed(ctx.clock.now())
                 raise TargetError(ErrorClass.TRANSIENT, f"cannot connect: {exc.os_error.strerror or exc}") from None
             except aiohttp.ClientError as exc:
+                self._breaker.transport_failed(ctx.clock.now())
                 reason = type(exc).__name__
                 raise TargetError(ErrorClass.TRANSIENT, f"connection lost ({reason})", ambiguous=True) from None
 
@@ -290,7 +317,7 @@ class ArcGISClient:
         try:
             grant = await self._retrying(lambda: self._send("/sharing/rest/generateToken", form, None), retry=True)
         except TargetError as error:
-            if error.transient or error.error_class is ErrorClass.CONFIGURATION:
+            if error.transient or error.error_class in (ErrorClass.CONFIGURATION, ErrorClass.UNREACHABLE):
                 raise
             # Refused credentials are final: retrying them only risks locking the account.
             raise TargetError(ErrorClass.AUTHENTICATION, f"sign-in refused: {error.message}", code=error.code) from None

@@ -559,7 +559,7 @@ def _recorded_deployment(row: TargetRecord) -> Deployment:
         passcode=SecretStr(""),
         retention_days=None,
         ca_bundle=None,
-        verify_tls=True,
+        verify_tls=row.verify_tls,
         source="ledger",
     )
 

@@ -4,7 +4,7 @@
     ├── InputError        bad inventory, settings or selection: nothing was sent (exit 2)
     └── TargetError       one target's failure, classified; becomes a report row, never stops the run
         └── (error_class) authentication | configuration | transient | permanent
-                          | job_failed | job_timed_out | interrupted
+                          | job_failed | job_timed_out | interrupted | unreachable
 
 Only `transient` errors are retried. A `TargetError` whose create request may have reached the
 server (`ambiguous`) is reconciled with the server before any new create.
@@ -23,6 +23,7 @@ class ErrorClass(StrEnum):
     JOB_FAILED = "job_failed"  # the backup job ended FAILED or CANCELLED
     JOB_TIMED_OUT = "job_timed_out"  # the job did not end within --job-timeout
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / run deadline before the target ended
+    UNREACHABLE = "unreachable"  # the deployment kept failing at the transport level: its circuit is open
 
 
 class OrchestratorError(Exception):

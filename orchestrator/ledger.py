@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS targets (
     idx INTEGER NOT NULL,
     deployment TEXT NOT NULL,
     url TEXT NOT NULL,
+    verify_tls INTEGER NOT NULL,
     tags TEXT NOT NULL,
     store TEXT NOT NULL,
     backup_name TEXT NOT NULL,
@@ -80,11 +81,11 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_by_target ON steps (run_id, idx);
 """
 _TARGET_COLUMNS: Final = (
-    "run_id, idx, deployment, url, tags, store, backup_name, retention_ms, create_intended, accepted_at, "
+    "run_id, idx, deployment, url, verify_tls, tags, store, backup_name, retention_ms, create_intended, accepted_at, "
     "default_store, outcome, job_id, server_status, error_class, error, attempts, polls, submitted_at, "
     "finished_at, notes"
 )
-_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 _INSERT_STEP: Final = "INSERT INTO steps (run_id, idx, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
 _STEP_EVENTS: Final = frozenset({EventKind.SUBMITTED, EventKind.FINISHED})
 
@@ -129,6 +130,7 @@ class TargetRecord:
     idx: int
     deployment: str
     url: str
+    verify_tls: bool
     tags: tuple[str, ...]
     store: str
     backup_name: str
@@ -155,6 +157,7 @@ def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
         target.index,
         target.deployment.name,
         target.deployment.url,
+        int(target.deployment.verify_tls),
         json.dumps(list(target.deployment.tags)),
         target.store,
         target.backup_name,
@@ -357,23 +360,24 @@ class Ledger:
                 idx=row[1],
                 deployment=row[2],
                 url=row[3],
-                tags=tuple(json.loads(row[4])),
-                store=row[5],
-                backup_name=row[6],
-                retention_ms=row[7],
-                create_intended=bool(row[8]),
-                accepted_at=row[9],
-                default_store=bool(row[10]),
-                outcome=row[11],
-                job_id=row[12],
-                server_status=row[13],
-                error_class=row[14],
-                error=row[15],
-                attempts=row[16],
-                polls=row[17],
-                submitted_at=row[18],
-                finished_at=row[19],
-                notes=tuple(json.loads(row[20])),
+                verify_tls=bool(row[4]),
+                tags=tuple(json.loads(row[5])),
+                store=row[6],
+                backup_name=row[7],
+                retention_ms=row[8],
+                create_intended=bool(row[9]),
+                accepted_at=row[10],
+                default_store=bool(row[11]),
+                outcome=row[12],
+                job_id=row[13],
+                server_status=row[14],
+                error_class=row[15],
+                error=row[16],
+                attempts=row[17],
+                polls=row[18],
+                submitted_at=row[19],
+                finished_at=row[20],
+                notes=tuple(json.loads(row[21])),
             )
             for row in rows
         ]

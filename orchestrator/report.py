@@ -39,6 +39,7 @@ COLUMNS: Final = (
     "finished_at",
     "duration_s",
     "retention_date",
+    "tls_verified",
 )
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 SLOWEST: Final = 5
@@ -67,6 +68,7 @@ def row(target: TargetState) -> dict[str, Any]:
         "finished_at": iso(target.finished_at),
         "duration_s": target.duration_s,
         "retention_date": iso(target.retention_ms / 1000) if target.retention_ms is not None else "",
+        "tls_verified": target.deployment.verify_tls,
     }
 
 
@@ -90,6 +92,8 @@ def summarize(targets: list[TargetState]) -> dict[str, Any]:
             tag: {o: counts.get(o, 0) for o in OUTCOMES if counts.get(o)} for tag, counts in sorted(by_tag.items())
         },
         "slowest": [{"target": t.key, "duration_s": t.duration_s} for t in slowest],
+        # verify_tls = false in the inventory: flagged in every report, so it is never forgotten
+        "tls_not_verified": sorted({t.deployment.name for t in targets if not t.deployment.verify_tls}),
         "failures_by_reason": [
             {"error_class": error_class, "reason": reason, "count": len(keys), "targets": keys}
             for (error_class, reason), keys in sorted(failures.items(), key=lambda item: -len(item[1]))
@@ -198,6 +202,9 @@ def markdown_text(document: dict[str, Any]) -> str:
     ]
     if document["stopped_reason"]:
         lines += ["", f"**Submitting stopped early**: {document['stopped_reason']}."]
+    if summary["tls_not_verified"]:
+        names = ", ".join(summary["tls_not_verified"])
+        lines += ["", f"**TLS not verified** (`verify_tls = false` in the inventory) for: {names}."]
     if summary["by_tag"]:
         tags = sorted(summary["by_tag"].items())
         lines += ["", "By tag:", "", tabulate(

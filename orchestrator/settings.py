@@ -77,6 +77,10 @@ class RunSettings(BaseSettings):
     )
     description: str = Field("fleet backup {run_id}", description="backup description; same fields as the name")
     report_dir: Path = Field(Path("reports"), description="reports go to REPORT_DIR/RUN_ID/")
+    breaker_threshold: int = Field(
+        5, ge=1, description="transport failures in a row that mark a deployment unreachable for a while"
+    )
+    breaker_cooldown: float = Field(60.0, gt=0, description="seconds an unreachable deployment is left alone")
     ledger: Path | None = Field(
         None, description="run ledger (SQLite) for resume, retry and history; default under $XDG_STATE_HOME"
     )

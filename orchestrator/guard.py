@@ -1,0 +1,59 @@
+"""Per-deployment protection, as small state machines over injected time (`now` is passed in).
+
+- `CircuitBreaker`: a deployment that keeps failing at the transport level (refused, reset, timed out)
+  is not hammered: after `threshold` failures in a row, requests to it fail at once as `unreachable`
+  for `cooldown` seconds; then one request may try again (half-open), and one answer closes it.
+- `Pacer`: the spacing between requests to one deployment. It doubles (and honours Retry-After) when
+  the deployment says 429 or 503, and halves with every plain answer, down to none at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+MAX_GAP_S: Final = 30.0  # the widest spacing a throttled deployment gets between two requests
+MIN_GAP_S: Final = 0.05  # below this, the spacing falls to none: the deployment has recovered
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    threshold: int
+    cooldown: float
+    failures: int = 0  # transport failures in a row
+    open_until: float = 0.0
+
+    def open_for(self, now: float) -> float:
+        """Seconds the circuit stays open (0: a request may go)."""
+        if self.failures < self.threshold:
+            return 0.0
+        return max(0.0, self.open_until - now)
+
+    def transport_failed(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.open_until = now + self.cooldown  # also re-opens at once after a failed half-open try
+
+    def answered(self) -> None:
+        """Any HTTP answer, even an error: the deployment is reachable."""
+        self.failures, self.open_until = 0, 0.0
+
+
+@dataclass(slots=True)
+class Pacer:
+    gap: float = 0.0  # seconds between two requests to this deployment
+    not_before: float = 0.0  # no request before this moment
+
+    def wait(self, now: float) -> float:
+        return max(0.0, self.not_before - now)
+
+    def sent(self, now: float) -> None:
+        self.not_before = max(self.not_before, now + self.gap)
+
+    def throttled(self, now: float, retry_after: float | None) -> None:
+        self.gap = min(MAX_GAP_S, max(MIN_GAP_S, self.gap * 2))
+        self.not_before = max(self.not_before, now + max(self.gap, retry_after or 0.0))
+
+    def answered(self) -> None:
+        half = self.gap / 2
+        self.gap = half if half >= MIN_GAP_S else 0.0

@@ -1,0 +1,124 @@
+"""Per-deployment protection: the circuit breaker leaves a deployment that keeps failing at the transport
+level alone, and the pacer slows requests to one that says 429/503, then recovers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer
+from tests.test_api import SteppingClock, client_for
+
+
+def test_the_breaker_opens_after_the_threshold_and_half_opens_after_the_cooldown() -> None:
+    """Open after N failures in a row; one try after the cooldown; a failed try re-opens; an answer closes."""
+    breaker = CircuitBreaker(threshold=3, cooldown=60.0)
+    for _ in range(2):
+        breaker.transport_failed(now=0.0)
+    assert breaker.open_for(0.0) == 0.0  # two failures: still trying
+    breaker.transport_failed(now=1.0)
+    assert breaker.open_for(1.0) == 60.0 and breaker.open_for(31.0) == 30.0
+    assert breaker.open_for(61.0) == 0.0  # half-open: one request may go
+    breaker.transport_failed(now=61.0)
+    assert breaker.open_for(61.0) == 60.0  # it failed: open again at once
+    breaker.answered()
+    assert breaker.open_for(61.0) == 0.0 and breaker.failures == 0
+
+
+def test_the_pacer_backs_off_on_throttling_honours_retry_after_and_recovers() -> None:
+    """429/503 double the spacing (at least Retry-After); plain answers halve it down to none."""
+    pacer = Pacer()
+    pacer.sent(now=0.0)
+    assert pacer.wait(0.0) == 0.0  # an untroubled deployment: no spacing at all
+    pacer.throttled(now=0.0, retry_after=7.0)
+    assert pacer.wait(0.0) == 7.0 and pacer.gap == MIN_GAP_S
+    for _ in range(20):
+        pacer.throttled(now=0.0, retry_after=None)
+    assert pacer.gap == MAX_GAP_S  # capped
+    pacer.sent(now=100.0)
+    assert pacer.wait(100.0) == MAX_GAP_S
+    for _ in range(20):
+        pacer.answered()
+    assert pacer.gap == 0.0
+
+
+@asynccontextmanager
+async def _hanging_up_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP server on 127.0.0.1 that accepts and hangs up at once; it counts the connections."""
+    connections: list[int] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/ctx", connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.anyio
+async def test_a_deployment_that_keeps_hanging_up_is_left_alone_then_tried_again() -> None:
+    """After `breaker_threshold` hang-ups, requests fail as unreachable without connecting, until the cooldown."""
+    clock = SteppingClock()
+    async with (
+        _hanging_up_server() as (url, connections),
+        client_for(url, clock, retries=0, breaker_threshold=3, breaker_cooldown=60.0) as client,
+    ):
+        errors = []
+        for _ in range(5):
+            with pytest.raises(TargetError) as caught:
+                await client.detect_version()
+            errors.append(caught.value.error_class)
+        assert len(connections) == 3  # the last two never reached the network
+        assert errors == [ErrorClass.TRANSIENT] * 3 + [ErrorClass.UNREACHABLE] * 2
+        assert "unreachable: 3 connection failures in a row" in caught.value.message
+        await clock.sleep(60.0)
+        with pytest.raises(TargetError):
+            await client.detect_version()
+        assert len(connections) == 4  # one try after the cooldown
+        with pytest.raises(TargetError) as caught:
+            await client.detect_version()
+        assert caught.value.error_class is ErrorClass.UNREACHABLE and len(connections) == 4
+
+
+@pytest.mark.anyio
+async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_speed_it_up_again() -> None:
+    """Retry-After from one answer delays the deployment's next request, whoever sends it; then it recovers."""
+    answers = [web.Response(status=429, text="slow down", headers={"Retry-After": "5"})]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if answers:
+            return answers.pop()
+        return web.json_response({"fullVersion": "11.3"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    clock = SteppingClock()
+    try:
+        async with client_for(f"http://127.0.0.1:{port}/ctx", clock, retries=0) as client:
+            client._token, client._token_expires = "t", clock.now() + 3600  # signed in already
+            with pytest.raises(TargetError):
+                await client.detect_version()
+            assert clock.sleeps == []
+            assert await client.detect_version() == "11.3"
+            assert clock.sleeps == [5.0]  # the next request waited for the Retry-After, without a retry
+            await client.detect_version()
+            await client.detect_version()
+            assert len(clock.sleeps) == 2 and clock.sleeps[1] <= MIN_GAP_S  # the last spacing, then none:
+            assert client._pacer.gap == 0.0  # recovered
+    finally:
+        await runner.cleanup()
