@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from orchestrator.backoff import MAX_RETRY_AFTER
+
 MAX_GAP_S: Final = 30.0  # the widest spacing a throttled deployment gets between two requests
 MIN_GAP_S: Final = 0.05  # below this, the spacing falls to none: the deployment has recovered
 
@@ -52,7 +54,8 @@ class Pacer:
 
     def throttled(self, now: float, retry_after: float | None) -> None:
         self.gap = min(MAX_GAP_S, max(MIN_GAP_S, self.gap * 2))
-        self.not_before = max(self.not_before, now + max(self.gap, retry_after or 0.0))
+        wanted = min(retry_after or 0.0, MAX_RETRY_AFTER)  # a server asking for a day is not waited a day
+        self.not_before = max(self.not_before, now + max(self.gap, wanted))
 
     def answered(self) -> None:
         half = self.gap / 2

@@ -174,7 +174,7 @@ def test_bad_inventory_exits_2_before_any_request(
 
 
 def test_short_passcode_exits_2(idle_simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
-    (idle_simulator.inventory.parent / "fleet.secrets" / "passcode").write_text("short\n")
+    (idle_simulator.inventory.parent / "fleet.secrets" / "passcode").write_text("tiny7\n")  # masked too
     assert main(["run", "--inventory", str(idle_simulator.inventory)]) == 2
     assert "shorter than 8 characters" in capsys.readouterr().err
     assert idle_simulator.new_requests() == 0
