@@ -44,16 +44,17 @@ def retry_delay(backoff: Backoff, attempt: int, rng: random.Random, retry_after:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), at most
+    `MAX_RETRY_AFTER`; None when absent or unreadable (a header is the server's word, not a command)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # isdigit alone accepts "²", which int() refuses
+        return min(float(int(value[:12])) if len(value) <= 12 else MAX_RETRY_AFTER, MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)

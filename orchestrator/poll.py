@@ -54,10 +54,9 @@ def judge_job(body: dict[str, Any]) -> tuple[Verdict, str, str]:
         return Verdict.CONFIRM, status, ""
     if normalized in FAILED_STATUSES:
         messages = body.get("messages")
-        if isinstance(messages, list) and messages:
-            reason = "; ".join(str(m.get("message", m)) if isinstance(m, dict) else str(m) for m in messages)
-        else:
-            reason = f"the job ended {status} without messages"
+        listed = messages if isinstance(messages, list) else []
+        texts = [str(m.get("message", m)) if isinstance(m, dict) else str(m) for m in listed]
+        reason = "; ".join(text for text in texts if text.strip()) or f"the job ended {status} without messages"
         return Verdict.FAILED, status, reason
     return Verdict.WAIT, status, ""
 
