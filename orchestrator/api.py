@@ -130,9 +130,14 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
             if body.lstrip()[:1] == b"<"
             else ("an empty body" if not body else "a body that is not JSON")
         )
-        raise TargetError(ErrorClass.PERMANENT, f"answered {kind} instead of JSON (a proxy or login page?)")
+        # A 2xx that cannot be read may still have been carried out (a create, say): ambiguous.
+        raise TargetError(
+            ErrorClass.PERMANENT, f"answered {kind} instead of JSON (a proxy or login page?)", ambiguous=True
+        )
     if not isinstance(parsed, dict):
-        raise TargetError(ErrorClass.PERMANENT, f"answered JSON {type(parsed).__name__}, expected an object")
+        raise TargetError(
+            ErrorClass.PERMANENT, f"answered JSON {type(parsed).__name__}, expected an object", ambiguous=True
+        )
     return parsed
 
 

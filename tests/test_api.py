@@ -938,3 +938,10 @@ async def test_newer_versions_use_the_jobs_resource(start_fleet: FleetStarter) -
         clock.advance(100)
         assert (await client.job(job_id))["status"] == "COMPLETED"
     assert [r.endpoint for r in fleet.requests][2:] == ["create", "jobs", "job"]
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>login</html>", b'{"jobid": "j1"', b"[1, 2]"])
+def test_an_unreadable_2xx_may_have_been_carried_out(body: bytes) -> None:
+    """A 2xx whose body cannot be read is permanent but ambiguous: a create behind it is looked for, not lost."""
+    error = classify(200, body)
+    assert error.error_class is P and error.ambiguous

@@ -210,7 +210,6 @@ def _assert_one_backup_each(fleet: Simulator) -> None:
     [
         "before_create:3",  # the intent is on disk, the create never sent
         "after_create:1",  # the server accepted the create; its job id was never recorded
-        "after_create:4",
         "after_submitted:3",  # the job id is known, maybe not yet committed
         "while_following:6",  # jobs running, some finished
     ],
@@ -238,7 +237,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
         ledger.close()
 
 
-@pytest.mark.parametrize("after_s", [0.05, 0.5])
+@pytest.mark.parametrize("after_s", [0.3])
 def test_killed_at_an_arbitrary_moment_then_resumed(
     fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], after_s: float
 ) -> None:
