@@ -196,7 +196,9 @@ class ArcGISClient:
         ssl_option: ssl.SSLContext | bool = (
             _ssl_context(self.deployment.ca_bundle) if self.deployment.verify_tls else False
         )
-        timeout = aiohttp.ClientTimeout(total=settings.request_timeout, connect=settings.connect_timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=settings.request_timeout, connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
         open_for = self._breaker.open_for(ctx.clock.now())
         if open_for > 0:
             raise TargetError(
@@ -235,7 +237,10 @@ class ArcGISClient:
             except TimeoutError:
                 self._breaker.transport_failed(ctx.clock.now())
                 raise TargetError(
-                    ErrorClass.TRANSIENT, f"no answer within {settings.request_timeout:g} s", ambiguous=True
+                    ErrorClass.TRANSIENT,
+                    f"no answer within the time allowed ({settings.request_timeout:g} s in all, "
+                    f"{settings.read_timeout:g} s of silence)",
+                    ambiguous=True,
                 ) from None
             except aiohttp.ClientConnectorCertificateError as exc:
                 raise TargetError(

@@ -324,6 +324,7 @@ async def demo(count: int, profile: str, seed: int, report_dir: Path, quiet: boo
                 "retry_max": 2.0,
                 "request_timeout": 5.0,
                 "connect_timeout": 2.0,
+                "read_timeout": 5.0,
                 "grace": 5.0,
                 "quiet": quiet,
                 "ledger": report_dir / "demo-ledger.sqlite3",  # demo runs stay out of the real ledger

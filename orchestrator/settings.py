@@ -70,6 +70,7 @@ class RunSettings(BaseSettings):
     retry_max: float = Field(30.0, ge=0, description="longest wait between retries, seconds")
     request_timeout: float = Field(60.0, gt=0, description="whole HTTP request, seconds")
     connect_timeout: float = Field(10.0, gt=0, description="TCP and TLS connect, seconds")
+    read_timeout: float = Field(30.0, gt=0, description="longest silence while an answer is awaited or read, seconds")
     token_minutes: int = Field(60, ge=1, description="token lifetime asked of generateToken, minutes")
     grace: float = Field(30.0, ge=0, description="after Ctrl-C / SIGTERM, follow running jobs this long")
     name_template: str = Field(

@@ -4,6 +4,7 @@ level alone, and the pacer slows requests to one that says 429/503, then recover
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -121,4 +122,39 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
             assert len(clock.sleeps) == 2 and clock.sleeps[1] <= MIN_GAP_S  # the last spacing, then none:
             assert client._pacer.gap == 0.0  # recovered
     finally:
+        await runner.cleanup()
+
+
+@pytest.mark.anyio
+async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> None:
+    """Headers sent, then silence: the read timeout ends the wait long before the whole-request timeout."""
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"fullVersion": ')
+        await released.wait()  # silence until the test is done
+        return response
+
+    released = asyncio.Event()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", stall)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        url = f"http://127.0.0.1:{port}/ctx"
+        async with client_for(url, SteppingClock(), retries=0, read_timeout=0.3, request_timeout=20.0) as client:
+            client._token, client._token_expires = "t", client.context.clock.now() + 3600
+            started = time.monotonic()
+            with pytest.raises(TargetError) as caught:
+                await client.detect_version()
+            assert time.monotonic() - started < 5
+        assert caught.value.transient and caught.value.ambiguous
+        assert "0.3 s of silence" in caught.value.message
+    finally:
+        released.set()
         await runner.cleanup()
