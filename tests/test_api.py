@@ -639,7 +639,7 @@ async def test_no_answer_within_the_request_timeout_is_transient_and_ambiguous()
         with pytest.raises(TargetError) as caught:
             await client.call("/admin")
     assert caught.value.error_class is T and caught.value.ambiguous
-    assert "no answer within 0.2 s" in caught.value.message
+    assert "no answer within the time allowed (0.2 s in all" in caught.value.message
 
 
 async def test_a_refused_connection_is_transient() -> None:
