@@ -26,7 +26,7 @@ from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.guard import CircuitBreaker, Pacer
 from orchestrator.inventory import Deployment
-from orchestrator.redact import remember
+from orchestrator.redact import remember_token
 from orchestrator.settings import RunSettings
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
@@ -65,10 +65,6 @@ class ApiContext:
 OnRetry = Callable[[Deployment, TargetError, float], None]
 
 
-class _TokenWentStale(Exception):
-    """The token expired while the request waited for a slot: renew it, then queue again."""
-
-
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     """The whole body, however many pieces it arrives in; a body over the cap is refused, not kept."""
     chunks, size = [], 0
@@ -88,6 +84,14 @@ async def open_api_context(
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as http:
         yield ApiContext(http, settings, clock, rng, anyio.CapacityLimiter(settings.concurrency), on_retry)
+
+
+def _refused(error: TargetError) -> TargetError:
+    """A sign-in failure as the run reports it: refused credentials are final (retrying them only risks
+    locking the account); a network or configuration problem stays what it is."""
+    if error.transient or error.error_class in (ErrorClass.CONFIGURATION, ErrorClass.UNREACHABLE):
+        return error
+    return TargetError(ErrorClass.AUTHENTICATION, f"sign-in refused: {error.message}", code=error.code)
 
 
 @cache
@@ -175,7 +179,8 @@ class ArcGISClient:
     version: str = ""
     requests: int = 0
     _token: str | None = field(default=None, repr=False)
-    _token_expires: float = 0.0
+    _token_expires: float = 0.0  # when to renew it: a margin before it expires
+    _token_deadline: float = 0.0  # when it expires
     _token_lock: anyio.Lock = field(default_factory=anyio.Lock)
     _breaker: CircuitBreaker = field(init=False)
     _pacer: Pacer = field(default_factory=Pacer)
@@ -193,12 +198,6 @@ class ArcGISClient:
     # -- transport --
     async def _send(self, path: str, form: Mapping[str, str], token: str | None) -> dict[str, Any]:
         settings, ctx = self.context.settings, self.context
-        ssl_option: ssl.SSLContext | bool = (
-            _ssl_context(self.deployment.ca_bundle) if self.deployment.verify_tls else False
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=settings.request_timeout, connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
         open_for = self._breaker.open_for(ctx.clock.now())
         if open_for > 0:
             raise TargetError(
@@ -211,48 +210,62 @@ class ArcGISClient:
         if wait > 0:
             await ctx.clock.sleep(wait)  # throttled by this deployment: no request slot is held meanwhile
         async with ctx.request_limiter:
-            if token is not None and token != self._fresh_token():
-                raise _TokenWentStale
+            if token is not None:
+                # The newest token (another request may have renewed it while this one queued); if it
+                # expired in the queue, renewed here, in this same slot, so a token bought is always used.
+                alive = self._token if self._token and ctx.clock.now() < self._token_deadline else None
+                token = alive or await self._sign_in_now()
             headers = {"X-Esri-Authorization": f"Bearer {token}"} if token else {}
-            self.requests += 1
-            self._pacer.sent(ctx.clock.now())
-            try:
-                async with ctx.http.post(
-                    self.deployment.url + path,
-                    data={"f": "json", **form},
-                    headers=headers,
-                    ssl=ssl_option,
-                    allow_redirects=False,
-                    timeout=timeout,
-                ) as response:
-                    self._breaker.answered()
-                    body = await _read_capped(response)
-                    answer = interpret(response.status, response.headers, body, ctx.clock.now())
-                    self._pacer.answered()
-                    return answer
-            except TargetError as error:
-                if error.code in (429, 503):  # the deployment asks for less: every request to it slows
-                    self._pacer.throttled(ctx.clock.now(), error.retry_after)
-                raise
-            except TimeoutError:
-                self._breaker.transport_failed(ctx.clock.now())
-                raise TargetError(
-                    ErrorClass.TRANSIENT,
-                    f"no answer within the time allowed ({settings.request_timeout:g} s in all, "
-                    f"{settings.read_timeout:g} s of silence)",
-                    ambiguous=True,
-                ) from None
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise TargetError(
-                    ErrorClass.CONFIGURATION, f"TLS certificate not trusted: {exc.certificate_error}"
-                ) from None
-            except aiohttp.ClientConnectorError as exc:
-                self._breaker.transport_failed(ctx.clock.now())
-                raise TargetError(ErrorClass.TRANSIENT, f"cannot connect: {exc.os_error.strerror or exc}") from None
-            except aiohttp.ClientError as exc:
-                self._breaker.transport_failed(ctx.clock.now())
-                reason = type(exc).__name__
-                raise TargetError(ErrorClass.TRANSIENT, f"connection lost ({reason})", ambiguous=True) from None
+            return await self._post(path, form, headers)
+
+    async def _post(self, path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
+        """One POST and its interpretation; the caller holds a request slot."""
+        settings, ctx = self.context.settings, self.context
+        ssl_option: ssl.SSLContext | bool = (
+            _ssl_context(self.deployment.ca_bundle) if self.deployment.verify_tls else False
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=settings.request_timeout, connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        self.requests += 1
+        self._pacer.sent(ctx.clock.now())
+        try:
+            async with ctx.http.post(
+                self.deployment.url + path,
+                data={"f": "json", **form},
+                headers=headers,
+                ssl=ssl_option,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                self._breaker.answered()
+                body = await _read_capped(response)
+                answer = interpret(response.status, response.headers, body, ctx.clock.now())
+                self._pacer.answered()
+                return answer
+        except TargetError as error:
+            if error.code in (429, 503):  # the deployment asks for less: every request to it slows
+                self._pacer.throttled(ctx.clock.now(), error.retry_after)
+            raise
+        except TimeoutError:
+            self._breaker.transport_failed(ctx.clock.now())
+            raise TargetError(
+                ErrorClass.TRANSIENT,
+                f"no answer within the time allowed ({settings.request_timeout:g} s in all, "
+                f"{settings.read_timeout:g} s of silence)",
+                ambiguous=True,
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise TargetError(
+                ErrorClass.CONFIGURATION, f"TLS certificate not trusted: {exc.certificate_error}"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            self._breaker.transport_failed(ctx.clock.now())
+            raise TargetError(ErrorClass.TRANSIENT, f"cannot connect: {exc.os_error.strerror or exc}") from None
+        except aiohttp.ClientError as exc:
+            self._breaker.transport_failed(ctx.clock.now())
+            reason = type(exc).__name__
+            raise TargetError(ErrorClass.TRANSIENT, f"connection lost ({reason})", ambiguous=True) from None
 
     async def call(self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True) -> dict[str, Any]:
         """One admin request, signed; renews the token once on 498/499; retries transient errors."""
@@ -262,12 +275,10 @@ class ArcGISClient:
 
         async def send_signed() -> dict[str, Any]:
             nonlocal sent_with
-            while True:
-                sent_with = await self.token()
-                try:
-                    return await self._send(path, form or {}, sent_with)
-                except _TokenWentStale:
-                    continue  # token() renews it now, outside the request slot
+            # Renewed a margin before it expires; if it expires anyway while queued for a slot, it is
+            # renewed once more within that slot and used at once: never a loop of sign-ins.
+            sent_with = await self.token()
+            return await self._send(path, form or {}, sent_with)
 
         async def signed() -> dict[str, Any]:
             nonlocal renewed
@@ -316,21 +327,34 @@ class ArcGISClient:
             return None
         return self._token
 
-    async def _sign_in(self, now: float) -> None:
-        form = {
+    def _sign_in_form(self) -> dict[str, str]:
+        return {
             "username": self.deployment.username,
             "password": self.deployment.password.get_secret_value(),
             "client": "referer",
             "referer": self.deployment.url,
             "expiration": str(self.context.settings.token_minutes),
         }
+
+    async def _sign_in(self, now: float) -> None:
+        """Sign in through the request queue, retrying transient failures."""
+        path, form = "/sharing/rest/generateToken", self._sign_in_form()
         try:
-            grant = await self._retrying(lambda: self._send("/sharing/rest/generateToken", form, None), retry=True)
+            grant = await self._retrying(lambda: self._send(path, form, None), retry=True)
         except TargetError as error:
-            if error.transient or error.error_class in (ErrorClass.CONFIGURATION, ErrorClass.UNREACHABLE):
-                raise
-            # Refused credentials are final: retrying them only risks locking the account.
-            raise TargetError(ErrorClass.AUTHENTICATION, f"sign-in refused: {error.message}", code=error.code) from None
+            raise _refused(error) from None
+        self._accept(grant, now)
+
+    async def _sign_in_now(self) -> str:
+        """Sign in within the request slot already held (once, no retry): its token is used at once."""
+        now = self.context.clock.now()
+        try:
+            grant = await self._post("/sharing/rest/generateToken", self._sign_in_form(), {})
+        except TargetError as error:
+            raise _refused(error) from None
+        return self._accept(grant, now)
+
+    def _accept(self, grant: Mapping[str, Any], now: float) -> str:
         token, expires = grant.get("token"), grant.get("expires")
         if not isinstance(token, str) or not token:
             raise TargetError(ErrorClass.AUTHENTICATION, "sign-in answered no token")
@@ -339,8 +363,10 @@ class ArcGISClient:
         lifetime = max(0.0, expires_at - now)
         # Renew a margin before expiry: a tenth of the lifetime, at most a minute. A token that
         # looks expired already (a server clock far behind ours) is still used once; a 498 renews it.
-        remember(token)
+        remember_token(token)
+        self._token_deadline = max(expires_at, now + 1.0)
         self._token, self._token_expires = token, max(expires_at - min(60.0, lifetime / 10), now + 1.0)
+        return token
 
     # -- resources --
     async def detect_version(self) -> str:

@@ -112,6 +112,7 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
     try:
         async with client_for(f"http://127.0.0.1:{port}/ctx", clock, retries=0) as client:
             client._token, client._token_expires = "t", clock.now() + 3600  # signed in already
+            client._token_deadline = clock.now() + 3600
             with pytest.raises(TargetError):
                 await client.detect_version()
             assert clock.sleeps == []
@@ -149,6 +150,7 @@ async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> N
         url = f"http://127.0.0.1:{port}/ctx"
         async with client_for(url, SteppingClock(), retries=0, read_timeout=0.3, request_timeout=20.0) as client:
             client._token, client._token_expires = "t", client.context.clock.now() + 3600
+            client._token_deadline = client._token_expires
             started = time.monotonic()
             with pytest.raises(TargetError) as caught:
                 await client.detect_version()
