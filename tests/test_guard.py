@@ -7,13 +7,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer
-from tests.test_api import SteppingClock, client_for
+from tests.test_api import Handler, SteppingClock, client_for
 
 
 def test_the_breaker_opens_after_the_threshold_and_half_opens_after_the_cooldown() -> None:
@@ -101,29 +102,19 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
             return answers.pop()
         return web.json_response({"fullVersion": "11.3"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     clock = SteppingClock()
-    try:
-        async with client_for(f"http://127.0.0.1:{port}/ctx", clock, retries=0) as client:
-            client._token, client._token_expires = "t", clock.now() + 3600  # signed in already
-            client._token_deadline = clock.now() + 3600
-            with pytest.raises(TargetError):
-                await client.detect_version()
-            assert clock.sleeps == []
-            assert await client.detect_version() == "11.3"
-            assert clock.sleeps == [5.0]  # the next request waited for the Retry-After, without a retry
+    async with _serving(handler) as url, client_for(url, clock, retries=0) as client:
+        client._token, client._token_expires = "t", clock.now() + 3600  # signed in already
+        client._token_deadline = clock.now() + 3600
+        with pytest.raises(TargetError):
             await client.detect_version()
-            await client.detect_version()
-            assert len(clock.sleeps) == 2 and clock.sleeps[1] <= MIN_GAP_S  # the last spacing, then none:
-            assert client._pacer.gap == 0.0  # recovered
-    finally:
-        await runner.cleanup()
+        assert clock.sleeps == []
+        assert await client.detect_version() == "11.3"
+        assert clock.sleeps == [5.0]  # the next request waited for the Retry-After, without a retry
+        await client.detect_version()
+        await client.detect_version()
+        assert len(clock.sleeps) == 2 and clock.sleeps[1] <= MIN_GAP_S  # the last spacing, then none:
+        assert client._pacer.gap == 0.0  # recovered
 
 
 @pytest.mark.anyio
@@ -138,25 +129,33 @@ async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> N
         return response
 
     released = asyncio.Event()
+    settings: dict[str, Any] = {"retries": 0, "read_timeout": 0.3, "request_timeout": 20.0}
+    async with _serving(stall) as url:
+        try:
+            async with client_for(url, SteppingClock(), **settings) as client:
+                client._token, client._token_expires = "t", client.context.clock.now() + 3600
+                client._token_deadline = client._token_expires
+                started = time.monotonic()
+                with pytest.raises(TargetError) as caught:
+                    await client.detect_version()
+                assert time.monotonic() - started < 5
+        finally:
+            released.set()  # the handler ends, so the server can stop
+    assert caught.value.transient and caught.value.ambiguous
+    assert "0.3 s of silence" in caught.value.message
 
+
+@asynccontextmanager
+async def _serving(handler: Handler) -> AsyncIterator[str]:
+    """`handler` answering every path on 127.0.0.1; yields the root URL of a deployment there."""
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", stall)
+    app.router.add_route("*", "/{tail:.*}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        url = f"http://127.0.0.1:{port}/ctx"
-        async with client_for(url, SteppingClock(), retries=0, read_timeout=0.3, request_timeout=20.0) as client:
-            client._token, client._token_expires = "t", client.context.clock.now() + 3600
-            client._token_deadline = client._token_expires
-            started = time.monotonic()
-            with pytest.raises(TargetError) as caught:
-                await client.detect_version()
-            assert time.monotonic() - started < 5
-        assert caught.value.transient and caught.value.ambiguous
-        assert "0.3 s of silence" in caught.value.message
+        yield f"http://127.0.0.1:{port}/ctx"
     finally:
-        released.set()
         await runner.cleanup()
