@@ -32,6 +32,7 @@ from orchestrator.redact import redact, redact_each
 from orchestrator.targets import TargetState
 
 APP_DIR: Final = "arcgis-fleet-backup"
+SCHEMA_VERSION: Final = 1  # raised with every change of the tables below
 GATHER_S: Final = 0.05  # how long status changes may wait to share a commit (an intent never waits for it)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -191,7 +192,18 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             connection.execute("PRAGMA journal_mode=WAL")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+            if has_tables and version != SCHEMA_VERSION:
+                connection.close()
+                raise InputError(
+                    [
+                        f"ledger {path}: written by another version of this tool (schema {version}, this one "
+                        f"reads {SCHEMA_VERSION}); move it aside to keep its history, or give --ledger a new path"
+                    ]
+                )
             connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as error:
             raise InputError([f"ledger {path}: cannot open it ({error}); choose another with --ledger PATH"]) from None
         return cls(path, connection)

@@ -439,3 +439,15 @@ def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
     assert "nothing to retry" in capsys.readouterr().out
     assert main(["report", "no-such-run"]) == 2
     assert "no run 'no-such-run'" in capsys.readouterr().err
+
+
+def test_a_ledger_of_another_schema_is_refused_not_misread(tmp_path: Path) -> None:
+    """A ledger written by another version is refused, naming the fix, before anything is written to it."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY)")
+    with pytest.raises(InputError) as refused:
+        Ledger.open(path)
+    assert "written by another version" in refused.value.problems[0] and "--ledger" in refused.value.problems[0]
+    Ledger.open(tmp_path / "new.sqlite3").close()
+    Ledger.open(tmp_path / "new.sqlite3").close()  # its own schema: opened again without complaint
