@@ -125,8 +125,9 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
             result.changes = changes_from_ledger(ledger, plan.inventory_key, plan.started_at, result.targets)
     finally:
         ledger.close()
-    folder = write_reports(result)
-    summary = report_document(result)["summary"]
+    document = report_document(result)  # built once: the files and the summary printed below
+    folder = write_reports(result, document)
+    summary = document["summary"]
     print(summary_table(summary))
     if result.stopped_reason:
         print(f"stopped submitting early: {result.stopped_reason}")

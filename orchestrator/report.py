@@ -274,11 +274,12 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_reports(result: RunResult) -> Path:
-    """Write report.json, report.csv and report.md under REPORT_DIR/RUN_ID/; return that folder."""
+def write_reports(result: RunResult, document: dict[str, Any] | None = None) -> Path:
+    """Write report.json, report.csv and report.md under REPORT_DIR/RUN_ID/; return that folder.
+    `document`: the run's `report_document`, when the caller has built it already."""
     folder = result.settings.report_dir / result.run_id
     folder.mkdir(parents=True, exist_ok=True)
-    document = report_document(result)
+    document = document if document is not None else report_document(result)
     (folder / "report.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     (folder / "report.csv").write_text(csv_text(document["targets"]), encoding="utf-8")
     (folder / "report.md").write_text(markdown_text(document), encoding="utf-8")

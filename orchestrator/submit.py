@@ -210,8 +210,8 @@ async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) ->
         if isinstance(outcome, Stopped):
             return outcome
         last_error = outcome
-        doubt = doubt or (outcome.message if outcome.ambiguous else "")
-        if not (outcome.transient and attempt < ctx.retries):
+        doubt = _doubt_after(doubt, outcome)
+        if not _retryable(outcome, attempt, ctx):
             raise outcome
         if ctx.gate.open:
             delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, outcome.retry_after)
@@ -239,10 +239,19 @@ async def _next_step(
         return Stopped(f"{ctx.gate.reason} (the last create attempt: {last_error.message})")
     outcome = await _attempt_create(target, api, ctx, doubt)
     if isinstance(outcome, TargetError):
-        doubt = doubt or (outcome.message if outcome.ambiguous else "")
-        if doubt and not (outcome.transient and attempt < ctx.retries):  # a last look before giving up
+        doubt = _doubt_after(doubt, outcome)
+        if doubt and not _retryable(outcome, attempt, ctx):  # a last look before giving up
             return await _reconciled(target, api, doubt) or outcome
     return outcome
+
+
+def _doubt_after(doubt: str, error: TargetError) -> str:
+    """Why an earlier create may have reached the server, now that `error` answered one. Pure."""
+    return doubt or (error.message if error.ambiguous else "")
+
+
+def _retryable(error: TargetError, attempt: int, ctx: WorkerContext) -> bool:
+    return error.transient and attempt < ctx.retries
 
 
 async def _attempt_create(
