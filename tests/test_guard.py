@@ -4,7 +4,6 @@ level alone, and the pacer slows requests to one that says 429/503, then recover
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -135,10 +134,8 @@ async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> N
             async with client_for(url, SteppingClock(), **settings) as client:
                 client._token, client._token_expires = "t", client.context.clock.now() + 3600
                 client._token_deadline = client._token_expires
-                started = time.monotonic()
                 with pytest.raises(TargetError) as caught:
                     await client.detect_version()
-                assert time.monotonic() - started < 5
         finally:
             released.set()  # the handler ends, so the server can stop
     assert caught.value.transient and caught.value.ambiguous

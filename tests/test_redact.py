@@ -29,6 +29,24 @@ def test_known_secrets_are_masked_longest_first_and_short_values_are_not_taken()
     assert secrets.redact(text) == f"sent {MASK}, then {MASK}; abc is too short to be a secret"
 
 
+def test_tokens_are_masked_without_growing_the_pattern_every_line_is_matched_against() -> None:
+    """3,000 tokens later the password alternation is the one compiled before them, and every token is masked.
+
+    Tokens come one per sign-in for the whole run; were they added to the alternation, every log line
+    would be matched against thousands of alternatives (and the pattern recompiled after each sign-in).
+    """
+    secrets = Secrets()
+    secrets.add("hunter2-password")
+    assert secrets.redact("hunter2-password") == MASK
+    compiled = secrets._pattern
+    tokens = [f"tok{n:04d}.{'x' * 40}" for n in range(3000)]
+    for token in tokens:
+        secrets.add_token(token)
+    line = f"renewed with {tokens[0]}, then {tokens[-1]}; password hunter2-password; tok9999.{'x' * 40} is unknown"
+    assert secrets.redact(line) == f"renewed with {MASK}, then {MASK}; password {MASK}; tok9999.{'x' * 40} is unknown"
+    assert secrets._pattern is compiled
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

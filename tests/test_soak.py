@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -17,9 +16,7 @@ import pytest
 
 from orchestrator import redact
 from orchestrator.errors import ErrorClass
-from orchestrator.events import Event, Observer
 from orchestrator.inventory import Deployment
-from orchestrator.progress import LogObserver
 from orchestrator.report import write_reports
 from orchestrator.runner import RunResult
 from orchestrator.simulator import SimulatedFleet
@@ -310,34 +307,6 @@ async def test_a_lost_create_whose_job_failed_is_not_created_again(tmp_path: Pat
         t.error for t in result.targets
     ]
     assert sorted(accepted.values()) == [1, 1, 1], accepted
-
-
-class _Timed:
-    """An observer that keeps the time another one spends on events: what writing the log costs the run."""
-
-    def __init__(self, inner: Observer) -> None:
-        self.inner, self.spent = inner, 0.0
-
-    def on_event(self, event: Event) -> None:
-        started = time.perf_counter()
-        self.inner.on_event(event)
-        self.spent += time.perf_counter() - started
-
-
-async def test_writing_the_log_stays_cheap_however_many_tokens_the_run_has_seen(tmp_path: Path) -> None:
-    """Six deployments renewing short tokens, late in a run that has signed in to 3,000: the log costs < 1 s."""
-    redact.remember(*(secrets.token_urlsafe(32) for _ in range(3000)))  # what api._sign_in remembers per token
-    log = _Timed(LogObserver(io.StringIO(), verbose=True))
-    fleet_config: dict[str, Any] = {
-        "count": 6,
-        "versions": {"11.3": 1},
-        "job_duration": {"dist": "fixed", "value": 1.0},
-        "faults": {"token_lifetime_s": 0.3},  # tokens renewed mid-job, as in test_runner
-    }
-    async with simulated(tmp_path, **fleet_config) as (fleet, deployments):
-        await run(deployments, tmp_path, observer=log, poll_initial=0.2, poll_max=0.4)
-    print(f"{fleet.request_counts['token']} sign-ins; the log took {log.spent:.2f} s")
-    assert log.spent < 1.0
 
 
 async def test_a_long_wait_for_a_request_slot_does_not_turn_into_endless_sign_ins(tmp_path: Path) -> None:
