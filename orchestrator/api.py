@@ -38,6 +38,7 @@ _MAYBE_CARRIED_OUT_HTTP: Final = frozenset({500, 502, 504})
 _TRANSIENT_ENVELOPE: Final = frozenset({429, 503})
 _LEGACY_DONE_STATES: Final = {"success": "COMPLETED", "completed_with_warnings": "COMPLETED", "failed": "FAILED"}
 IDLE_DR_STATES: Final = frozenset({"no_op", *_LEGACY_DONE_STATES})  # any other state means a DR job runs
+CLOCK_SKEW_S: Final = 300.0  # how far the server's clock may be from ours when matching a job to a create
 
 
 def dr_job_running(status: Mapping[str, Any]) -> bool:
@@ -45,6 +46,40 @@ def dr_job_running(status: Mapping[str, Any]) -> bool:
     if not status:
         return False
     return status.get("state") not in IDLE_DR_STATES
+
+
+def dr_status_is_ours(status: Mapping[str, Any], backup_name: str, store: str, since_s: float) -> bool:
+    """Whether a DR status describes the job of our create of `backup_name`, first sent at `since_s`. Pure.
+
+    10.9.1+ names the backup it describes. 10.9 names none; its first message says when the job
+    started, and a job started since our first create (within CLOCK_SKEW_S) can only be ours, as
+    one DR job runs at a time and the create is what started one.
+    """
+    named = status.get("backupName")
+    if isinstance(named, str):
+        return named == backup_name and status.get("backupStore", store) == store
+    if status.get("state") == "no_op":
+        return False
+    started = status.get("startTime")
+    messages = status.get("messages")
+    if started is None and isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        started = messages[0].get("when")
+    if not isinstance(started, int | float) or isinstance(started, bool):
+        return False
+    return started >= (since_s - CLOCK_SKEW_S) * 1000
+
+
+def dr_status_message(status: Mapping[str, Any]) -> str:
+    """What a DR status says of its job: its `message` (10.9.1+), or its last message (10.9). Pure."""
+    message = status.get("message")
+    if isinstance(message, str) and message:
+        return message
+    messages = status.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        last = messages[-1].get("message")
+        if isinstance(last, str) and last:
+            return last
+    return "no message"
 
 
 _DR: Final = "/admin/system/disasterrecovery"

@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 
+from orchestrator.api import dr_status_is_ours, dr_status_message
 from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
@@ -220,12 +221,11 @@ class Poller:
             status = await followed.api.dr_status()
         except TargetError:
             return False
-        ours = (
-            status.get("backupName") == target.backup_name and status.get("backupStore", target.store) == target.store
-        )
+        since = target.submitted_at if target.submitted_at is not None else 0.0
+        ours = dr_status_is_ours(status, target.backup_name, target.store, since)
         if not (ours and status.get("state") == "failed"):
             return False
-        reason = f"the DR status says this backup failed: {status.get('message') or 'no message'}"
+        reason = f"the DR status says this backup failed: {dr_status_message(status)}"
         target.fail(TargetError(ErrorClass.JOB_FAILED, reason), self._clock.now())
         return True
 

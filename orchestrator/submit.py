@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 
+from orchestrator.api import CLOCK_SKEW_S, dr_status_is_ours
 from orchestrator.backoff import Backoff, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
@@ -25,7 +26,6 @@ from orchestrator.poll import JobApi, Poller
 from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
 
 RESUME_LOOK_S: Final = 120.0  # a job resumed after its timeout passed is still followed this long
-CLOCK_SKEW_S: Final = 300.0  # how far the server's clock may be from ours when matching a job to a create
 
 
 class DeploymentApi(JobApi, Protocol):
@@ -306,8 +306,8 @@ async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> S
         status = await api.dr_status()
     except TargetError:
         return None  # cannot tell: a new create is still safe (the server refuses a duplicate name)
-    named, store = status.get("backupName"), status.get("backupStore", target.store)
-    if isinstance(named, str) and (named != target.backup_name or store != target.store):
+    ours = dr_status_is_ours(status, target.backup_name, target.store, since)
+    if isinstance(status.get("backupName"), str) and not ours:
         return None  # the last DR job is someone else's
     try:
         job_id = await _find_our_job(target, api, since)
@@ -315,8 +315,8 @@ async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> S
         job_id = ""
     if job_id:
         return Submitted(job_id)
-    if named == target.backup_name:
-        return Submitted("")  # ours, but its job id is unknown: follow it by the backups list
+    if ours:  # its job id is unknown (or 10.9, which has no jobs list): follow it by the backups list
+        return Submitted("")
     return None
 
 

@@ -22,7 +22,16 @@ import pytest
 from aiohttp import web
 
 from orchestrator import api
-from orchestrator.api import ArcGISClient, dr_job_running, envelope_error, interpret, open_api_context
+from orchestrator.api import (
+    CLOCK_SKEW_S,
+    ArcGISClient,
+    dr_job_running,
+    dr_status_is_ours,
+    dr_status_message,
+    envelope_error,
+    interpret,
+    open_api_context,
+)
 from orchestrator.backoff import MAX_RETRY_AFTER
 from orchestrator.clock import Clock, ManualClock
 from orchestrator.errors import ErrorClass, TargetError
@@ -395,6 +404,51 @@ def test_envelope_details_are_part_of_the_message() -> None:
 def test_dr_job_running(status: dict[str, Any], running: bool) -> None:
     """Only the documented end states (and no status at all) mean no DR job is running."""
     assert dr_job_running(status) is running
+
+
+SINCE_S: Final = 1_800_000_000.0  # our first create attempt, in seconds since the epoch
+_LEGACY_STARTED = {"code": 4014, "message": "Started backup process."}
+
+
+@pytest.mark.parametrize(
+    ("status", "ours"),
+    [
+        ({"backupName": "b", "backupStore": "default", "state": "failed"}, True),
+        ({"backupName": "b", "state": "running"}, True),  # no store named: the one we asked for
+        ({"backupName": "other", "backupStore": "default", "startTime": SINCE_S * 1000}, False),
+        ({"backupName": "b", "backupStore": "offsite"}, False),
+        # 10.9 names no backup: a job started since our first create is ours, one started before is not
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": SINCE_S * 1000 + 5}]}, True),
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": (SINCE_S - CLOCK_SKEW_S + 1) * 1000}]}, True),
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": (SINCE_S - CLOCK_SKEW_S - 1) * 1000}]}, False),
+        ({"code": 3, "state": "failed", "messages": [{**_LEGACY_STARTED, "when": SINCE_S * 1000}, {}]}, True),
+        ({"code": 0, "messages": [], "state": "no_op"}, False),
+        ({"code": 3, "messages": [{"when": "yesterday"}]}, False),  # no readable start: never taken as ours
+        ({"code": 3, "messages": [{"when": True}]}, False),
+        ({}, False),
+    ],
+)
+def test_dr_status_is_ours(status: dict[str, Any], ours: bool) -> None:
+    """A DR status is our create's job by its backup name, or on 10.9 (no name) by a start since our first create."""
+    assert dr_status_is_ours(status, "b", "default", SINCE_S) is ours
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ({"message": "staging volume full"}, "staging volume full"),
+        (
+            {"message": "", "messages": [{"message": "started"}, {"message": "Backup failed: disk"}]},
+            "Backup failed: disk",
+        ),
+        ({"messages": [{"code": 1}]}, "no message"),
+        ({"messages": "not a list"}, "no message"),
+        ({}, "no message"),
+    ],
+)
+def test_dr_status_message(status: dict[str, Any], message: str) -> None:
+    """The reason a DR status gives: its message (10.9.1+) or its last message (10.9), never empty."""
+    assert dr_status_message(status) == message
 
 
 @pytest.mark.parametrize(

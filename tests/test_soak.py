@@ -30,9 +30,6 @@ SEED: Final = 2005
 JOBS_OF_A_SECOND: Final = {"dist": "uniform", "low": 0.6, "high": 1.4}
 # Versions by deployment index; nine long, so every fifth deployment (two stores) meets each version.
 VERSIONS: Final = ("11.3", "11.4", "12.0", "11.5", "10.9", "11.3", "10.9.1", "12.0", "11.4")
-# 10.9 gets every hostile fault but create answers lost or late: after such a create whose job then
-# FAILED, the run creates the backup a second time (see the xfail test below). Drop this override once fixed.
-LEGACY_FAULTS: Final = {"lost_create": 0.0, "late_5xx": 0.0}
 ALWAYS_DOWN: Final = (0.0, 86_400.0)  # seconds after the fleet starts: down for the whole run
 RETRIES: Final = 6
 TERMINAL: Final = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT})
@@ -74,8 +71,6 @@ class Soak:
         for index in range(self.deployments):
             version = VERSIONS[index % len(VERSIONS)]
             spec: dict[str, Any] = {"name": f"gis-{index:04d}", "version": version}
-            if version == "10.9":
-                spec["faults"] = LEGACY_FAULTS
             if index % self.two_stores_every == 0:
                 spec["stores"] = ["default", "offsite"]
             if index in self.always_down:
@@ -280,20 +275,7 @@ async def test_soak_hostile_fleet(tmp_path: Path) -> None:
 # -- bugs the soak found, each pinned by a small test --
 
 
-@pytest.mark.parametrize(
-    "version",
-    [
-        "11.3",
-        pytest.param(
-            "10.9",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="10.9: a create whose answer was lost is not recognised on the DR status (it has no "
-                "backupName, and 10.9 has no jobs list), so once its job ends FAILED the backup is created again",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("version", ["11.3", "10.9"])
 async def test_a_lost_create_whose_job_failed_is_not_created_again(tmp_path: Path, version: str) -> None:
     """Every create answer lost and every job failing: each target ends job_failed after one create."""
     config = {"versions": {version: 1}, "job_duration": {"dist": "fixed", "value": 0.1}}

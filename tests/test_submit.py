@@ -17,13 +17,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from orchestrator.api import CLOCK_SKEW_S
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.inventory import Deployment
 from orchestrator.poll import Poller
 from orchestrator.submit import (
-    CLOCK_SKEW_S,
     Gate,
     Stopped,
     Submitted,
@@ -532,6 +532,34 @@ async def test_only_a_recent_create_job_on_our_store_is_taken_as_ours(
 
     if ours:
         assert submitted == Submitted("theirs") and len(api.creates) == 1
+    else:
+        assert submitted == Submitted("job-2") and len(api.creates) == 2
+
+
+@pytest.mark.parametrize(
+    ("taken", "started_before", "ours"),
+    [
+        (True, 0.0, True),  # the lost create started the job the status describes
+        (False, CLOCK_SKEW_S + 60, False),  # a job that started before our create: someone else's
+    ],
+    ids=["started since our create", "started before it"],
+)
+async def test_on_10_9_a_dr_job_started_since_our_create_is_taken_as_ours(
+    taken: bool, started_before: float, ours: bool
+) -> None:
+    """10.9: no jobs list, a status naming no backup. A job started since our lost create is followed, not repeated."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[Taken(_lost()) if taken else _lost()])
+    api.hide_jobs = True
+    started_ms = round((clock.now() - started_before) * 1000)
+    api.status = {"code": 3, "messages": [{"code": 4014, "message": "Started backup process.", "when": started_ms}]}
+    target = _target()
+    ctx, _ = _context(clock)
+
+    submitted = await _submit(target, api, ctx)
+
+    if ours:
+        assert submitted == Submitted("") and len(api.creates) == 1 and "answer lost" in target.notes[0]
     else:
         assert submitted == Submitted("job-2") and len(api.creates) == 2
 
