@@ -149,6 +149,10 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
         raise envelope_error(parsed["error"], retry_after)
     if isinstance(parsed, dict) and parsed.get("error"):  # an error said as a bare value: still an error
         raise envelope_error({"message": str(parsed["error"])}, retry_after)
+    if isinstance(parsed, dict) and _is_classic_error(parsed):
+        messages = parsed.get("messages")
+        text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else ""
+        raise envelope_error({"code": parsed.get("code"), "message": text or "error"}, retry_after)
     if status in _TRANSIENT_HTTP:
         raise TargetError(
             ErrorClass.TRANSIENT,
@@ -178,6 +182,16 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
             ErrorClass.PERMANENT, f"answered JSON {type(parsed).__name__}, expected an object", ambiguous=True
         )
     return parsed
+
+
+def _is_classic_error(body: Mapping[str, Any]) -> bool:
+    """The classic admin APIs' error: `{"status": "error", "messages": [...], "code": 498}`. Pure.
+
+    A job that ended `ERROR` says so too, but carries its `jobid`; this one is about the request
+    (an expired token, say), and judged as a failed job it would fail a backup that is running fine.
+    """
+    status = body.get("status")
+    return isinstance(status, str) and status.strip().lower() == "error" and "jobid" not in body
 
 
 def envelope_error(error: Mapping[str, Any], retry_after: float | None = None) -> TargetError:

@@ -376,6 +376,29 @@ def test_an_envelope_without_a_code_reads_cleanly_and_a_bare_error_value_is_stil
     assert interpret(200, {}, b'{"error": null, "status": "success"}', NOW) == {"error": None, "status": "success"}
 
 
+@pytest.mark.parametrize(
+    ("body", "error_class", "message"),
+    [
+        (b'{"status": "error", "messages": ["Invalid token."], "code": 498}', A, "498 Invalid token."),
+        (b'{"status": "ERROR", "messages": ["Busy", "try later"], "code": 503}', T, "503 Busy; try later"),
+        (b'{"status": "error"}', P, "error"),
+    ],
+)
+def test_the_classic_admin_error_is_an_error_not_a_job_status(
+    body: bytes, error_class: ErrorClass, message: str
+) -> None:
+    """`{"status": "error", ...}` (classic admin APIs) is classified like the envelope, never judged a failed job."""
+    with pytest.raises(TargetError) as caught:
+        interpret(200, {}, body, NOW)
+    assert caught.value.error_class is error_class and caught.value.message == message
+
+
+def test_a_job_that_ended_error_is_still_a_job() -> None:
+    """A job body (it has its `jobid`) whose status is ERROR is passed on to be judged a failed job."""
+    body = {"jobid": "j1", "status": "ERROR", "messages": ["staging failed"]}
+    assert interpret(200, {}, json.dumps(body).encode(), NOW) == body
+
+
 def test_envelope_details_are_part_of_the_message() -> None:
     """The details say why (e.g. the running job's id): they reach the message and the classification."""
     error = envelope_error(
