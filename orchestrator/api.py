@@ -48,25 +48,37 @@ def dr_job_running(status: Mapping[str, Any]) -> bool:
     return status.get("state") not in IDLE_DR_STATES
 
 
-def dr_status_is_ours(status: Mapping[str, Any], backup_name: str, store: str, since_s: float) -> bool:
-    """Whether a DR status describes the job of our create of `backup_name`, first sent at `since_s`. Pure.
+def dr_status_started(status: Mapping[str, Any]) -> float:
+    """When the job a DR status describes started (epoch ms, the server's clock); 0.0 for none. Pure.
 
-    10.9.1+ names the backup it describes. 10.9 names none; its first message says when the job
-    started, and a job started since our first create (within CLOCK_SKEW_S) can only be ours, as
-    one DR job runs at a time and the create is what started one.
+    10.9.1+ says `startTime`; 10.9 says it in its first message's `when`.
     """
-    named = status.get("backupName")
-    if isinstance(named, str):
-        return named == backup_name and status.get("backupStore", store) == store
     if status.get("state") == "no_op":
-        return False
+        return 0.0
     started = status.get("startTime")
     messages = status.get("messages")
     if started is None and isinstance(messages, list) and messages and isinstance(messages[0], dict):
         started = messages[0].get("when")
-    if not isinstance(started, int | float) or isinstance(started, bool):
+    if not isinstance(started, int | float) or isinstance(started, bool) or started <= 0:
+        return 0.0
+    return float(started)
+
+
+def dr_status_is_ours(status: Mapping[str, Any], backup_name: str, store: str, mark: float | None) -> bool:
+    """Whether a DR status describes the job of our create of `backup_name`. Pure.
+
+    10.9.1+ names the backup it describes. 10.9 names none: there, `mark` is the start of the job the
+    status described just before our first create (0.0: none). A job that started since (a different
+    start) can only be ours, as one DR job runs at a time; with no mark (a resumed run) we cannot tell.
+    No clock is compared, so a server clock far from ours does not matter.
+    """
+    named = status.get("backupName")
+    if isinstance(named, str):
+        return named == backup_name and status.get("backupStore", store) == store
+    if mark is None:
         return False
-    return started >= (since_s - CLOCK_SKEW_S) * 1000
+    started = dr_status_started(status)
+    return started > 0 and started != mark
 
 
 def dr_status_message(status: Mapping[str, Any]) -> str:

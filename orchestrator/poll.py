@@ -221,8 +221,7 @@ class Poller:
             status = await followed.api.dr_status()
         except TargetError:
             return False
-        since = target.submitted_at if target.submitted_at is not None else 0.0
-        ours = dr_status_is_ours(status, target.backup_name, target.store, since)
+        ours = dr_status_is_ours(status, target.backup_name, target.store, target.dr_mark)
         if not (ours and status.get("state") == "failed"):
             return False
         reason = f"the DR status says this backup failed: {dr_status_message(status)}"

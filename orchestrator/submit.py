@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 
-from orchestrator.api import CLOCK_SKEW_S, dr_status_is_ours
+from orchestrator.api import CLOCK_SKEW_S, dr_status_is_ours, dr_status_started
 from orchestrator.backoff import Backoff, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
@@ -44,6 +44,11 @@ class DeploymentApi(JobApi, Protocol):
     async def job_ids(self) -> list[str]: ...
 
     async def dr_status(self) -> dict[str, Any]: ...
+
+    @property
+    def legacy(self) -> bool:
+        """10.9: its DR status names no backup, and it has no jobs list."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +268,8 @@ async def _attempt_create(
         found = await _reconciled(target, api, doubt)
         if found is not None:
             return found
+    if api.legacy and target.dr_mark is None and not target.create_intended:
+        target.dr_mark = await _dr_mark(api)
     target.attempts += 1
     if target.submitted_at is None:
         target.submitted_at = ctx.clock.now()
@@ -286,6 +293,14 @@ async def _attempt_create(
     return Submitted(job_id)
 
 
+async def _dr_mark(api: DeploymentApi) -> float | None:
+    """The start of the DR job the status describes now (0.0: none); None when it cannot be read."""
+    try:
+        return dr_status_started(await api.dr_status())
+    except TargetError:
+        return None
+
+
 async def _reconciled(target: TargetState, api: DeploymentApi, doubt: str) -> Submitted | None:
     found = await _reconcile(target, api, target.submitted_at if target.submitted_at is not None else 0.0)
     if found is not None:
@@ -306,7 +321,7 @@ async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> S
         status = await api.dr_status()
     except TargetError:
         return None  # cannot tell: a new create is still safe (the server refuses a duplicate name)
-    ours = dr_status_is_ours(status, target.backup_name, target.store, since)
+    ours = dr_status_is_ours(status, target.backup_name, target.store, target.dr_mark)
     if isinstance(status.get("backupName"), str) and not ours:
         return None  # the last DR job is someone else's
     try:

@@ -52,6 +52,9 @@ class TargetState:
     create_intended: bool = False  # the intent to create is on record: a create may have reached the server
     accepted_at: float | None = None  # when the server accepted the create: the job timeout counts from here
     default_store: bool = False  # the inventory named no store: the deployment's default one is backed up
+    # 10.9 only, not kept in the ledger: the start of the DR job its status described before our first
+    # create (0.0: none), so a job started since can be told for ours (`api.dr_status_is_ours`).
+    dr_mark: float | None = None
 
     @property
     def store_key(self) -> tuple[str, str]:

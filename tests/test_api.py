@@ -23,7 +23,6 @@ from aiohttp import web
 
 from orchestrator import api
 from orchestrator.api import (
-    CLOCK_SKEW_S,
     ArcGISClient,
     dr_job_running,
     dr_status_is_ours,
@@ -429,31 +428,32 @@ def test_dr_job_running(status: dict[str, Any], running: bool) -> None:
     assert dr_job_running(status) is running
 
 
-SINCE_S: Final = 1_800_000_000.0  # our first create attempt, in seconds since the epoch
 _LEGACY_STARTED = {"code": 4014, "message": "Started backup process."}
+_BEFORE_MS = 1_800_000_000_000.0  # when the job the status showed before our first create started
 
 
 @pytest.mark.parametrize(
-    ("status", "ours"),
+    ("status", "mark", "ours"),
     [
-        ({"backupName": "b", "backupStore": "default", "state": "failed"}, True),
-        ({"backupName": "b", "state": "running"}, True),  # no store named: the one we asked for
-        ({"backupName": "other", "backupStore": "default", "startTime": SINCE_S * 1000}, False),
-        ({"backupName": "b", "backupStore": "offsite"}, False),
-        # 10.9 names no backup: a job started since our first create is ours, one started before is not
-        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": SINCE_S * 1000 + 5}]}, True),
-        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": (SINCE_S - CLOCK_SKEW_S + 1) * 1000}]}, True),
-        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": (SINCE_S - CLOCK_SKEW_S - 1) * 1000}]}, False),
-        ({"code": 3, "state": "failed", "messages": [{**_LEGACY_STARTED, "when": SINCE_S * 1000}, {}]}, True),
-        ({"code": 0, "messages": [], "state": "no_op"}, False),
-        ({"code": 3, "messages": [{"when": "yesterday"}]}, False),  # no readable start: never taken as ours
-        ({"code": 3, "messages": [{"when": True}]}, False),
-        ({}, False),
+        ({"backupName": "b", "backupStore": "default", "state": "failed"}, None, True),
+        ({"backupName": "b", "state": "running"}, None, True),  # no store named: the one we asked for
+        ({"backupName": "other", "backupStore": "default"}, 0.0, False),
+        ({"backupName": "b", "backupStore": "offsite"}, 0.0, False),
+        # 10.9 names no backup: a job other than the one seen before our create is ours
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": _BEFORE_MS + 5}]}, _BEFORE_MS, True),
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": _BEFORE_MS - 5}]}, _BEFORE_MS, True),  # clocks apart
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": _BEFORE_MS}]}, 0.0, True),  # none before it
+        ({"code": 3, "state": "failed", "messages": [{**_LEGACY_STARTED, "when": _BEFORE_MS}, {}]}, _BEFORE_MS, False),
+        ({"code": 3, "messages": [{**_LEGACY_STARTED, "when": _BEFORE_MS}]}, None, False),  # resumed: no mark
+        ({"code": 0, "messages": [], "state": "no_op"}, 0.0, False),
+        ({"code": 3, "messages": [{"when": "yesterday"}]}, 0.0, False),  # no readable start: never taken as ours
+        ({"code": 3, "messages": [{"when": True}]}, 0.0, False),
+        ({}, 0.0, False),
     ],
 )
-def test_dr_status_is_ours(status: dict[str, Any], ours: bool) -> None:
-    """A DR status is our create's job by its backup name, or on 10.9 (no name) by a start since our first create."""
-    assert dr_status_is_ours(status, "b", "default", SINCE_S) is ours
+def test_dr_status_is_ours(status: dict[str, Any], mark: float | None, ours: bool) -> None:
+    """Our create's job by its backup name, or on 10.9 (no name) by being another job than the one seen before."""
+    assert dr_status_is_ours(status, "b", "default", mark) is ours
 
 
 @pytest.mark.parametrize(

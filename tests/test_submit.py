@@ -123,6 +123,7 @@ class FakeDeployment:
         self.errors: dict[str, TargetError] = {}  # request name -> the error it fails with
         self.status: dict[str, Any] | None = None  # the DR status answered; None: the last job's
         self.hide_jobs = False  # the jobs resource lists nothing
+        self.legacy = False  # 10.9: no jobs list, and a DR status that names no backup
         self.default = "primary"
         self.overlaps = 0  # creates taken while another DR job of this deployment was running
         self.on_create: Callable[[], None] | None = None
@@ -185,7 +186,7 @@ class FakeDeployment:
 
     async def job_ids(self) -> list[str]:
         await self._request("job_ids")
-        return [] if self.hide_jobs else list(self.jobs)
+        return [] if self.hide_jobs or self.legacy else list(self.jobs)
 
     async def backup_names(self, store: str) -> set[str]:
         await self._request("backup_names")
@@ -197,9 +198,12 @@ class FakeDeployment:
         if self.status is not None:
             return self.status
         if not self.jobs:
-            return {}
+            return {"code": 0, "messages": [], "state": "no_op"} if self.legacy else {}
         last = list(self.jobs.values())[-1]
         state = "running" if self.clock.now() < last.ends else "success"
+        if self.legacy:  # 10.9: the start in the first message; no state while running
+            started = {"code": 4014, "message": "Started backup process.", "when": round(last.started * 1000)}
+            return {"code": 3, "messages": [started], **({} if state == "running" else {"state": state})}
         return {"backupName": last.name, "backupStore": last.store, "state": state}
 
 
@@ -536,32 +540,41 @@ async def test_only_a_recent_create_job_on_our_store_is_taken_as_ours(
         assert submitted == Submitted("job-2") and len(api.creates) == 2
 
 
-@pytest.mark.parametrize(
-    ("taken", "started_before", "ours"),
-    [
-        (True, 0.0, True),  # the lost create started the job the status describes
-        (False, CLOCK_SKEW_S + 60, False),  # a job that started before our create: someone else's
-    ],
-    ids=["started since our create", "started before it"],
-)
-async def test_on_10_9_a_dr_job_started_since_our_create_is_taken_as_ours(
-    taken: bool, started_before: float, ours: bool
-) -> None:
-    """10.9: no jobs list, a status naming no backup. A job started since our lost create is followed, not repeated."""
+@pytest.mark.parametrize("taken", [True, False], ids=["the lost create was taken", "it was not"])
+@pytest.mark.parametrize("earlier_job", [False, True], ids=["no job before", "an older job before"])
+async def test_on_10_9_a_dr_job_started_since_our_create_is_taken_as_ours(taken: bool, earlier_job: bool) -> None:
+    """10.9: no jobs list, a status naming no backup. Only a job other than the one it showed before our lost
+    create is ours: followed, not created again; the same old job is not, so the backup is created again."""
     clock = ManualClock()
     api = FakeDeployment(clock, creates=[Taken(_lost()) if taken else _lost()])
-    api.hide_jobs = True
-    started_ms = round((clock.now() - started_before) * 1000)
-    api.status = {"code": 3, "messages": [{"code": 4014, "message": "Started backup process.", "when": started_ms}]}
+    api.legacy = True
+    if earlier_job:  # ended long ago, on this very store
+        api.add_job("old", "default", "last-nights-backup", clock.now() - 3600, clock.now() - 3000)
     target = _target()
     ctx, _ = _context(clock)
 
     submitted = await _submit(target, api, ctx)
 
-    if ours:
+    if taken:
         assert submitted == Submitted("") and len(api.creates) == 1 and "answer lost" in target.notes[0]
     else:
         assert submitted == Submitted("job-2") and len(api.creates) == 2
+
+
+async def test_on_10_9_a_resumed_create_is_not_matched_to_whatever_job_ran_last() -> None:
+    """Resumed on 10.9 (no status seen before the first create): the last DR job, e.g. another store's of this
+    run, is not taken for ours; the create is sent (the server refuses a duplicate name if it had one)."""
+    clock = ManualClock()
+    api = FakeDeployment(clock)
+    api.legacy = True
+    api.add_job("other-store", "offsite", "tonight-offsite", clock.now() - 20, clock.now() - 5)
+    target = _target()
+    target.create_intended = True  # the intent was on record when the previous run was cut off
+
+    submitted = await _submit(target, api, _context(clock)[0])
+
+    assert submitted == Submitted("job-1") and len(api.creates) == 1
+    assert target.dr_mark is None and target.notes == []
 
 
 @pytest.mark.parametrize("earlier", [[], [_unavailable()]], ids=["first attempt", "after a 503"])
