@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import statistics
 import sys
 import tempfile
 from contextlib import nullcontext
@@ -113,6 +114,9 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
                     started_at=plan.started_at,
                     targets=plan.targets,
                 )
+            expected = expected_durations(ledger, plan.inventory_key, plan.started_at)
+            for target in plan.targets:
+                target.expected_s = expected.get(target.store_key)
             result, interrupted = await _run_with_display(settings, plan, clock, LedgerWriter(ledger, plan.run_id))
             ledger.end_run(
                 plan.run_id,
@@ -165,6 +169,20 @@ def changes_from_ledger(
             duration = round(r.finished_at - r.submitted_at, 3) if r.finished_at and r.submitted_at else None
             past.setdefault((r.deployment, "" if r.default_store else r.store), PastOutcome(r.outcome, duration))
     return changes_since(earlier[0].run_id, past, targets)
+
+
+def expected_durations(ledger: Ledger, inventory_key: str, before: float) -> dict[tuple[str, str], float]:
+    """How long each target's job ran in its latest successes (median of up to EXPECTED_FROM), by `store_key`:
+    the poller does not ask about a job before it can be done."""
+    seen: dict[tuple[str, str], list[float]] = {}
+    for run in ledger.finished_runs(inventory_key, before=before, limit=PAST_RUNS_COMPARED):  # newest first
+        for r in ledger.targets(run.run_id):
+            if r.outcome != Outcome.SUCCEEDED.value or r.accepted_at is None or r.finished_at is None:
+                continue
+            durations = seen.setdefault((r.deployment, "" if r.default_store else r.store), [])
+            if len(durations) < EXPECTED_FROM:
+                durations.append(max(0.0, r.finished_at - r.accepted_at))
+    return {key: statistics.median(durations) for key, durations in seen.items()}
 
 
 async def _run_with_display(
@@ -347,6 +365,7 @@ async def demo(count: int, profile: str, seed: int, report_dir: Path, quiet: boo
 
 _REOPENED_ON_RESUME: Final = frozenset({Outcome.INTERRUPTED, Outcome.NOT_STARTED})
 PAST_RUNS_COMPARED: Final = 30  # how far back a report looks for each target's previous outcome
+EXPECTED_FROM: Final = 3  # a job's expected duration: the median of this many of its latest successes
 
 
 def _open_ledger(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, Ledger]:

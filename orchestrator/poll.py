@@ -1,16 +1,22 @@
 """One poller for every running backup job.
 
-Each job has its own next-poll time (exponential backoff with full jitter, capped); the poller sleeps
-until the earliest one (or until a new job arrives), polls what is due, and decides with `judge_job`,
-a pure function. A job that says COMPLETED is confirmed by finding its backup in the store's list
-(11.4 says COMPLETED before the backup exists); a missing `result` is fine (12.0). Unknown or missing
-statuses, UNAVAILABLE and transient errors are tolerated until the job timeout. No limiter is held
-while waiting: the only one, on HTTP requests, lives inside the client.
+Each job has its own next-poll time (`next_poll_delay`, pure): a job with an expected end (its own
+duration in earlier runs, from the ledger, or else how long this run's jobs have been taking) is not
+polled before it can be done, then at gaps that grow with its running time, so a poll comes at most
+`poll_lag` of the job's duration after its end; a job with nothing known backs off exponentially with
+full jitter, capped. The poller sleeps until the earliest poll (or until a new job arrives), polls
+what is due, and decides with `judge_job`, a pure function. A job that says COMPLETED is confirmed
+by finding its backup in the store's list (11.4 says COMPLETED before the backup exists); a missing
+`result` is fine (12.0). Unknown or missing statuses, UNAVAILABLE and transient errors are tolerated
+until the job timeout. No limiter is held while waiting: the only one, on HTTP requests, lives inside
+the client.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,9 +68,34 @@ def judge_job(body: dict[str, Any]) -> tuple[Verdict, str, str]:
     return Verdict.WAIT, status, ""
 
 
-def next_poll_at(now: float, polls: int, backoff: Backoff, rng: random.Random, give_up_at: float) -> float:
-    """When to poll next: the backoff draw, but never after the moment we would give up. Pure."""
-    return min(now + backoff.delay(polls, rng), give_up_at)
+EXPECTED_LEAD: Final = 0.8  # a job with a known past duration is first polled at this share of it
+FLEET_QUANTILE: Final = 0.05  # with no past of its own, a job waits for what the quickest 5 % of this run took
+FLEET_SAMPLES: Final = 10  # ... once this many jobs of this run have succeeded
+_LAG_FLOOR: Final = 0.2  # the shortest gap, as a share of poll_initial: a young job is not polled in a loop
+
+
+def next_poll_delay(
+    elapsed: float, polls: int, not_before: float | None, backoff: Backoff, lag: float, rng: random.Random
+) -> float:
+    """Seconds until the next poll of a job that has run `elapsed` seconds and been polled `polls` times.
+
+    `not_before`: how long the job can be expected to run at least (None: nothing known). Before it,
+    no poll. After it, the gap is at most `lag` times the running time, so the poll that sees the end
+    comes at most `lag` of the job's duration late, and the number of polls grows with the logarithm
+    of the duration, not with the duration. Never more than `backoff.cap`. Pure but for `rng`, whose
+    jitter keeps jobs started together from polling together.
+    """
+    if not_before is None:
+        return backoff.delay(polls, rng)
+    if elapsed < not_before:
+        return not_before - elapsed + rng.uniform(0.0, lag / 4) * not_before
+    gap = min(backoff.cap, max(backoff.initial * _LAG_FLOOR, lag * elapsed))
+    return rng.uniform(0.75, 1.0) * gap
+
+
+def quantile(ordered: list[float], share: float) -> float:
+    """The `share` quantile of a sorted, non-empty list (nearest rank). Pure."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 @dataclass(eq=False)
@@ -82,8 +113,18 @@ OnPoll = Callable[[TargetState], None]
 class Poller:
     """Follows every submitted job to its end; `follow` returns when the target has its outcome."""
 
-    def __init__(self, *, backoff: Backoff, clock: Clock, rng: random.Random, on_poll: OnPoll | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        backoff: Backoff,
+        clock: Clock,
+        rng: random.Random,
+        on_poll: OnPoll | None = None,
+        lag: float = 0.08,
+    ) -> None:
         self._backoff = backoff
+        self._lag = lag
+        self._durations: list[float] = []  # of this run's succeeded jobs, sorted: what the fleet takes
         self._clock = clock
         self._rng = rng
         self._on_poll = on_poll
@@ -107,8 +148,7 @@ class Poller:
         """Poll the target's job (or, without a job id, its store's list) until it ends or times out."""
         followed = _Followed(target, api, give_up_at, confirming=not target.job_id)
         target.phase = Phase.CONFIRMING if followed.confirming else Phase.RUNNING
-        first = next_poll_at(self._clock.now(), 0, self._backoff, self._rng, give_up_at)
-        self._push(first, followed)
+        self._push(self._next_poll_at(followed), followed)
         await followed.done.wait()
 
     def close(self) -> None:
@@ -162,6 +202,7 @@ class Poller:
         if self._on_poll is not None:
             self._on_poll(target)
         if finished:
+            self._learn(target)
             followed.done.set()
             self._wake.set()
             return
@@ -172,7 +213,27 @@ class Poller:
             followed.done.set()
             self._wake.set()
             return
-        self._push(next_poll_at(now, target.polls, self._backoff, self._rng, followed.give_up_at), followed)
+        self._push(self._next_poll_at(followed), followed)
+
+    def _next_poll_at(self, followed: _Followed) -> float:
+        """When to poll this job next, but never after the moment we would give up."""
+        target, now = followed.target, self._clock.now()
+        started = _job_started(target, now)
+        not_before = self._expected_at_least(target)
+        delay = next_poll_delay(now - started, target.polls, not_before, self._backoff, self._lag, self._rng)
+        return min(now + delay, followed.give_up_at)
+
+    def _expected_at_least(self, target: TargetState) -> float | None:
+        if target.expected_s is not None:
+            return EXPECTED_LEAD * target.expected_s
+        if len(self._durations) >= FLEET_SAMPLES:
+            return quantile(self._durations, FLEET_QUANTILE)
+        return None
+
+    def _learn(self, target: TargetState) -> None:
+        """A succeeded job's running time: what the jobs with no past of their own can expect."""
+        if target.outcome is Outcome.SUCCEEDED and target.finished_at is not None:
+            bisect.insort(self._durations, max(0.0, target.finished_at - _job_started(target, target.finished_at)))
 
     async def _check(self, followed: _Followed) -> bool:
         """One look at the job; True once the target has its outcome."""
@@ -239,6 +300,13 @@ class Poller:
             target.notes.append("its backup was found in the store's list when the job timeout came")
             target.finish(Outcome.SUCCEEDED, self._clock.now())
         return listed
+
+
+def _job_started(target: TargetState, otherwise: float) -> float:
+    """When the job began running: the server's acceptance, or the first create attempt."""
+    if target.accepted_at is not None:
+        return target.accepted_at
+    return target.submitted_at if target.submitted_at is not None else otherwise
 
 
 def _timed_out(followed: _Followed, clock: Clock) -> TargetError:

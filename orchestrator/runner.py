@@ -124,6 +124,7 @@ async def run_fleet(
                 clock=clock,
                 rng=rng,
                 on_poll=lambda target: emit(EventKind.POLLED, target, target.server_status),
+                lag=settings.poll_lag,
             )
             worker_context = WorkerContext(
                 poller=poller,

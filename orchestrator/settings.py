@@ -62,6 +62,12 @@ class RunSettings(BaseSettings):
     poll_initial: float = Field(5.0, gt=0, description="first poll of a job after this many seconds (ceiling)")
     poll_max: float = Field(60.0, gt=0, description="longest wait between two polls of one job, seconds")
     poll_factor: float = Field(2.0, ge=1, description="poll interval growth per poll (full jitter below it)")
+    poll_lag: float = Field(
+        0.08,
+        gt=0,
+        le=1,
+        description="once a job may be done, the longest a poll comes after its end, as a share of its duration",
+    )
     job_timeout: float = Field(7500.0, gt=0, description="give up following a job after this many seconds")
     deadline: float | None = Field(None, gt=0, description="seconds after start: submit nothing new after it")
     max_failures: str | None = Field(None, description="N or P%: stop submitting once reached")

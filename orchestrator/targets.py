@@ -55,6 +55,7 @@ class TargetState:
     # 10.9 only, not kept in the ledger: the start of the DR job its status described before our first
     # create (0.0: none), so a job started since can be told for ours (`api.dr_status_is_ours`).
     dr_mark: float | None = None
+    expected_s: float | None = None  # how long this target's job ran in earlier runs (the ledger), if known
 
     @property
     def store_key(self) -> tuple[str, str]:

@@ -24,6 +24,7 @@ import pytest
 from pydantic import SecretStr
 
 from orchestrator.cli import main
+from orchestrator.commands import expected_durations
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
 from orchestrator.inventory import Deployment
@@ -424,6 +425,26 @@ def test_runs_report_retry_and_changes(
     assert [c["target"] for c in last["changes"]["newly_failing"]] == []
     markdown = (tmp_path / "r" / last_id / "report.md").read_text()
     assert "## Since the previous run" in markdown
+
+
+def test_each_target_expects_the_duration_of_its_latest_successes(
+    shaky_fleet: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a run, the ledger tells the next one how long each target's job ran (accepted to seen ended);
+    a target that only failed has no expectation, so it is polled as one with no past."""
+    base = ["--inventory", str(shaky_fleet.inventory), "--report-dir", str(tmp_path / "r"), "--quiet", *FAST]
+    base += ["--name-template", "b-{run_id}-{deployment}"]
+    assert main(["run", *base]) == 1
+    run_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    ledger = Ledger.open(Path(os.environ["ORCHESTRATOR_LEDGER"]))
+    try:
+        inventory_key = ledger.run(run_id).inventory
+        expected = expected_durations(ledger, inventory_key, before=time.time() + 1)
+        assert expected_durations(ledger, inventory_key, before=ledger.run(run_id).started_at) == {}
+    finally:
+        ledger.close()
+    assert sorted(expected) == [("gis-0000", ""), ("gis-0001", ""), ("gis-0002", "")]  # "broken" never succeeded
+    assert all(0.3 <= seconds < 5 for seconds in expected.values()), expected  # its 0.3 s job, seen ended
 
 
 def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(

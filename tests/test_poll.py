@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.poll import Poller, Verdict, judge_job, next_poll_at
+from orchestrator.poll import EXPECTED_LEAD, Poller, Verdict, judge_job, next_poll_delay, quantile
 from orchestrator.targets import Outcome, TargetState
 from tests.conftest import make_deployment
 
@@ -50,11 +53,83 @@ def test_failure_reason_carries_the_messages() -> None:
     assert "without messages" in judge_job({"status": "FAILED"})[2]
 
 
-def test_next_poll_never_passes_the_give_up_time() -> None:
-    rng = random.Random(1)
-    backoff = Backoff(10, 2, 60)
-    assert all(100 <= next_poll_at(100, n, backoff, rng, 150) <= 150 for n in range(20))
-    assert next_poll_at(100, 50, backoff, rng, 120) <= 120
+BACKOFF: Final = Backoff(5, 2, 60)
+LAG: Final = 0.08
+
+
+@pytest.mark.parametrize("polls", range(8))
+def test_with_nothing_known_a_job_backs_off_exponentially_with_full_jitter(polls: int) -> None:
+    rng = random.Random(polls)
+    delays = [next_poll_delay(30.0, polls, None, BACKOFF, LAG, rng) for _ in range(200)]
+    assert all(0 <= d <= BACKOFF.ceiling(polls) for d in delays)
+    assert min(delays) < BACKOFF.ceiling(polls) / 4 < BACKOFF.ceiling(polls) * 3 / 4 < max(delays)  # full jitter
+
+
+def test_a_job_is_not_polled_before_it_can_be_done_then_at_gaps_that_grow_with_its_running_time() -> None:
+    rng = random.Random(3)
+    first = [next_poll_delay(10.0, 0, 500.0, BACKOFF, LAG, rng) for _ in range(100)]
+    assert all(490 <= d <= 490 + LAG / 4 * 500 for d in first)
+    for elapsed in (100.0, 500.0, 700.0, 5000.0):
+        gap = min(BACKOFF.cap, LAG * elapsed)
+        delays = [next_poll_delay(elapsed, 3, 80.0, BACKOFF, LAG, rng) for _ in range(100)]
+        assert all(0.75 * gap <= d <= gap for d in delays), elapsed
+    assert next_poll_delay(0.5, 0, 0.1, BACKOFF, LAG, rng) >= 0.75 * BACKOFF.initial * 0.2  # never a busy loop
+
+
+def _simulate_polls(duration: float, not_before: float | None, rng: random.Random) -> tuple[int, float]:
+    """(polls, detection lag) of one job of `duration` seconds under the schedule, as the poller runs it."""
+    elapsed, polls = 0.0, 0
+    while True:
+        elapsed += next_poll_delay(elapsed, polls, not_before, BACKOFF, LAG, rng)
+        polls += 1
+        if elapsed >= duration:
+            return polls, elapsed - duration
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    duration=st.floats(min_value=60.0, max_value=7000.0),  # real backups take minutes
+    history_ratio=st.floats(min_value=0.8, max_value=1.25),
+    seed=st.integers(0, 2**32),
+)
+def test_a_job_past_its_expected_start_is_seen_ended_within_the_lag_share(
+    duration: float, history_ratio: float, seed: int
+) -> None:
+    """A job whose past duration is known (within 25 %) is seen ended at most LAG of its duration late.
+
+    (Below poll_initial * 0.2 / LAG, 12.5 s here, the shortest gap is what bounds the lag.)"""
+    expected = duration * history_ratio
+    _, lag = _simulate_polls(duration, EXPECTED_LEAD * expected, random.Random(seed))
+    assert lag <= LAG * duration
+
+
+def test_a_fleet_of_known_jobs_takes_few_polls_each_and_is_seen_ended_promptly() -> None:
+    """1,000 jobs of 2 min to 2 h (median 15 min), each within about 10 % of its last night: median polls at
+    most 6, and 95 % of jobs seen ended within 10 % of their duration (what the fleet benchmark aims at)."""
+    rng = random.Random(2026)
+    polls, lag_shares = [], []
+    for _ in range(1000):
+        last_night = min(max(rng.lognormvariate(math.log(900), 0.5), 120.0), 7200.0)
+        tonight = last_night * rng.lognormvariate(0.0, 0.1)
+        count, lag = _simulate_polls(tonight, EXPECTED_LEAD * last_night, rng)
+        polls.append(count)
+        lag_shares.append(lag / tonight)
+    assert statistics.median(polls) <= 6, statistics.median(polls)
+    assert quantile(sorted(lag_shares), 0.95) < 0.10
+
+
+@pytest.mark.parametrize(
+    ("values", "share", "expected"),
+    [
+        ([1.0], 0.1, 1.0),
+        ([1.0, 2.0, 3.0], 0.5, 2.0),
+        ([float(n) for n in range(1, 101)], 0.1, 10.0),
+        ([1.0, 2.0], 1.0, 2.0),
+        ([1.0, 2.0], 0.0, 1.0),
+    ],
+)
+def test_quantile_is_the_nearest_rank(values: list[float], share: float, expected: float) -> None:
+    assert quantile(values, share) == expected
 
 
 @dataclass
@@ -100,7 +175,7 @@ async def _let_tasks_run() -> None:
 
 
 async def _follow_all(
-    jobs: dict[str, FakeJob], *, give_up_after: float = 1000.0
+    jobs: dict[str, FakeJob], *, give_up_after: float = 1000.0, expected: dict[str, float] | None = None
 ) -> tuple[list[TargetState], FakeDeployment, ManualClock, Poller]:
     """Follow every job with one poller, stepping the manual clock whenever every task is waiting."""
     clock = ManualClock(start=0.0)
@@ -110,6 +185,7 @@ async def _follow_all(
     for index, job_id in enumerate(jobs):
         target = TargetState(index, make_deployment(), "default", f"backup-{job_id}", None, job_id=job_id)
         target.submitted_at = 0.0
+        target.expected_s = (expected or {}).get(job_id)
         targets.append(target)
     async with anyio.create_task_group() as tg:
         tg.start_soon(poller.run)
@@ -332,3 +408,28 @@ async def test_a_job_without_an_id_fails_when_the_dr_status_says_ours_failed(
     assert target.outcome.value == outcome
     if outcome == "failed":
         assert target.error == "the DR status says this backup failed: disk full" and clock.now() < 60
+
+
+async def test_a_job_with_a_known_past_is_polled_a_few_times_near_its_end() -> None:
+    """Last night it ran 600 s: no poll before 480 s, then a few, the last at most 8 % of its duration late."""
+    [target], api, _, _ = await _follow_all(
+        {"j1": FakeJob(reports_completed_at=630, backup_at=630)}, expected={"j1": 600.0}
+    )
+    assert target.outcome is Outcome.SUCCEEDED
+    assert min(api.polls["j1"]) >= EXPECTED_LEAD * 600
+    assert len(api.polls["j1"]) <= 6  # with nothing known: about 20 (test_a_completed_job_succeeds...)
+    assert target.finished_at is not None and target.finished_at - 630 <= LAG * 630
+
+
+async def test_jobs_with_no_past_learn_from_the_ones_that_ended_in_this_run() -> None:
+    """Once ten jobs of the run have succeeded, the others are polled at gaps that grow with their running time
+    (the lag rule), no longer at full-jitter draws below the cap."""
+    quick = {f"q{n}": FakeJob(reports_completed_at=100, backup_at=100) for n in range(10)}
+    slow = {f"s{n}": FakeJob(reports_completed_at=900, backup_at=900) for n in range(2)}
+    targets, api, _, _ = await _follow_all({**quick, **slow})
+    learned_at = max(t.finished_at or 0.0 for t in targets if t.job_id in quick)
+    for job_id in slow:
+        times = api.polls[job_id]
+        gaps = [(b - a, a) for a, b in itertools.pairwise(times) if a > learned_at]
+        assert len(gaps) >= 5
+        assert all(gap >= 0.75 * min(BACKOFF.cap, LAG * at) - 1e-6 for gap, at in gaps), gaps

@@ -142,6 +142,22 @@ def test_distribution_draws_stay_within_bounds(dist: str, low: float, span: floa
 EXAMPLE = Path(__file__).parents[1] / "orchestrator" / "simulator" / "fleets" / "example.toml"
 
 
+def test_night_to_night_gives_each_deployment_its_own_typical_duration() -> None:
+    """With `night_to_night`, a deployment's jobs stay near its own duration while deployments differ widely:
+    what lets a nightly run learn from the last one. Without it, every job draws from the fleet's spread."""
+    fleet = {"seed": 3, "count": 40, "job_duration": {"dist": "lognormal", "median": 900.0, "sigma": 0.5}}
+    plans = resolve_fleet(FleetConfig.model_validate({**fleet, "night_to_night": 0.05}))
+    typical = sorted(plan.job_duration.median for plan in plans)
+    assert typical[-1] / typical[0] > 3  # deployments differ
+    rng = random.Random(0)
+    for plan in plans:
+        nights = [plan.job_duration.sample(rng) for _ in range(5)]
+        assert max(nights) / min(nights) < 1.5, plan.name  # one deployment's nights stay close
+    assert {plan.job_duration for plan in resolve_fleet(FleetConfig.model_validate(fleet))} == {
+        FleetConfig.model_validate(fleet).job_duration
+    }
+
+
 def test_example_fleet_file_loads_and_shows_every_key() -> None:
     """The shipped example is valid and documents every key of the fleet file, so the docs cannot drift."""
     config = load_fleet_file(EXAMPLE)

@@ -202,6 +202,10 @@ class FleetConfig(_Strict):
     default_store: str | None = None
     username: str = "admin"
     job_duration: Distribution = Distribution(dist="lognormal", median=2.0, sigma=0.35, low=0.3, high=10)
+    # None: every job draws its duration from `job_duration`. A number: each deployment draws its own
+    # typical duration from `job_duration` once (a big organisation is slow every night), and each of
+    # its jobs varies around it by a lognormal of this sigma (night-to-night variation).
+    night_to_night: float | None = Field(None, ge=0)
     job_timeout_s: float = Field(7200.0, gt=0)  # the server's own `timeoutInSeconds` (2 h by default)
     token_default_minutes: int = Field(120, gt=0)  # generateToken without `expiration`
     token_max_minutes: int = Field(20_160, gt=0)  # a longer request is capped, not refused
@@ -352,6 +356,17 @@ class DeploymentPlan:
         return version_tuple(self.version) >= (11, 0)
 
 
+def _own_durations(config: FleetConfig, sizes: random.Random) -> Distribution:
+    """A deployment's job durations: the fleet's, or (with `night_to_night`) its own around a typical one."""
+    typical = config.job_duration.sample(sizes)  # drawn for every deployment, so the stream stays aligned
+    if config.night_to_night is None:
+        return config.job_duration
+    fleet = config.job_duration
+    return Distribution(
+        dist="lognormal", median=max(typical, 1e-3), sigma=config.night_to_night, low=fleet.low, high=fleet.high
+    )
+
+
 def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
     """One plan per deployment: explicit ones first, in file order, then the generated ones."""
     rng = random.Random(f"fleet:{config.seed}")
@@ -363,6 +378,7 @@ def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
         if name not in explicit
     )
     plans = []
+    sizes = random.Random(f"sizes:{config.seed}")  # its own stream: turning it on shifts no other draw
     for index, spec in enumerate((*config.deployments, *generated)):
         faults = faults_of(spec.profile or config.profile, config.faults, spec.faults)
         stores = spec.stores or config.stores
@@ -382,7 +398,7 @@ def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
                 username=spec.username or config.username,
                 wrong_credentials=drawn_wrong if spec.wrong_credentials is None else spec.wrong_credentials,
                 forbidden=spec.forbidden,
-                job_duration=spec.job_duration or config.job_duration,
+                job_duration=spec.job_duration or _own_durations(config, sizes),
                 job_timeout_s=spec.job_timeout_s or config.job_timeout_s,
                 faults=faults,
                 down=spec.down if spec.down is not None else down_window,
