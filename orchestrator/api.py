@@ -161,10 +161,14 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
         raise envelope_error(parsed["error"], retry_after)
     if isinstance(parsed, dict) and parsed.get("error"):  # an error said as a bare value: still an error
         raise envelope_error({"message": str(parsed["error"])}, retry_after)
-    if isinstance(parsed, dict) and _is_classic_error(parsed):
+    if 200 <= status < 300 and isinstance(parsed, dict) and _is_classic_error(parsed):
+        # On any other status the status line says more (a 502 stays transient and ambiguous).
         messages = parsed.get("messages")
         text = "; ".join(str(m) for m in messages) if isinstance(messages, list) else ""
-        raise envelope_error({"code": parsed.get("code"), "message": text or "error"}, retry_after)
+        code = parsed.get("code")
+        if isinstance(code, str) and code.strip().isdigit():
+            code = int(code)
+        raise envelope_error({"code": code, "message": text or "error"}, retry_after)
     if status in _TRANSIENT_HTTP:
         raise TargetError(
             ErrorClass.TRANSIENT,

@@ -172,16 +172,17 @@ def changes_from_ledger(
 
 
 def expected_durations(ledger: Ledger, inventory_key: str, before: float) -> dict[tuple[str, str], float]:
-    """How long each target's job ran in its latest successes (median of up to EXPECTED_FROM), by `store_key`:
-    the poller does not ask about a job before it can be done."""
+    """How long each target's job ran in its latest measured successes (median of up to EXPECTED_FROM), by
+    `store_key`: the poller does not ask about a job before it can be done. Only running times the poller
+    measured count (`poll.measured_run_time`), never "accepted to seen ended", which would feed on itself."""
     seen: dict[tuple[str, str], list[float]] = {}
     for run in ledger.finished_runs(inventory_key, before=before, limit=PAST_RUNS_COMPARED):  # newest first
         for r in ledger.targets(run.run_id):
-            if r.outcome != Outcome.SUCCEEDED.value or r.accepted_at is None or r.finished_at is None:
+            if r.outcome != Outcome.SUCCEEDED.value or r.ran_s is None:
                 continue
             durations = seen.setdefault((r.deployment, "" if r.default_store else r.store), [])
             if len(durations) < EXPECTED_FROM:
-                durations.append(max(0.0, r.finished_at - r.accepted_at))
+                durations.append(r.ran_s)
     return {key: statistics.median(durations) for key, durations in seen.items()}
 
 
@@ -493,6 +494,7 @@ def _target_from_record(row: TargetRecord, deployment: Deployment, *, reopen: bo
         finished_at=row.finished_at,
         notes=list(row.notes),
         create_intended=row.create_intended,
+        ran_s=row.ran_s,
     )
     if reopen and target.outcome in _REOPENED_ON_RESUME:  # cut short by Ctrl-C: carried on now
         target.outcome, target.error_class, target.error, target.finished_at = Outcome.PENDING, "", "", None

@@ -32,7 +32,7 @@ from orchestrator.redact import redact, redact_each
 from orchestrator.targets import TargetState
 
 APP_DIR: Final = "arcgis-fleet-backup"
-SCHEMA_VERSION: Final = 1  # raised with every change of the tables below
+SCHEMA_VERSION: Final = 2  # raised with every change of the tables below (see _MIGRATIONS)
 GATHER_S: Final = 0.05  # how long status changes may wait to share a commit (an intent never waits for it)
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS targets (
     submitted_at REAL,
     finished_at REAL,
     notes TEXT NOT NULL,
+    ran_s REAL,
     PRIMARY KEY (run_id, idx)
 );
 CREATE TABLE IF NOT EXISTS steps (
@@ -81,12 +82,16 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_by_target ON steps (run_id, idx);
 """
+# From each older schema to the next: a ledger keeps its history across upgrades of the tool.
+_MIGRATIONS: Final = {
+    1: "ALTER TABLE targets ADD COLUMN ran_s REAL",  # 2: how long each job ran, for the poll schedule
+}
 _TARGET_COLUMNS: Final = (
     "run_id, idx, deployment, url, verify_tls, tags, store, backup_name, retention_ms, create_intended, accepted_at, "
     "default_store, outcome, job_id, server_status, error_class, error, attempts, polls, submitted_at, "
-    "finished_at, notes"
+    "finished_at, notes, ran_s"
 )
-_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 _INSERT_STEP: Final = "INSERT INTO steps (run_id, idx, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
 _STEP_EVENTS: Final = frozenset({EventKind.SUBMITTED, EventKind.FINISHED})
 
@@ -149,6 +154,7 @@ class TargetRecord:
     submitted_at: float | None
     finished_at: float | None
     notes: tuple[str, ...]
+    ran_s: float | None = None
 
 
 def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
@@ -176,6 +182,7 @@ def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
         target.submitted_at,
         target.finished_at,
         json.dumps(redact_each(target.notes)),
+        target.ran_s,
     )
 
 
@@ -194,6 +201,12 @@ class Ledger:
             connection.execute("PRAGMA journal_mode=WAL")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             has_tables = connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+            while has_tables and version in _MIGRATIONS:
+                with connection:
+                    connection.execute("BEGIN IMMEDIATE")
+                    connection.execute(_MIGRATIONS[version])
+                    connection.execute(f"PRAGMA user_version = {version + 1}")
+                version += 1
             if has_tables and version != SCHEMA_VERSION:
                 connection.close()
                 raise InputError(
@@ -390,6 +403,7 @@ class Ledger:
                 submitted_at=row[19],
                 finished_at=row[20],
                 notes=tuple(json.loads(row[21])),
+                ran_s=row[22],
             )
             for row in rows
         ]

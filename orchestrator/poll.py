@@ -93,6 +93,17 @@ def next_poll_delay(
     return rng.uniform(0.75, 1.0) * gap
 
 
+def measured_run_time(started: float, last_not_done_at: float | None, seen_done_at: float) -> float:
+    """How long a job ran, for the schedule of later ones. Pure.
+
+    From its start to the last poll that found it not done: a little short of the truth (by at most
+    one gap, `poll_lag` of it), never long, so an expectation built on it cannot grow night after night.
+    A job done by its first poll only tells it took at most until then: that upper bound, which shrinks
+    with every night the job keeps being done early, so a job that got quicker is soon polled earlier.
+    """
+    return max(0.0, (last_not_done_at if last_not_done_at is not None else seen_done_at) - started)
+
+
 def quantile(ordered: list[float], share: float) -> float:
     """The `share` quantile of a sorted, non-empty list (nearest rank). Pure."""
     return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
@@ -104,7 +115,9 @@ class _Followed:
     api: JobApi
     give_up_at: float
     confirming: bool
+    measurable: bool  # accepted in this process and followed by its job id: its running time can be measured
     done: anyio.Event = field(default_factory=anyio.Event)
+    last_not_done_at: float | None = None  # the latest poll that found the job not done yet
 
 
 OnPoll = Callable[[TargetState], None]
@@ -125,6 +138,7 @@ class Poller:
         self._backoff = backoff
         self._lag = lag
         self._durations: list[float] = []  # of this run's succeeded jobs, sorted: what the fleet takes
+        self._started = clock.now()
         self._clock = clock
         self._rng = rng
         self._on_poll = on_poll
@@ -146,7 +160,8 @@ class Poller:
 
     async def follow(self, target: TargetState, api: JobApi, give_up_at: float) -> None:
         """Poll the target's job (or, without a job id, its store's list) until it ends or times out."""
-        followed = _Followed(target, api, give_up_at, confirming=not target.job_id)
+        accepted_here = target.accepted_at is not None and target.accepted_at >= self._started
+        followed = _Followed(target, api, give_up_at, confirming=not target.job_id, measurable=accepted_here)
         target.phase = Phase.CONFIRMING if followed.confirming else Phase.RUNNING
         self._push(self._next_poll_at(followed), followed)
         await followed.done.wait()
@@ -224,16 +239,20 @@ class Poller:
         return min(now + delay, followed.give_up_at)
 
     def _expected_at_least(self, target: TargetState) -> float | None:
+        """How long the job will run at least, as far as anything tells; None below the first poll's ceiling,
+        where the backoff is the better guide."""
         if target.expected_s is not None:
-            return EXPECTED_LEAD * target.expected_s
-        if len(self._durations) >= FLEET_SAMPLES:
-            return quantile(self._durations, FLEET_QUANTILE)
-        return None
+            at_least: float | None = EXPECTED_LEAD * target.expected_s
+        elif len(self._durations) >= FLEET_SAMPLES:
+            at_least = quantile(self._durations, FLEET_QUANTILE)
+        else:
+            at_least = None
+        return at_least if at_least is not None and at_least >= self._backoff.initial else None
 
     def _learn(self, target: TargetState) -> None:
-        """A succeeded job's running time: what the jobs with no past of their own can expect."""
-        if target.outcome is Outcome.SUCCEEDED and target.finished_at is not None:
-            bisect.insort(self._durations, max(0.0, target.finished_at - _job_started(target, target.finished_at)))
+        """A job's measured running time: what the jobs with no past of their own can expect."""
+        if target.outcome is Outcome.SUCCEEDED and target.ran_s is not None:
+            bisect.insort(self._durations, target.ran_s)
 
     async def _check(self, followed: _Followed) -> bool:
         """One look at the job; True once the target has its outcome."""
@@ -258,6 +277,8 @@ class Poller:
                 target.fail(TargetError(ErrorClass.JOB_FAILED, reason), self._clock.now())
                 return True
             if verdict is Verdict.WAIT:
+                if status.strip().upper() != "UNAVAILABLE":
+                    followed.last_not_done_at = self._clock.now()
                 return False
             followed.confirming = True
         target.phase = Phase.CONFIRMING
@@ -268,9 +289,13 @@ class Poller:
                 target.fail(error, self._clock.now())
                 return True
             return False
+        now = self._clock.now()
         if target.backup_name in names:
-            target.finish(Outcome.SUCCEEDED, self._clock.now())
+            if followed.measurable and target.job_id:
+                target.ran_s = measured_run_time(_job_started(target, now), followed.last_not_done_at, now)
+            target.finish(Outcome.SUCCEEDED, now)
             return True
+        followed.last_not_done_at = now  # said COMPLETED, but its backup is not there yet (11.4)
         if not target.job_id:  # no job to ask (its id was lost): the DR status may tell how it ended
             return await self._status_says_failed(followed)
         return False

@@ -56,6 +56,8 @@ class TargetState:
     # create (0.0: none), so a job started since can be told for ours (`api.dr_status_is_ours`).
     dr_mark: float | None = None
     expected_s: float | None = None  # how long this target's job ran in earlier runs (the ledger), if known
+    # How long its job ran, as this run measured it (`poll.measured_run_time`); None when it could not tell.
+    ran_s: float | None = None
 
     @property
     def store_key(self) -> tuple[str, str]:

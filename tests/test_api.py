@@ -381,6 +381,7 @@ def test_an_envelope_without_a_code_reads_cleanly_and_a_bare_error_value_is_stil
         (b'{"status": "error", "messages": ["Invalid token."], "code": 498}', A, "498 Invalid token."),
         (b'{"status": "ERROR", "messages": ["Busy", "try later"], "code": 503}', T, "503 Busy; try later"),
         (b'{"status": "error"}', P, "error"),
+        (b'{"status": "error", "messages": ["Token expired"], "code": "498"}', A, "498 Token expired"),
     ],
 )
 def test_the_classic_admin_error_is_an_error_not_a_job_status(
@@ -390,6 +391,13 @@ def test_the_classic_admin_error_is_an_error_not_a_job_status(
     with pytest.raises(TargetError) as caught:
         interpret(200, {}, body, NOW)
     assert caught.value.error_class is error_class and caught.value.message == message
+
+
+def test_a_classic_error_on_a_gateway_status_stays_transient_and_ambiguous() -> None:
+    """On a 502 the status line rules: the create it answered may have been carried out."""
+    with pytest.raises(TargetError) as caught:
+        interpret(502, {}, b'{"status": "error", "messages": ["upstream"], "code": 500}', NOW)
+    assert caught.value.transient and caught.value.ambiguous
 
 
 def test_a_job_that_ended_error_is_still_a_job() -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 from aiohttp import web
 
@@ -128,13 +129,14 @@ async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> N
         return response
 
     released = asyncio.Event()
-    settings: dict[str, Any] = {"retries": 0, "read_timeout": 0.3, "request_timeout": 20.0}
+    settings: dict[str, Any] = {"retries": 0, "read_timeout": 0.3, "request_timeout": 3600.0}
     async with _serving(stall) as url:
         try:
             async with client_for(url, SteppingClock(), **settings) as client:
                 client._token, client._token_expires = "t", client.context.clock.now() + 3600
                 client._token_deadline = client._token_expires
-                with pytest.raises(TargetError) as caught:
+                # A hang guard only: were the read timeout ignored, the hour-long request timeout would run.
+                with anyio.fail_after(60), pytest.raises(TargetError) as caught:
                     await client.detect_version()
         finally:
             released.set()  # the handler ends, so the server can stop
