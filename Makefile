@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint typecheck pytest soak simulate bench-simulator bench-ledger clean
+.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,20 @@ soak: $(STAMP)
 # A simulated fleet of 50 deployments on a random loopback port, with an inventory pointing at it.
 simulate: $(STAMP)
 	$(BIN)/orchestrator simulate --deployments 50 --profile flaky --write-inventory inventories/simulated.toml
+
+# The benchmark's extras (matplotlib, for the chart) on top of the test tools.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# The fleet benchmark, quick: 100 deployments; the orchestrator, a sequential loop and a thread pool
+# (a few minutes). Results, table and chart in benchmarks/results/fleet-quick.*.
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_fleet.py --scenario quick
+
+# All of it: 100, 1,000 and 10,000 deployments, and 1,000 with two stores (about half an hour).
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_fleet.py --scenario full
 
 bench-simulator: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
