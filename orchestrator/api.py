@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import anyio
@@ -95,6 +95,7 @@ def dr_status_message(status: Mapping[str, Any]) -> str:
 
 
 _DR: Final = "/admin/system/disasterrecovery"
+_FORM: Final = "application/x-www-form-urlencoded"
 
 
 @dataclass(slots=True)
@@ -297,8 +298,9 @@ class ArcGISClient:
         try:
             async with ctx.http.post(
                 self.deployment.url + path,
-                data={"f": "json", **form},
-                headers=headers,
+                # Encoded here: aiohttp's form machinery costs more CPU than the rest of a request.
+                data=urlencode({"f": "json", **form}).encode(),
+                headers={**headers, "Content-Type": _FORM},
                 ssl=ssl_option,
                 allow_redirects=False,
                 timeout=timeout,

@@ -10,9 +10,10 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -30,6 +31,8 @@ from orchestrator.simulator.config import (
     load_fleet_file,
 )
 from orchestrator.targets import Outcome
+
+T = TypeVar("T")
 
 EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
@@ -262,24 +265,30 @@ async def _simulate(args: argparse.Namespace, config: FleetConfig, password: str
     return EXIT_OK
 
 
+def _run_async(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """The event loop of every command: uvloop where installed (it halves the CPU a request costs the
+    loop, which is what bounds a 10,000-deployment run on a small box), asyncio's own otherwise."""
+    return anyio.run(function, *args, backend_options={"use_uvloop": find_spec("uvloop") is not None})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command in ("run", "plan"):
             settings, deployments, inventory = commands.prepare(_run_flags(args), args.settings)
             if args.command == "plan":
-                checks_passed = anyio.run(commands.plan, settings, deployments, args.check)
+                checks_passed = _run_async(commands.plan, settings, deployments, args.check)
                 return EXIT_OK if checks_passed else EXIT_SOME_FAILED
-            return exit_code(anyio.run(commands.run_and_report, settings, deployments, inventory))
+            return exit_code(_run_async(commands.run_and_report, settings, deployments, inventory))
         if args.command == "resume":
             settings, plan = commands.prepare_resume(args.run_id, _run_flags(args), args.settings)
-            return exit_code(anyio.run(_execute, settings, plan))
+            return exit_code(_run_async(_execute, settings, plan))
         if args.command == "retry":
             settings, retry_plan = commands.prepare_retry(args.run_id, _run_flags(args), args.settings, SystemClock())
             if retry_plan is None:
                 print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
                 return EXIT_OK
-            return exit_code(anyio.run(_execute, settings, retry_plan))
+            return exit_code(_run_async(_execute, settings, retry_plan))
         if args.command == "runs":
             commands.list_runs(_given(args, "ledger"), args.limit)
             return EXIT_OK
@@ -288,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
             return EXIT_OK
         if args.command == "demo":
-            result = anyio.run(commands.demo, args.deployments, args.profile, args.seed, args.report_dir, args.quiet)
+            result = _run_async(commands.demo, args.deployments, args.profile, args.seed, args.report_dir, args.quiet)
             code = exit_code(result)
             if code == EXIT_SOME_FAILED and args.profile != "none":
                 # The demo worked: its failures are the ones the fault profile injects on purpose.
@@ -313,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         try:
-            return anyio.run(_simulate, args, config, password)
+            return _run_async(_simulate, args, config, password)
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -172,10 +172,12 @@ class Poller:
         self._wake.set()
 
     def _push(self, at: float, followed: _Followed) -> None:
+        earliest = not self._due or at < self._due[0][0]
         self._sequence += 1
         heapq.heappush(self._due, (at, self._sequence, followed))
         self.peak_followed = max(self.peak_followed, self.followed)
-        self._wake.set()
+        if earliest:  # the loop sleeps until the earliest poll: only a new earliest one needs it awake
+            self._wake.set()
 
     async def run(self) -> None:
         async with anyio.create_task_group() as polls:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -28,6 +28,7 @@ from orchestrator.submit import Gate, WorkerContext, back_up_deployment
 from orchestrator.targets import Outcome, TargetState, run_timestamp
 
 Emit = Callable[[EventKind, TargetState | None, str], None]
+_COUNTED_FAILED: Final = frozenset({Outcome.FAILED, Outcome.TIMED_OUT})  # what --max-failures counts
 
 
 @dataclass(slots=True)
@@ -97,14 +98,18 @@ async def run_fleet(
     def emit(kind: EventKind, target: TargetState | None = None, detail: str = "") -> None:
         observer.on_event(Event(kind, clock.now(), target, detail))
 
+    # Counted as targets finish, not recounted each time: a recount per finish is quadratic in the fleet.
+    failed = sum(1 for t in targets if t.outcome in _COUNTED_FAILED)  # a resumed run's earlier failures
+
     def check_failure_budget() -> None:
-        failed = sum(1 for t in targets if t.outcome in (Outcome.FAILED, Outcome.TIMED_OUT))
         if gate.open and budget.exceeded(failed, len(targets)):
             gate.close(f"not submitted: the failure threshold ({settings.max_failures}) was reached")
             emit(EventKind.STOPPED_SUBMITTING, detail=gate.reason)
 
     def on_finished(target: TargetState) -> None:
+        nonlocal failed
         emit(EventKind.FINISHED, target)
+        failed += target.outcome in _COUNTED_FAILED
         check_failure_budget()
 
     def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
