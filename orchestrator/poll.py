@@ -260,6 +260,9 @@ class Poller:
         """One look at the job; True once the target has its outcome."""
         target = followed.target
         target.polls += 1
+        # Times are taken as a request is sent, not as its answer is read: a busy event loop may read
+        # an answer seconds late, and a running time measured from that would grow with the load.
+        asked_at = self._clock.now()
         if not followed.confirming:
             try:
                 body = await followed.api.job(target.job_id)
@@ -280,10 +283,11 @@ class Poller:
                 return True
             if verdict is Verdict.WAIT:
                 if status.strip().upper() != "UNAVAILABLE":
-                    followed.last_not_done_at = self._clock.now()
+                    followed.last_not_done_at = asked_at
                 return False
             followed.confirming = True
         target.phase = Phase.CONFIRMING
+        listed_at = self._clock.now()
         try:
             names = await followed.api.backup_names(target.store)
         except TargetError as error:
@@ -291,13 +295,12 @@ class Poller:
                 target.fail(error, self._clock.now())
                 return True
             return False
-        now = self._clock.now()
         if target.backup_name in names:
             if followed.measurable and target.job_id:
-                target.ran_s = measured_run_time(_job_started(target, now), followed.last_not_done_at, now)
-            target.finish(Outcome.SUCCEEDED, now)
+                target.ran_s = measured_run_time(_job_started(target, asked_at), followed.last_not_done_at, asked_at)
+            target.finish(Outcome.SUCCEEDED, self._clock.now())
             return True
-        followed.last_not_done_at = now  # said COMPLETED, but its backup is not there yet (11.4)
+        followed.last_not_done_at = listed_at  # said COMPLETED, but its backup is not there yet (11.4)
         if not target.job_id:  # no job to ask (its id was lost): the DR status may tell how it ended
             return await self._status_says_failed(followed)
         return False

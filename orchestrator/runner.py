@@ -150,6 +150,7 @@ async def run_fleet(
                 on_submitted=lambda target: emit(EventKind.SUBMITTED, target, ""),
                 on_finished=on_finished,
                 before_create=ledger.intend_create if ledger is not None else _nothing_to_record,
+                start_limiter=anyio.CapacityLimiter(settings.concurrency),
             )
             async with anyio.create_task_group() as recording:
                 if ledger is not None:
@@ -162,8 +163,7 @@ async def run_fleet(
                             left = started_at + settings.deadline - clock.now()  # a resumed run keeps its deadline
                             watchers.start_soon(_watch_deadline, settings.deadline, left, gate, clock, emit)
                         async with anyio.create_task_group() as workers:
-                            for _, group in groupby(targets, key=lambda t: t.deployment.name):
-                                group_targets = list(group)
+                            for group_targets in longest_first(targets):
                                 client = ArcGISClient(group_targets[0].deployment, context)
                                 clients.append(client)
                                 workers.start_soon(back_up_deployment, group_targets, client, worker_context)
@@ -178,6 +178,22 @@ async def run_fleet(
     result.requests = sum(client.requests for client in clients)
     emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
     return result
+
+
+def longest_first(targets: list[TargetState]) -> list[list[TargetState]]:
+    """The targets by deployment, the deployments whose jobs are expected to take longest first. Pure.
+
+    Started first, the longest jobs end no later than the run's shortest possible end (longest
+    processing time first); a deployment with no past to go by comes before the known ones, as it may
+    be the longest; otherwise the inventory's order is kept.
+    """
+    groups = [list(group) for _, group in groupby(targets, key=lambda t: t.deployment.name)]
+
+    def expected(group: list[TargetState]) -> float:
+        durations = [t.expected_s for t in group if not t.finished]
+        return math.inf if any(d is None for d in durations) else sum(d for d in durations if d is not None)
+
+    return sorted(groups, key=expected, reverse=True)
 
 
 async def _watch_stop(

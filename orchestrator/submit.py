@@ -10,9 +10,10 @@ one was ours.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import anyio
@@ -92,6 +93,9 @@ class WorkerContext:
     before_create: Callable[[TargetState], Awaitable[None]]
     on_submitted: Callable[[TargetState], None]
     on_finished: Callable[[TargetState], None]
+    # Deployments signing in at once. Without it, 10,000 deployments would each send their first
+    # request, then each their second...: every create would wait for the whole fleet to sign in.
+    start_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(math.inf))
 
 
 async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx: WorkerContext) -> None:
@@ -111,11 +115,12 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
     for target in targets:
         target.phase = Phase.SIGNING_IN
     try:
-        await api.token()
-        await api.detect_version()
-        for target in targets:
-            if target.store == DEFAULT_STORE:
-                target.store = await api.default_store()
+        async with ctx.start_limiter:
+            await api.token()
+            await api.detect_version()
+            for target in targets:
+                if target.store == DEFAULT_STORE:
+                    target.store = await api.default_store()
     except TargetError as error:
         for target in targets:
             if _maybe_on_server(target):  # its backup may exist or be running: unknown, not failed

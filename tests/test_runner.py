@@ -20,14 +20,14 @@ from orchestrator.events import Event, EventKind, Observer
 from orchestrator.inventory import Deployment, load_inventory
 from orchestrator.progress import LogObserver
 from orchestrator.report import write_reports
-from orchestrator.runner import RunControl, RunResult, run_fleet
+from orchestrator.runner import RunControl, RunResult, longest_first, run_fleet
 from orchestrator.settings import load_settings
 from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
 from orchestrator.simulator.model import Backup
-from orchestrator.targets import Outcome, build_targets
-from tests.conftest import PASSWORD
+from orchestrator.targets import Outcome, TargetState, build_targets
+from tests.conftest import PASSWORD, make_deployment
 
 pytestmark = pytest.mark.anyio
 
@@ -318,3 +318,29 @@ async def test_a_deadline_after_everything_was_submitted_is_not_an_abort(tmp_pat
         result = await run(deployments, tmp_path, deadline=0.2)
     assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] * 2
     assert result.stopped_reason == ""
+
+
+async def test_deployments_sign_in_a_few_at_a_time_so_creates_flow_from_the_start(tmp_path: Path) -> None:
+    """Two requests in flight for 30 deployments: each deployment gets through sign-in to its create before
+    most others start, instead of every deployment signing in before any backup is created."""
+    async with simulated(tmp_path, count=30, versions={"11.3": 1}) as (fleet, deployments):
+        result = await run(deployments, tmp_path, concurrency=2)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets)
+    order = [r.endpoint for r in fleet.requests]
+    first_create, last_sign_in = order.index("create"), len(order) - 1 - order[::-1].index("token")
+    assert first_create < len(order) // 4 < last_sign_in, (first_create, last_sign_in, len(order))
+
+
+def test_the_deployments_expected_to_take_longest_start_first() -> None:
+    """Longest processing time first; a deployment with no past may be the longest, so it comes first;
+    equal ones keep the inventory's order."""
+    deployments = {name: make_deployment(name) for name in ("quick", "slow", "new", "twin-a", "twin-b")}
+    expected = {"quick": [60.0], "slow": [3000.0], "new": [None], "twin-a": [600.0], "twin-b": [300.0, 300.0]}
+    targets = []
+    for name, durations in expected.items():
+        for store, seconds in zip(("default", "offsite"), durations, strict=False):
+            target = TargetState(len(targets), deployments[name], store, f"b-{name}-{store}", None)
+            target.expected_s = seconds
+            targets.append(target)
+    order = [group[0].deployment.name for group in longest_first(targets)]
+    assert order == ["new", "slow", "twin-a", "twin-b", "quick"]
