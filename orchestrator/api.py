@@ -24,7 +24,7 @@ import anyio
 from orchestrator.backoff import Backoff, parse_retry_after, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.guard import CircuitBreaker, Pacer
+from orchestrator.guard import CircuitBreaker, Pacer, RequestSlots
 from orchestrator.inventory import Deployment
 from orchestrator.redact import remember_token
 from orchestrator.settings import RunSettings
@@ -106,7 +106,7 @@ class ApiContext:
     settings: RunSettings
     clock: Clock
     rng: random.Random
-    request_limiter: anyio.CapacityLimiter
+    request_limiter: RequestSlots
     on_retry: OnRetry | None = None
 
 
@@ -131,7 +131,7 @@ async def open_api_context(
     """One HTTP session for a whole run, with the run's cap on requests in flight."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as http:
-        yield ApiContext(http, settings, clock, rng, anyio.CapacityLimiter(settings.concurrency), on_retry)
+        yield ApiContext(http, settings, clock, rng, RequestSlots(settings.concurrency), on_retry)
 
 
 def _refused(error: TargetError) -> TargetError:
@@ -262,7 +262,9 @@ class ArcGISClient:
         return bool(parts) and parts < (10, 9, 1)
 
     # -- transport --
-    async def _send(self, path: str, form: Mapping[str, str], token: str | None) -> dict[str, Any]:
+    async def _send(
+        self, path: str, form: Mapping[str, str], token: str | None, *, urgent: bool = False
+    ) -> dict[str, Any]:
         settings, ctx = self.context.settings, self.context
         open_for = self._breaker.open_for(ctx.clock.now())
         if open_for > 0:
@@ -275,7 +277,7 @@ class ArcGISClient:
         wait = self._pacer.wait(ctx.clock.now())
         if wait > 0:
             await ctx.clock.sleep(wait)  # throttled by this deployment: no request slot is held meanwhile
-        async with ctx.request_limiter:
+        async with ctx.request_limiter.slot(urgent=urgent):
             if token is not None:
                 # The newest token (another request may have renewed it while this one queued); if it
                 # expired in the queue, renewed here, in this same slot, so a token bought is always used.
@@ -334,8 +336,11 @@ class ArcGISClient:
             reason = type(exc).__name__
             raise TargetError(ErrorClass.TRANSIENT, f"connection lost ({reason})", ambiguous=True) from None
 
-    async def call(self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True) -> dict[str, Any]:
-        """One admin request, signed; renews the token once on 498/499; retries transient errors."""
+    async def call(
+        self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True, urgent: bool = False
+    ) -> dict[str, Any]:
+        """One admin request, signed; renews the token once on 498/499; retries transient errors.
+        `urgent`: following a job, served before the fan-out's requests (see `RequestSlots`)."""
         renewed = False
 
         sent_with = ""
@@ -345,7 +350,7 @@ class ArcGISClient:
             # Renewed a margin before it expires; if it expires anyway while queued for a slot, it is
             # renewed once more within that slot and used at once: never a loop of sign-ins.
             sent_with = await self.token()
-            return await self._send(path, form or {}, sent_with)
+            return await self._send(path, form or {}, sent_with, urgent=urgent)
 
         async def signed() -> dict[str, Any]:
             nonlocal renewed
@@ -479,7 +484,7 @@ class ArcGISClient:
     async def job(self, job_id: str) -> dict[str, Any]:
         if self.legacy:
             return await self._legacy_job()
-        return await self.call(f"/admin/jobs/{quote(job_id, safe='')}", retry=False)
+        return await self.call(f"/admin/jobs/{quote(job_id, safe='')}", retry=False, urgent=True)
 
     async def _legacy_job(self) -> dict[str, Any]:
         """10.9 has no jobs resource: its DR status, which describes the last DR job, stands in for it.
@@ -499,9 +504,9 @@ class ArcGISClient:
 
     async def backup_names(self, store: str) -> set[str]:
         if self.legacy:
-            body = await self.call(f"{_DR}/backuprestore/backups", {"storeName": store})
+            body = await self.call(f"{_DR}/backuprestore/backups", {"storeName": store}, urgent=True)
         else:
-            body = await self.call(f"{_DR}/stores/{quote(store, safe='')}/backups")
+            body = await self.call(f"{_DR}/stores/{quote(store, safe='')}/backups", urgent=True)
         backups = body.get("backups")
         if not isinstance(backups, list):
             raise TargetError(ErrorClass.PERMANENT, "backups answer without a backups list")
@@ -515,5 +520,5 @@ class ArcGISClient:
 
     async def dr_status(self) -> dict[str, Any]:
         path = f"{_DR}/backuprestore/status" if self.legacy else f"{_DR}/status"
-        status = (await self.call(path)).get("status")
+        status = (await self.call(path, urgent=True)).get("status")
         return status if isinstance(status, dict) else {}

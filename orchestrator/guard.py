@@ -5,12 +5,19 @@
   for `cooldown` seconds; then one request may try again (half-open), and one answer closes it.
 - `Pacer`: the spacing between requests to one deployment. It doubles (and honours Retry-After) when
   the deployment says 429 or 503, and halves with every plain answer, down to none at all.
+
+And fleet-wide, `RequestSlots`: the run's cap on requests in flight, where following a job goes first.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
+
+import anyio
 
 from orchestrator.backoff import MAX_RETRY_AFTER
 
@@ -60,3 +67,52 @@ class Pacer:
     def answered(self) -> None:
         half = self.gap / 2
         self.gap = half if half >= MIN_GAP_S else 0.0
+
+
+class RequestSlots:
+    """At most `total` requests in flight, fleet-wide; waiters served first come, first served, except
+    that urgent ones (following a job: polls, backups lists) go before the rest.
+
+    Why: at fleet scale the request queue is thousands deep with sign-ins and creates; a poll behind
+    them sees its job's end seconds late. The fan-out's requests are many and each waits a little longer
+    instead, which costs the run almost nothing.
+    """
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._urgent: deque[anyio.Event] = deque()
+        self._normal: deque[anyio.Event] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._urgent) + len(self._normal)
+
+    @asynccontextmanager
+    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+            await anyio.lowlevel.checkpoint()
+        else:
+            handed = anyio.Event()
+            queue = self._urgent if urgent else self._normal
+            queue.append(handed)
+            try:
+                await handed.wait()
+            except BaseException:
+                if handed.is_set():  # a slot was handed over as this waiter was cancelled: pass it on
+                    self._release()
+                else:
+                    queue.remove(handed)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Hand the slot straight to the next waiter (urgent first), or put it back."""
+        for queue in (self._urgent, self._normal):
+            if queue:
+                queue.popleft().set()
+                return
+        self._free += 1

@@ -878,9 +878,9 @@ async def test_a_token_going_stale_while_queued_is_renewed_before_sending(start_
             answers.append(await client.call("/admin"))
 
         limiter = client.context.request_limiter
-        async with anyio.create_task_group() as tg, limiter:  # this task holds the only request slot
+        async with anyio.create_task_group() as tg, limiter.slot():  # this task holds the only request slot
             tg.start_soon(queued_call)
-            await until(lambda: limiter.statistics().tasks_waiting == 1)  # the call has its token, and waits
+            await until(lambda: limiter.waiting == 1)  # the call has its token, and waits
             clock.advance(31)  # past the token's renewal time, and past its expiry at the server
     assert answers and answers[0]["fullVersion"] == "11.3.0"
     assert records(fleet) == [("token", 200, 0), ("token", 200, 0), ("root", 200, 0)]

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from aiohttp import web
 
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer
+from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer, RequestSlots
 from tests.test_api import Handler, SteppingClock, client_for
 
 
@@ -158,3 +159,38 @@ async def _serving(handler: Handler) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/ctx"
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.anyio
+async def test_request_slots_serve_following_jobs_first_then_first_come_first_served() -> None:
+    """One slot, held: a poll that queued after two creates still goes first; the creates keep their order."""
+    slots, served = RequestSlots(1), []
+
+    async def request(name: str, urgent: bool) -> None:
+        async with slots.slot(urgent=urgent):
+            served.append(name)
+
+    async with anyio.create_task_group() as tg, slots.slot():
+        for queued, (name, urgent) in enumerate((("create-a", False), ("create-b", False), ("poll", True)), 1):
+            tg.start_soon(request, name, urgent)
+            await until_waiting(slots, queued)
+    assert served == ["poll", "create-a", "create-b"]
+    assert slots.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_in_the_queue_neither_loses_nor_leaks_a_slot() -> None:
+    slots = RequestSlots(1)
+    with anyio.move_on_after(0.05):
+        async with slots.slot(), slots.slot():  # the second waits for the slot the first holds: cancelled
+            pass
+    assert slots.waiting == 0
+    with anyio.fail_after(5):
+        async with slots.slot():  # the slot came back
+            pass
+
+
+async def until_waiting(slots: RequestSlots, count: int) -> None:
+    with anyio.fail_after(5):
+        while slots.waiting < count:
+            await anyio.lowlevel.checkpoint()

@@ -335,8 +335,14 @@ def test_the_deployments_expected_to_take_longest_start_first() -> None:
     """Longest processing time first; a deployment with no past may be the longest, so it comes first;
     equal ones keep the inventory's order."""
     deployments = {name: make_deployment(name) for name in ("quick", "slow", "new", "twin-a", "twin-b")}
-    expected = {"quick": [60.0], "slow": [3000.0], "new": [None], "twin-a": [600.0], "twin-b": [300.0, 300.0]}
-    targets = []
+    expected: dict[str, list[float | None]] = {
+        "quick": [60.0],
+        "slow": [3000.0],
+        "new": [None],
+        "twin-a": [600.0],
+        "twin-b": [300.0, 300.0],
+    }
+    targets: list[TargetState] = []
     for name, durations in expected.items():
         for store, seconds in zip(("default", "offsite"), durations, strict=False):
             target = TargetState(len(targets), deployments[name], store, f"b-{name}-{store}", None)
