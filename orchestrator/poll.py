@@ -134,9 +134,13 @@ class Poller:
         rng: random.Random,
         on_poll: OnPoll | None = None,
         lag: float = 0.08,
+        max_in_flight: float = math.inf,
     ) -> None:
         self._backoff = backoff
         self._lag = lag
+        # Polls under way at once. More would only queue for a request slot, each a task with its
+        # stack: at 10,000 jobs coming due together, tens of MB. The rest wait in the heap, as entries.
+        self._max_in_flight = max_in_flight
         self._durations: list[float] = []  # of this run's succeeded jobs, sorted: what the fleet takes
         self._started = clock.now()
         self._clock = clock
@@ -186,11 +190,12 @@ class Poller:
                 if self._closed and not self._due and not self._in_flight:
                     return
                 now = self._clock.now()
-                while self._due and self._due[0][0] <= now:
+                while self._due and self._due[0][0] <= now and self._in_flight < self._max_in_flight:
                     _, _, followed = heapq.heappop(self._due)
                     self._in_flight += 1
                     polls.start_soon(self._poll, followed)
-                delay = self._due[0][0] - now if self._due else None
+                saturated = self._in_flight >= self._max_in_flight  # a finishing poll wakes the loop
+                delay = self._due[0][0] - now if self._due and not saturated else None
                 await self._sleep_or_wake(delay)
 
     async def _sleep_or_wake(self, delay: float | None) -> None:
@@ -216,6 +221,8 @@ class Poller:
             finished = await self._check(followed)
         finally:
             self._in_flight -= 1
+            if self._in_flight == self._max_in_flight - 1:
+                self._wake.set()  # the loop may be waiting for a free poll to start the due ones
         if self._on_poll is not None:
             self._on_poll(target)
         if finished:

@@ -130,6 +130,7 @@ async def run_fleet(
                 rng=rng,
                 on_poll=lambda target: emit(EventKind.POLLED, target, target.server_status),
                 lag=settings.poll_lag,
+                max_in_flight=2 * settings.concurrency,
             )
             worker_context = WorkerContext(
                 poller=poller,

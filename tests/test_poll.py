@@ -485,3 +485,36 @@ async def test_a_job_accepted_before_the_poller_started_is_not_measured() -> Non
                     clock.advance(max(due - clock.now(), 0.0))
         poller.close()
     assert target.outcome is Outcome.SUCCEEDED and target.ran_s is None
+
+
+async def test_at_most_max_in_flight_polls_are_under_way_and_the_rest_wait_their_turn() -> None:
+    """Twelve jobs due at once, two polls at a time: never a third under way, and every job still ends."""
+    clock = ManualClock(start=0.0)
+
+    class SlowAnswers(FakeDeployment):
+        in_flight = peak = 0
+
+        async def job(self, job_id: str) -> dict[str, Any]:
+            SlowAnswers.in_flight += 1
+            SlowAnswers.peak = max(SlowAnswers.peak, SlowAnswers.in_flight)
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+            SlowAnswers.in_flight -= 1
+            return await super().job(job_id)
+
+    jobs = {f"j{n}": FakeJob(reports_completed_at=0.0, backup_at=0.0) for n in range(12)}
+    api = SlowAnswers(clock, jobs)
+    poller = Poller(backoff=BACKOFF, clock=clock, rng=random.Random(2), max_in_flight=2)
+    targets = [TargetState(n, make_deployment(), "default", f"backup-{j}", None, job_id=j) for n, j in enumerate(jobs)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+        async with anyio.create_task_group() as follows:
+            for target in targets:
+                follows.start_soon(poller.follow, target, api, 100.0)
+            with anyio.fail_after(10):
+                while not all(t.finished for t in targets):
+                    await _let_tasks_run()
+                    clock.advance(10.0)  # every first poll (within poll_initial, 5 s) comes due at once
+        poller.close()
+    assert all(t.outcome is Outcome.SUCCEEDED for t in targets)
+    assert SlowAnswers.peak == 2
