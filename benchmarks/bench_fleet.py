@@ -74,7 +74,7 @@ def scenario_runs(
     scenario: str, seed: int, scale: float, names: Sequence[str], sequential_cap: float | None, pool_cap: float | None
 ) -> list[FleetRun]:
     """quick: 100 deployments, the sequential loop capped at 60 s. full: 100, 1,000 and 10,000 deployments
-    and 1,000 with two stores, the sequential loop capped at 120 s, the pool at 300 s from 1,000 up.
+    and 1,000 with two stores, the sequential loop capped at 90 s, the pool at 180 s from 1,000 up.
     An explicit cap (`--sequential-cap`, `--pool-cap`) wins; 0 means none."""
 
     def contenders_for(
@@ -91,7 +91,7 @@ def scenario_runs(
     if scenario == "full":
         fleets = [(100, 1), (1_000, 1), (10_000, 1), (1_000, 2)]
         return [
-            FleetRun(FleetSpec(n, k, seed, scale), contenders_for(n, 120.0, 300.0 if n >= 1_000 else None))
+            FleetRun(FleetSpec(n, k, seed, scale), contenders_for(n, 90.0, 180.0 if n >= 1_000 else None))
             for n, k in fleets
         ]
     raise ValueError(f"unknown scenario {scenario!r}")

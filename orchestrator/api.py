@@ -113,8 +113,18 @@ class ApiContext:
 OnRetry = Callable[[Deployment, TargetError, float], None]
 
 
+@cache
+def _is_legacy(version: str) -> bool:
+    """Whether a version is 10.9 (before 10.9.1). Pure; asked at every request, so remembered."""
+    parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+    return bool(parts) and parts < (10, 9, 1)
+
+
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     """The whole body, however many pieces it arrives in; a body over the cap is refused, not kept."""
+    declared = response.content_length
+    if declared is not None and declared <= MAX_BODY_BYTES:
+        return await response.read()  # the usual small answer, in one piece (a longer body is cut at the length)
     chunks, size = [], 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
@@ -258,8 +268,7 @@ class ArcGISClient:
     @property
     def legacy(self) -> bool:
         """10.9 has only the `backuprestore` paths."""
-        parts = tuple(int(p) for p in self.version.split(".")[:3] if p.isdigit())
-        return bool(parts) and parts < (10, 9, 1)
+        return _is_legacy(self.version)
 
     # -- transport --
     async def _send(
@@ -385,6 +394,9 @@ class ArcGISClient:
 
     async def token(self) -> str:
         """The cached token, renewed a margin before it expires."""
+        token = self._fresh_token()
+        if token is not None:  # the common case, without the lock's own cost
+            return token
         async with self._token_lock:
             token = self._fresh_token()
             if token is None:
