@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import aiohttp
+from fleetbench.processes import process_cpu_s
 
 PASSWORD_ENV: Final = "BENCH_SIMULATOR_PASSWORD"
 PASSCODE: Final = "bench-passcode-0001"
@@ -124,15 +125,6 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process from /proc (Linux), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the load --
