@@ -242,7 +242,7 @@ class Poller:
     def _next_poll_at(self, followed: _Followed) -> float:
         """When to poll this job next, but never after the moment we would give up."""
         target, now = followed.target, self._clock.now()
-        started = _job_started(target, now)
+        started = target.job_started_at(now)
         not_before = self._expected_at_least(target)
         delay = next_poll_delay(now - started, target.polls, not_before, self._backoff, self._lag, self._rng)
         return min(now + delay, followed.give_up_at)
@@ -304,7 +304,7 @@ class Poller:
             return False
         if target.backup_name in names:
             if followed.measurable and target.job_id:
-                target.ran_s = measured_run_time(_job_started(target, asked_at), followed.last_not_done_at, asked_at)
+                target.ran_s = measured_run_time(target.job_started_at(asked_at), followed.last_not_done_at, asked_at)
             target.finish(Outcome.SUCCEEDED, self._clock.now())
             return True
         followed.last_not_done_at = listed_at  # said COMPLETED, but its backup is not there yet (11.4)
@@ -337,13 +337,6 @@ class Poller:
             target.notes.append("its backup was found in the store's list when the job timeout came")
             target.finish(Outcome.SUCCEEDED, self._clock.now())
         return listed
-
-
-def _job_started(target: TargetState, otherwise: float) -> float:
-    """When the job began running: the server's acceptance, or the first create attempt."""
-    if target.accepted_at is not None:
-        return target.accepted_at
-    return target.submitted_at if target.submitted_at is not None else otherwise
 
 
 def _timed_out(followed: _Followed, clock: Clock) -> TargetError:

@@ -146,7 +146,7 @@ async def _back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerCon
     if target.job_id:  # submitted by the run this one resumes: follow it, within the same job timeout
         await ctx.running_limiter.acquire()
         submitted = Submitted(target.job_id)
-        accepted_at = target.accepted_at or target.submitted_at or now
+        accepted_at = target.job_started_at(now)
         # Resumed after the timeout passed (the morning after a reboot): still look long enough to see it end.
         give_up_at = max(accepted_at + ctx.job_timeout, now + RESUME_LOOK_S)
     else:

@@ -59,6 +59,12 @@ class TargetState:
     # How long its job ran, as this run measured it (`poll.measured_run_time`); None when it could not tell.
     ran_s: float | None = None
 
+    def job_started_at(self, otherwise: float) -> float:
+        """When its job began running: the server's acceptance, or else the first create attempt."""
+        if self.accepted_at is not None:
+            return self.accepted_at
+        return self.submitted_at if self.submitted_at is not None else otherwise
+
     @property
     def store_key(self) -> tuple[str, str]:
         """Which target of the inventory this is, across runs: a default store is matched as "the default"."""
