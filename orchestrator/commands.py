@@ -34,7 +34,7 @@ from orchestrator.report import (
 )
 from orchestrator.runner import RunControl, RunResult, new_run_id, run_fleet, settle_unfinished
 from orchestrator.settings import RunSettings, load_settings
-from orchestrator.targets import Outcome, Phase, TargetState, build_targets
+from orchestrator.targets import Outcome, Phase, TargetState, build_targets, store_key
 
 
 def prepare(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, list[Deployment], str]:
@@ -167,7 +167,7 @@ def changes_from_ledger(
     for run in earlier:  # newest first: the first outcome seen for a target is its latest
         for r in ledger.targets(run.run_id):
             duration = round(r.finished_at - r.submitted_at, 3) if r.finished_at and r.submitted_at else None
-            past.setdefault((r.deployment, "" if r.default_store else r.store), PastOutcome(r.outcome, duration))
+            past.setdefault(store_key(r.deployment, r.store, r.default_store), PastOutcome(r.outcome, duration))
     return changes_since(earlier[0].run_id, past, targets)
 
 
@@ -177,12 +177,10 @@ def expected_durations(ledger: Ledger, inventory_key: str, before: float) -> dic
     measured count (`poll.measured_run_time`), never "accepted to seen ended", which would feed on itself."""
     seen: dict[tuple[str, str], list[float]] = {}
     for run in ledger.finished_runs(inventory_key, before=before, limit=PAST_RUNS_COMPARED):  # newest first
-        for r in ledger.targets(run.run_id):
-            if r.outcome != Outcome.SUCCEEDED.value or r.ran_s is None:
-                continue
-            durations = seen.setdefault((r.deployment, "" if r.default_store else r.store), [])
+        for key, ran_s in ledger.measured_run_times(run.run_id):
+            durations = seen.setdefault(key, [])
             if len(durations) < EXPECTED_FROM:
-                durations.append(r.ran_s)
+                durations.append(ran_s)
     return {key: statistics.median(durations) for key, durations in seen.items()}
 
 

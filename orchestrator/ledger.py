@@ -29,7 +29,7 @@ import anyio
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
 from orchestrator.redact import redact, redact_each
-from orchestrator.targets import TargetState
+from orchestrator.targets import TargetState, store_key
 
 APP_DIR: Final = "arcgis-fleet-backup"
 SCHEMA_VERSION: Final = 2  # raised with every change of the tables below (see _MIGRATIONS)
@@ -366,6 +366,16 @@ class Ledger:
         if row is None:
             raise InputError([f"ledger {self.path}: no unfinished run to resume; see `orchestrator runs`"])
         return self._run_record(row)
+
+    def measured_run_times(self, run_id: str) -> list[tuple[tuple[str, str], float]]:
+        """(store_key, ran_s) of the run's succeeded targets whose running time was measured: read at every
+        run's start, so only those columns, not whole target records."""
+        rows = self._db.execute(
+            "SELECT deployment, store, default_store, ran_s FROM targets "
+            "WHERE run_id = ? AND outcome = 'succeeded' AND ran_s IS NOT NULL ORDER BY idx",
+            (run_id,),
+        ).fetchall()
+        return [(store_key(deployment, store, bool(default)), ran_s) for deployment, store, default, ran_s in rows]
 
     def finished_runs(self, inventory: str, before: float, limit: int) -> list[RunRecord]:
         """Finished runs over the same inventory that started before `before`, newest first."""

@@ -32,6 +32,12 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+def store_key(deployment: str, store: str, default_store: bool) -> tuple[str, str]:
+    """Which target of the inventory this is, across runs: a default store is matched as "the default",
+    whatever it resolved to. Pure."""
+    return (deployment, "" if default_store else store)
+
+
 @dataclass(slots=True)
 class TargetState:
     """One row of the report, filled in as the run goes."""
@@ -67,8 +73,7 @@ class TargetState:
 
     @property
     def store_key(self) -> tuple[str, str]:
-        """Which target of the inventory this is, across runs: a default store is matched as "the default"."""
-        return (self.deployment.name, "" if self.default_store else self.store)
+        return store_key(self.deployment.name, self.store, self.default_store)
 
     submitted_at: float | None = None
     finished_at: float | None = None
