@@ -39,9 +39,9 @@ from typing import Any, Final
 from orchestrator.clock import SystemClock
 from orchestrator.inventory import load_inventory
 from orchestrator.ledger import Ledger, LedgerWriter
-from orchestrator.runner import RunResult, run_fleet
+from orchestrator.model import Outcome, RunResult, build_targets
+from orchestrator.runner import run_fleet
 from orchestrator.settings import load_settings
-from orchestrator.targets import Outcome, build_targets
 
 PASSWORD_ENV: Final = "BENCH_LEDGER_PASSWORD"
 LISTENING: Final = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")

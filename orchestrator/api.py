@@ -25,7 +25,7 @@ from orchestrator.backoff import Backoff, parse_retry_after, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.guard import CircuitBreaker, Pacer, RequestSlots
-from orchestrator.inventory import Deployment
+from orchestrator.model import Deployment
 from orchestrator.redact import remember_token
 from orchestrator.settings import RunSettings
 

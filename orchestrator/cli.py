@@ -20,8 +20,8 @@ import anyio
 from orchestrator import commands
 from orchestrator.clock import SystemClock
 from orchestrator.errors import InputError
+from orchestrator.model import Outcome, RunResult
 from orchestrator.redact import redact
-from orchestrator.runner import RunResult
 from orchestrator.settings import RunSettings
 from orchestrator.simulator.config import (
     PROFILES,
@@ -30,7 +30,6 @@ from orchestrator.simulator.config import (
     fleet_from_mapping,
     load_fleet_file,
 )
-from orchestrator.targets import Outcome
 
 T = TypeVar("T")
 

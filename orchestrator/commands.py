@@ -20,21 +20,30 @@ from orchestrator.api import ArcGISClient, dr_job_running, open_api_context
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, TargetError
 from orchestrator.events import Observer, Observers
-from orchestrator.inventory import Deployment, load_inventory, select
+from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, LedgerWriter, TargetRecord, default_ledger_path
+from orchestrator.model import (
+    Deployment,
+    Outcome,
+    Phase,
+    RunResult,
+    TargetState,
+    build_targets,
+    iso,
+    new_run_id,
+    store_key,
+)
 from orchestrator.progress import LiveProgress, LogObserver
 from orchestrator.report import (
     PastOutcome,
     changes_since,
     check_report_dir,
-    iso,
     report_document,
     summary_table,
     write_reports,
 )
-from orchestrator.runner import RunControl, RunResult, new_run_id, run_fleet, settle_unfinished
+from orchestrator.runner import RunControl, run_fleet, settle_unfinished
 from orchestrator.settings import RunSettings, load_settings
-from orchestrator.targets import Outcome, Phase, TargetState, build_targets, store_key
 
 
 def prepare(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, list[Deployment], str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from orchestrator.targets import TargetState
+from orchestrator.model import TargetState
 
 
 class EventKind(StrEnum):

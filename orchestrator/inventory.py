@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from orchestrator.errors import InputError
+from orchestrator.model import Deployment
 from orchestrator.redact import remember
 
 MIN_PASSCODE_LENGTH: Final = 8
@@ -45,23 +46,6 @@ FIELDS: Final = (
 _LIST_FIELDS: Final = frozenset({"tags", "stores"})
 _LITERAL_SECRETS: Final = {"password": "password", "passcode": "passcode", "token": "password", "secret": "password"}
 _NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    """One ArcGIS Enterprise deployment to back up, with its secrets resolved (and kept as SecretStr)."""
-
-    name: str
-    url: str  # root including the web context, no trailing slash
-    tags: tuple[str, ...]
-    stores: tuple[str, ...]  # empty: the deployment's default store, asked of the server
-    username: str
-    password: SecretStr = field(repr=False)
-    passcode: SecretStr = field(repr=False)
-    retention_days: float | None
-    ca_bundle: Path | None
-    verify_tls: bool
-    source: str  # file:line, for messages
 
 
 @dataclass(frozen=True, slots=True)

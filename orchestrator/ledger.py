@@ -28,8 +28,8 @@ import anyio
 
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
+from orchestrator.model import TargetState, store_key
 from orchestrator.redact import redact, redact_each
-from orchestrator.targets import TargetState, store_key
 
 APP_DIR: Final = "arcgis-fleet-backup"
 SCHEMA_VERSION: Final = 2  # raised with every change of the tables below (see _MIGRATIONS)

@@ -30,7 +30,7 @@ from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.failpoints import failpoint
-from orchestrator.targets import Outcome, Phase, TargetState
+from orchestrator.model import Outcome, Phase, TargetState
 
 FAILED_STATUSES: Final = frozenset({"FAILED", "CANCELLED", "TIMED OUT", "TIME OUT", "TIMEDOUT", "ERROR"})
 

@@ -13,9 +13,8 @@ from rich.table import Table
 
 from orchestrator.clock import Clock
 from orchestrator.events import Event, EventKind
+from orchestrator.model import Outcome, Phase, TargetState, iso
 from orchestrator.redact import redact
-from orchestrator.report import iso
-from orchestrator.targets import Outcome, Phase, TargetState
 
 _QUIET_KINDS = frozenset({EventKind.POLLED})
 

@@ -12,16 +12,14 @@ import json
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from tabulate import tabulate
 
 from orchestrator.errors import InputError
+from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
-from orchestrator.runner import RunResult
-from orchestrator.targets import Outcome, TargetState
 
 COLUMNS: Final = (
     "deployment",
@@ -43,12 +41,6 @@ COLUMNS: Final = (
 )
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 SLOWEST: Final = 5
-
-
-def iso(epoch: float | None) -> str:
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def row(target: TargetState) -> dict[str, Any]:

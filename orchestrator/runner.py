@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import groupby
-from typing import Any, Final
+from typing import Final
 
 import anyio
 
@@ -20,12 +20,11 @@ from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import TargetError
 from orchestrator.events import Event, EventKind, Observer, Observers
-from orchestrator.inventory import Deployment
 from orchestrator.ledger import LedgerWriter
+from orchestrator.model import Deployment, Outcome, RunResult, TargetState, run_timestamp
 from orchestrator.poll import Poller
 from orchestrator.settings import RunSettings
 from orchestrator.submit import Gate, WorkerContext, back_up_deployment
-from orchestrator.targets import Outcome, TargetState, run_timestamp
 
 Emit = Callable[[EventKind, TargetState | None, str], None]
 _COUNTED_FAILED: Final = frozenset({Outcome.FAILED, Outcome.TIMED_OUT})  # what --max-failures counts
@@ -49,26 +48,6 @@ class RunControl:
         self.stop()
         if self._scope is not None:
             self._scope.cancel()
-
-
-@dataclass(slots=True)
-class RunResult:
-    run_id: str
-    started_at: float
-    finished_at: float
-    targets: list[TargetState]
-    settings: RunSettings
-    inventory: str
-    stopped_reason: str = ""  # why submitting stopped early (failure threshold, deadline, interrupt)
-    requests: int = 0
-    peak_jobs_followed: int = 0
-    kind: str = "run"  # run | retry | demo
-    parent_run_id: str = ""  # the run a retry repeats
-    changes: dict[str, Any] = field(default_factory=dict)  # against the previous run over the same inventory
-
-
-def new_run_id(started_at: float, rng: random.Random) -> str:
-    return f"{run_timestamp(started_at)}-{rng.getrandbits(24):06x}"
 
 
 async def run_fleet(
@@ -118,7 +97,6 @@ async def run_fleet(
     deployments = len({t.deployment.name for t in targets})
     emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {deployments} deployments")
     check_failure_budget()  # a resumed run may have spent its budget before it was cut
-    clients: list[ArcGISClient] = []
     with anyio.CancelScope() as run_scope:
         control._scope, control._stop = run_scope, anyio.Event()
         if control.stop_requested:
@@ -166,17 +144,14 @@ async def run_fleet(
                         async with anyio.create_task_group() as workers:
                             for group_targets in longest_first(targets):
                                 client = ArcGISClient(group_targets[0].deployment, context)
-                                clients.append(client)
                                 workers.start_soon(back_up_deployment, group_targets, client, worker_context)
                         watchers.cancel_scope.cancel()
                     poller.close()
                 recording.cancel_scope.cancel()  # the ledger writer flushes what is queued as it stops
-            result.peak_jobs_followed = poller.peak_followed
     settle_unfinished(targets, clock.now(), gate.reason)
     result.finished_at = clock.now()
     cut_short = any(t.outcome in (Outcome.SKIPPED, Outcome.NOT_STARTED, Outcome.INTERRUPTED) for t in targets)
     result.stopped_reason = gate.reason if cut_short and not gate.open else ""
-    result.requests = sum(client.requests for client in clients)
     emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
     return result
 

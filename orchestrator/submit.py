@@ -23,8 +23,8 @@ from orchestrator.backoff import Backoff, retry_delay
 from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.failpoints import failpoint
+from orchestrator.model import DEFAULT_STORE, Outcome, Phase, TargetState
 from orchestrator.poll import JobApi, Poller
-from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
 
 RESUME_LOOK_S: Final = 120.0  # a job resumed after its timeout passed is still followed this long
 

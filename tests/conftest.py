@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from orchestrator.clock import ManualClock
-from orchestrator.inventory import Deployment
+from orchestrator.model import Deployment
 from orchestrator.simulator import FleetConfig, RunningSimulator, SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 

@@ -34,7 +34,7 @@ from orchestrator.api import (
 from orchestrator.backoff import MAX_RETRY_AFTER
 from orchestrator.clock import Clock, ManualClock
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.inventory import Deployment
+from orchestrator.model import Deployment
 from orchestrator.settings import RunSettings
 from orchestrator.simulator import SimulatedFleet
 from tests.conftest import PASSCODE, PASSWORD, FleetStarter, make_deployment

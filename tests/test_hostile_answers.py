@@ -28,8 +28,8 @@ from orchestrator.api import ArcGISClient, envelope_error, interpret
 from orchestrator.backoff import MAX_RETRY_AFTER, Backoff
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.model import Outcome, TargetState
 from orchestrator.poll import FAILED_STATUSES, Poller, Verdict, judge_job
-from orchestrator.targets import Outcome, TargetState
 from tests.conftest import PASSCODE, make_deployment
 from tests.test_api import DR, HTML_PAGE, NOW, Handler, SteppingClock, Stub, client_for, reply
 

@@ -27,9 +27,8 @@ from orchestrator.cli import main
 from orchestrator.commands import expected_durations
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
-from orchestrator.inventory import Deployment
 from orchestrator.ledger import Ledger, LedgerWriter, target_row
-from orchestrator.targets import Outcome, TargetState, build_targets
+from orchestrator.model import Deployment, Outcome, TargetState, build_targets
 from tests.test_cli_run import FAST, Simulator, _simulator
 
 SECRET_PASSWORD = "hunter2-password"

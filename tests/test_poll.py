@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.model import Outcome, TargetState
 from orchestrator.poll import (
     EXPECTED_LEAD,
     Poller,
@@ -28,7 +29,6 @@ from orchestrator.poll import (
     next_poll_delay,
     quantile,
 )
-from orchestrator.targets import Outcome, TargetState
 from tests.conftest import make_deployment
 
 pytestmark = pytest.mark.anyio

@@ -11,12 +11,12 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.ledger import Ledger, LedgerWriter
+from orchestrator.model import Outcome, build_targets
 from orchestrator.progress import LogObserver
 from orchestrator.redact import MASK, Secrets, redact_all
 from orchestrator.report import write_reports
 from orchestrator.runner import run_fleet
 from orchestrator.settings import load_settings
-from orchestrator.targets import Outcome, build_targets
 from tests.conftest import PASSWORD
 from tests.test_runner import simulated
 

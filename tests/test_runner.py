@@ -17,16 +17,16 @@ import pytest
 
 from orchestrator.clock import SystemClock
 from orchestrator.events import Event, EventKind, Observer
-from orchestrator.inventory import Deployment, load_inventory
+from orchestrator.inventory import load_inventory
+from orchestrator.model import Deployment, Outcome, RunResult, TargetState, build_targets
 from orchestrator.progress import LogObserver
 from orchestrator.report import write_reports
-from orchestrator.runner import RunControl, RunResult, longest_first, run_fleet
+from orchestrator.runner import RunControl, longest_first, run_fleet
 from orchestrator.settings import load_settings
 from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
 from orchestrator.simulator.model import Backup
-from orchestrator.targets import Outcome, TargetState, build_targets
 from tests.conftest import PASSWORD, make_deployment
 
 pytestmark = pytest.mark.anyio

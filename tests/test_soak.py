@@ -16,12 +16,10 @@ import pytest
 
 from orchestrator import redact
 from orchestrator.errors import ErrorClass
-from orchestrator.inventory import Deployment
+from orchestrator.model import Deployment, Outcome, RunResult, TargetState
 from orchestrator.report import write_reports
-from orchestrator.runner import RunResult
 from orchestrator.simulator import SimulatedFleet
 from orchestrator.simulator.records import RequestRecord
-from orchestrator.targets import Outcome, TargetState
 from tests.test_runner import _assert_no_secret, backups_per_target, run, simulated
 
 pytestmark = pytest.mark.anyio

@@ -21,7 +21,7 @@ from orchestrator.api import CLOCK_SKEW_S
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.inventory import Deployment
+from orchestrator.model import DEFAULT_STORE, Deployment, Outcome, Phase, TargetState
 from orchestrator.poll import Poller
 from orchestrator.submit import (
     Gate,
@@ -32,7 +32,6 @@ from orchestrator.submit import (
     is_duplicate_name,
     submit,
 )
-from orchestrator.targets import DEFAULT_STORE, Outcome, Phase, TargetState
 from tests.conftest import make_deployment
 
 pytestmark = pytest.mark.anyio

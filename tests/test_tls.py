@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.inventory import load_inventory
+from orchestrator.model import Outcome
 from orchestrator.report import write_reports
 from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
 from orchestrator.simulator.tls import ensure_tls_files
-from orchestrator.targets import Outcome
 from tests.conftest import PASSWORD
 from tests.test_runner import run
 
