@@ -4,39 +4,35 @@ from __future__ import annotations
 
 import random
 import signal
-import statistics
 import sys
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import anyio
-from pydantic import SecretStr
 from tabulate import tabulate
 
 from orchestrator.api import ArcGISClient, dr_job_running, open_api_context
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, TargetError
 from orchestrator.events import Observer, Observers
+from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
 from orchestrator.inventory import load_inventory, select
-from orchestrator.ledger import Ledger, LedgerWriter, TargetRecord, default_ledger_path
+from orchestrator.ledger import Ledger, default_ledger_path
 from orchestrator.model import (
     Deployment,
     Outcome,
-    Phase,
     RunResult,
     TargetState,
     build_targets,
     iso,
     new_run_id,
-    store_key,
 )
 from orchestrator.progress import LiveProgress, LogObserver
+from orchestrator.recorder import LedgerWriter
 from orchestrator.report import (
-    PastOutcome,
-    changes_since,
     check_report_dir,
     report_document,
     summary_table,
@@ -110,7 +106,10 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
     try:
         with ledger.lock(plan.run_id):
             if plan.resumed:
-                if _resume_rows(ledger, plan.run_id) != plan.as_read or ledger.run(plan.run_id).state == "finished":
+                if (
+                    resume_fingerprint(ledger.targets(plan.run_id)) != plan.as_read
+                    or ledger.run(plan.run_id).state == "finished"
+                ):
                     raise InputError([f"run {plan.run_id} changed while this resume was preparing; resume it again"])
                 ledger.resume_run(plan.run_id, settings.public())
             else:
@@ -123,9 +122,9 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
                     started_at=plan.started_at,
                     targets=plan.targets,
                 )
-            expected = expected_durations(ledger, plan.inventory_key, plan.started_at)
+            past = read_past(ledger, plan.inventory_key, plan.started_at)
             for target in plan.targets:
-                target.expected_s = expected.get(target.store_key)
+                target.expected_s = past.expected_s.get(target.store_key)
             result, interrupted = await _run_with_display(settings, plan, clock, LedgerWriter(ledger, plan.run_id))
             ledger.end_run(
                 plan.run_id,
@@ -135,7 +134,7 @@ async def execute(settings: RunSettings, plan: RunPlan, *, clock: Clock | None =
                 # A job may still run on a server: the run stays resumable until it is followed to its end.
                 state="interrupted" if interrupted or _any_interrupted(result.targets) else "finished",
             )
-            result.changes = changes_from_ledger(ledger, plan.inventory_key, plan.started_at, result.targets)
+            result.changes = past.changes(result.targets)
     finally:
         ledger.close()
     document = report_document(result)  # built once: the files and the summary printed below
@@ -158,39 +157,6 @@ def _any_interrupted(targets: list[TargetState]) -> bool:
 def _with_absolute_paths(settings: RunSettings) -> RunSettings:
     paths = {name: getattr(settings, name) for name in ("inventory", "report_dir", "ledger")}
     return settings.model_copy(update={k: v.resolve() for k, v in paths.items() if v is not None})
-
-
-def _resume_rows(ledger: Ledger, run_id: str) -> tuple[tuple[Any, ...], ...]:
-    return tuple((r.idx, r.outcome, r.job_id, r.create_intended) for r in ledger.targets(run_id))
-
-
-def changes_from_ledger(
-    ledger: Ledger, inventory_key: str, started_at: float, targets: list[TargetState]
-) -> dict[str, Any]:
-    """Each target against its own latest outcome in earlier finished runs over the same inventory, so a
-    retry or a `--select` run in between hides nothing."""
-    earlier = ledger.finished_runs(inventory_key, before=started_at, limit=PAST_RUNS_COMPARED)
-    if not earlier:
-        return {}
-    past: dict[tuple[str, str], PastOutcome] = {}
-    for run in earlier:  # newest first: the first outcome seen for a target is its latest
-        for r in ledger.targets(run.run_id):
-            duration = round(r.finished_at - r.submitted_at, 3) if r.finished_at and r.submitted_at else None
-            past.setdefault(store_key(r.deployment, r.store, r.default_store), PastOutcome(r.outcome, duration))
-    return changes_since(earlier[0].run_id, past, targets)
-
-
-def expected_durations(ledger: Ledger, inventory_key: str, before: float) -> dict[tuple[str, str], float]:
-    """How long each target's job ran in its latest measured successes (median of up to EXPECTED_FROM), by
-    `store_key`: the poller does not ask about a job before it can be done. Only running times the poller
-    measured count (`poll.measured_run_time`), never "accepted to seen ended", which would feed on itself."""
-    seen: dict[tuple[str, str], list[float]] = {}
-    for run in ledger.finished_runs(inventory_key, before=before, limit=PAST_RUNS_COMPARED):  # newest first
-        for key, ran_s in ledger.measured_run_times(run.run_id):
-            durations = seen.setdefault(key, [])
-            if len(durations) < EXPECTED_FROM:
-                durations.append(ran_s)
-    return {key: statistics.median(durations) for key, durations in seen.items()}
 
 
 async def _run_with_display(
@@ -371,10 +337,6 @@ async def demo(count: int, profile: str, seed: int, report_dir: Path, quiet: boo
 
 # -- the ledger's commands: resume, retry, runs, report --
 
-_REOPENED_ON_RESUME: Final = frozenset({Outcome.INTERRUPTED, Outcome.NOT_STARTED})
-PAST_RUNS_COMPARED: Final = 30  # how far back a report looks for each target's previous outcome
-EXPECTED_FROM: Final = 3  # a job's expected duration: the median of this many of its latest successes
-
 
 def _open_ledger(flags: dict[str, Any], settings_file: Path | None) -> tuple[RunSettings, Ledger]:
     settings = load_settings({k: v for k, v in flags.items() if k == "ledger"}, settings_file)
@@ -389,28 +351,20 @@ def prepare_resume(
         raise InputError(["resume: --select does not apply; a resumed run keeps its targets (see `retry`)"])
     _, ledger = _open_ledger(flags, settings_file)
     try:
-        record = ledger.run(run_id) if run_id else ledger.last_unfinished()
-        if record.state == "finished":
-            raise InputError(
-                [
-                    f"run {record.run_id} finished; there is nothing to resume. "
-                    f"To redo what did not succeed: orchestrator retry {record.run_id}"
-                ]
-            )
-        rows = ledger.targets(record.run_id)
+        resumable = unfinished_run(ledger, run_id)
     finally:
         ledger.close()
+    record, recorded = resumable.record, resumable.targets
     settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory"))
     inventory_path = settings.inventory or Path(record.inventory)
     deployments = {d.name: d for d in _load_inventory(inventory_path)}
-    missing = sorted({row.deployment for row in rows} - set(deployments))
+    missing = sorted({t.deployment.name for t in recorded} - set(deployments))
     if missing:
         raise InputError(
             [f"{inventory_path}: run {record.run_id} has deployments no longer in it: {', '.join(missing)}; "
              "restore them, or give the inventory the run used with --inventory"]
         )  # fmt: skip
-    # In an unfinished run, "interrupted" and "not started" can only come from a cut: carried on now.
-    targets = [_target_from_record(row, deployments[row.deployment], reopen=True) for row in rows]
+    targets = [replace(t, deployment=deployments[t.deployment.name]) for t in recorded]
     inventory = str(inventory_path)
     plan = RunPlan(
         record.run_id,
@@ -421,7 +375,7 @@ def prepare_resume(
         record.kind,
         record.parent_run_id,
         resumed=True,
-        as_read=tuple((r.idx, r.outcome, r.job_id, r.create_intended) for r in rows),
+        as_read=resumable.as_read,
     )
     return settings, plan
 
@@ -432,20 +386,12 @@ def prepare_retry(
     """A new run over exactly the targets of `run_id` that did not succeed; None when every one did."""
     _, ledger = _open_ledger(flags, settings_file)
     try:
-        record = ledger.run(run_id)
-        rows = ledger.targets(run_id)
+        record, recorded = finished_run(ledger, run_id)
     finally:
         ledger.close()
-    if record.state != "finished":
-        # Its jobs may still be running, and its lost creates may have landed: retrying now could back a
-        # target up twice. Resuming settles both.
-        raise InputError([f"run {run_id} is unfinished: `orchestrator resume {run_id}` first, then retry what failed"])
     settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory", "select"))
     inventory_path = settings.inventory or Path(record.inventory)
-    again: dict[str, set[str]] = {}
-    for row in rows:
-        if row.outcome != Outcome.SUCCEEDED.value:
-            again.setdefault(row.deployment, set()).add(row.store)
+    again = to_retry(recorded)
     if not again:
         return settings, None
     deployments = []
@@ -479,35 +425,6 @@ def _load_inventory(path: Path) -> tuple[Deployment, ...]:
     for warning in inventory.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return inventory.deployments
-
-
-def _target_from_record(row: TargetRecord, deployment: Deployment, *, reopen: bool) -> TargetState:
-    target = TargetState(
-        index=row.idx,
-        deployment=deployment,
-        store=row.store,
-        backup_name=row.backup_name,
-        retention_ms=row.retention_ms,
-        outcome=Outcome(row.outcome),
-        accepted_at=row.accepted_at,
-        default_store=row.default_store,
-        job_id=row.job_id,
-        server_status=row.server_status,
-        error_class=row.error_class,
-        error=row.error,
-        attempts=row.attempts,
-        polls=row.polls,
-        submitted_at=row.submitted_at,
-        finished_at=row.finished_at,
-        notes=list(row.notes),
-        create_intended=row.create_intended,
-        ran_s=row.ran_s,
-    )
-    if reopen and target.outcome in _REOPENED_ON_RESUME:  # cut short by Ctrl-C: carried on now
-        target.outcome, target.error_class, target.error, target.finished_at = Outcome.PENDING, "", "", None
-    if target.finished:
-        target.phase = Phase.DONE
-    return target
 
 
 def list_runs(flags: dict[str, Any], limit: int) -> None:
@@ -553,11 +470,10 @@ def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
     _, ledger = _open_ledger(flags, None)
     try:
         record = ledger.run(run_id)
-        rows = ledger.targets(run_id)
+        targets = ledger.targets(run_id)
         # The run's own settings, as recorded: today's environment has no say in yesterday's report.
         recorded = {k: v for k, v in record.settings.items() if k in RunSettings.model_fields}
         settings = RunSettings.model_validate({**recorded, **{k: v for k, v in flags.items() if k == "report_dir"}})
-        targets = [_target_from_record(row, _recorded_deployment(row), reopen=False) for row in rows]
         ended = [t.finished_at for t in targets if t.finished_at is not None]
         result = RunResult(
             run_id,
@@ -570,28 +486,11 @@ def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
             kind=record.kind,
             parent_run_id=record.parent_run_id,
         )
-        result.changes = changes_from_ledger(ledger, record.inventory, record.started_at, targets)
+        result.changes = read_past(ledger, record.inventory, record.started_at).changes(targets)
     finally:
         ledger.close()
     check_report_dir(settings.report_dir)
     return write_reports(result)
-
-
-def _recorded_deployment(row: TargetRecord) -> Deployment:
-    """A deployment as the ledger knows it: name, URL, tags; no credentials (none are needed to report)."""
-    return Deployment(
-        name=row.deployment,
-        url=row.url,
-        tags=row.tags,
-        stores=(),
-        username="",
-        password=SecretStr(""),
-        passcode=SecretStr(""),
-        retention_days=None,
-        ca_bundle=None,
-        verify_tls=row.verify_tls,
-        source="ledger",
-    )
 
 
 def _without(settings: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -3,10 +3,10 @@
 The one write that must be durable before the network sees anything is the intent to create: a
 target's backup name and store are committed before its create request is sent, so a run killed at
 any point can be resumed without creating a backup twice (`submit` reconciles an intent without a job
-id with the server before creating again). Everything else (job id, status changes, outcomes) is
-queued and committed in groups by one writer in a worker thread, so the event loop never waits on
-the disk except for an intent, and then only for the group commit in progress.
+id with the server before creating again). What a run writes as it goes is `recorder.LedgerWriter`'s.
 
+The `targets` table is the target record (`model.TargetState`) as columns: its schema, its rows and
+how they are read back (by name) are all derived from the record's fields (`TARGET_COLUMNS`).
 One run at a time per ledger: a lock file held for the run's life refuses an overlapping run.
 No secret is ever written: targets are stored by name, URL, store and backup name only.
 """
@@ -18,23 +18,24 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, Final
-
-import anyio
+from typing import IO, Any, Final, Union, get_args, get_origin, get_type_hints
 
 from orchestrator.errors import InputError
-from orchestrator.events import Event, EventKind
-from orchestrator.model import TargetState, store_key
+from orchestrator.model import Deployment, TargetState
 from orchestrator.redact import redact, redact_each
 
 APP_DIR: Final = "arcgis-fleet-backup"
-SCHEMA_VERSION: Final = 2  # raised with every change of the tables below (see _MIGRATIONS)
-GATHER_S: Final = 0.05  # how long status changes may wait to share a commit (an intent never waits for it)
-_SCHEMA: Final = """
+SCHEMA_VERSION: Final = 2  # raised with every change of the tables (see ADDED_COLUMNS)
+# The target columns each schema version added, by the version before: a ledger keeps its history across
+# upgrades of the tool (its types come from the record, like every column's).
+ADDED_COLUMNS: Final = {1: ("ran_s",)}  # 2: how long each job ran, for the poll schedule
+_RUNS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,               -- run | retry | demo
@@ -47,32 +48,6 @@ CREATE TABLE IF NOT EXISTS runs (
     stopped_reason TEXT NOT NULL DEFAULT '',
     resumes INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS targets (
-    run_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    deployment TEXT NOT NULL,
-    url TEXT NOT NULL,
-    verify_tls INTEGER NOT NULL,
-    tags TEXT NOT NULL,
-    store TEXT NOT NULL,
-    backup_name TEXT NOT NULL,
-    retention_ms INTEGER,
-    create_intended INTEGER NOT NULL,
-    accepted_at REAL,
-    default_store INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    server_status TEXT NOT NULL,
-    error_class TEXT NOT NULL,
-    error TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    polls INTEGER NOT NULL,
-    submitted_at REAL,
-    finished_at REAL,
-    notes TEXT NOT NULL,
-    ran_s REAL,
-    PRIMARY KEY (run_id, idx)
-);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -82,18 +57,103 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_by_target ON steps (run_id, idx);
 """
-# From each older schema to the next: a ledger keeps its history across upgrades of the tool.
-_MIGRATIONS: Final = {
-    1: "ALTER TABLE targets ADD COLUMN ran_s REAL",  # 2: how long each job ran, for the poll schedule
-}
-_TARGET_COLUMNS: Final = (
-    "run_id, idx, deployment, url, verify_tls, tags, store, backup_name, retention_ms, create_intended, accepted_at, "
-    "default_store, outcome, job_id, server_status, error_class, error, attempts, polls, submitted_at, "
-    "finished_at, notes, ran_s"
-)
-_UPSERT_TARGET: Final = f"INSERT OR REPLACE INTO targets ({_TARGET_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 _INSERT_STEP: Final = "INSERT INTO steps (run_id, idx, at, kind, detail) VALUES (?, ?, ?, ?, ?)"
-_STEP_EVENTS: Final = frozenset({EventKind.SUBMITTED, EventKind.FINISHED})
+_RUN_FIELDS: Final = (
+    "run_id", "kind", "parent_run_id", "inventory", "settings", "started_at", "finished_at", "state",
+    "stopped_reason", "resumes",
+)  # fmt: skip
+_RUN_COLUMNS: Final = ", ".join(_RUN_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of `targets`: a field of the record (or of its deployment), its SQL type and codec."""
+
+    name: str  # in the table
+    field: str  # of TargetState, or of Deployment when `of_deployment`
+    sql_type: str
+    nullable: bool
+    to_sql: Callable[[Any], Any]
+    from_sql: Callable[[Any], Any]
+    of_deployment: bool = False
+
+    def value(self, target: TargetState) -> Any:
+        value = getattr(target.deployment if self.of_deployment else target, self.field)
+        return None if value is None else self.to_sql(value)
+
+
+def _codec(annotation: Any) -> tuple[str, bool, Callable[[Any], Any], Callable[[Any], Any]]:
+    """(SQL type, nullable, to SQL, from SQL) for a field's type. Pure."""
+    args = get_args(annotation)
+    nullable = get_origin(annotation) in (Union, types.UnionType) and type(None) in args
+    kind = next(a for a in args if a is not type(None)) if nullable else annotation
+    base = get_origin(kind) or kind
+    if base is bool:
+        return "INTEGER", nullable, int, bool
+    if base in (int, float, str):
+        return {int: "INTEGER", float: "REAL", str: "TEXT"}[base], nullable, _same, _same
+    if isinstance(base, type) and issubclass(base, StrEnum):
+        return "TEXT", nullable, _same, base
+    if base in (list, tuple):
+        return "TEXT", nullable, lambda items: json.dumps(list(items)), lambda text: base(json.loads(text))
+    raise TypeError(f"no ledger column type for {annotation!r}")  # a new kind of field: teach _codec
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _server_text(encode: Callable[[Any], Any], annotation: Any) -> Callable[[Any], Any]:
+    """A server's words pass the redaction layer on their way in: never a secret on disk."""
+    if get_origin(annotation) is list:
+        return lambda items: encode(redact_each(items))
+    return lambda text: encode(redact(text))
+
+
+def _target_columns() -> tuple[Column, ...]:
+    """The record's fields as columns, in field order; the deployment's own columns in its place."""
+    hints, deployment_hints = get_type_hints(TargetState), get_type_hints(Deployment)
+    columns = []
+    for field in fields(TargetState):
+        if field.name == "deployment":
+            for own in fields(Deployment):
+                if "column" in own.metadata:
+                    sql, nullable, to_sql, from_sql = _codec(deployment_hints[own.name])
+                    columns.append(Column(own.metadata["column"], own.name, sql, nullable, to_sql, from_sql, True))
+            continue
+        if not field.metadata.get("kept", True):
+            continue
+        sql, nullable, to_sql, from_sql = _codec(hints[field.name])
+        if field.metadata.get("server_text"):
+            to_sql = _server_text(to_sql, hints[field.name])
+        columns.append(Column(field.metadata.get("column", field.name), field.name, sql, nullable, to_sql, from_sql))
+    return tuple(columns)
+
+
+TARGET_COLUMNS: Final = _target_columns()
+_COLUMN_NAMES: Final = ", ".join(c.name for c in TARGET_COLUMNS)
+_TARGETS_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS targets (run_id TEXT NOT NULL, "
+    + "".join(f"{c.name} {c.sql_type}{'' if c.nullable else ' NOT NULL'}, " for c in TARGET_COLUMNS)
+    + "PRIMARY KEY (run_id, idx))"
+)
+_UPSERT_TARGET: Final = (
+    f"INSERT OR REPLACE INTO targets (run_id, {_COLUMN_NAMES}) VALUES ({', '.join('?' * (len(TARGET_COLUMNS) + 1))})"
+)
+
+
+def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
+    """A target as one `targets` row: its kept fields, server text redacted. Pure but for the redaction."""
+    return (run_id, *(column.value(target) for column in TARGET_COLUMNS))
+
+
+def target_from_row(row: Sequence[Any]) -> TargetState:
+    """A target read back from the columns of `TARGET_COLUMNS`, in their order; its deployment as recorded."""
+    own: dict[str, Any] = {}
+    deployment: dict[str, Any] = {}
+    for column, value in zip(TARGET_COLUMNS, row, strict=True):
+        (deployment if column.of_deployment else own)[column.field] = None if value is None else column.from_sql(value)
+    return TargetState(deployment=Deployment.recorded(**deployment), **own)
 
 
 def _try_lock(handle: IO[str], kind: int, attempts: int = 5) -> bool:
@@ -130,60 +190,17 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class TargetRecord:
-    """One target as the ledger last saw it."""
+class PastRow:
+    """What one earlier run says of one target, for `history`: newest runs first."""
 
-    idx: int
+    run_id: str
     deployment: str
-    url: str
-    verify_tls: bool
-    tags: tuple[str, ...]
     store: str
-    backup_name: str
-    retention_ms: int | None
-    create_intended: bool
-    accepted_at: float | None
     default_store: bool
     outcome: str
-    job_id: str
-    server_status: str
-    error_class: str
-    error: str
-    attempts: int
-    polls: int
     submitted_at: float | None
     finished_at: float | None
-    notes: tuple[str, ...]
-    ran_s: float | None = None
-
-
-def target_row(run_id: str, target: TargetState) -> tuple[Any, ...]:
-    """A target's state as one `targets` row. Pure; nothing secret is in a TargetState's plain fields."""
-    return (
-        run_id,
-        target.index,
-        target.deployment.name,
-        target.deployment.url,
-        int(target.deployment.verify_tls),
-        json.dumps(list(target.deployment.tags)),
-        target.store,
-        target.backup_name,
-        target.retention_ms,
-        int(target.create_intended),
-        target.accepted_at,
-        int(target.default_store),
-        target.outcome.value,
-        target.job_id,
-        redact(target.server_status),
-        target.error_class,
-        redact(target.error),
-        target.attempts,
-        target.polls,
-        target.submitted_at,
-        target.finished_at,
-        json.dumps(redact_each(target.notes)),
-        target.ran_s,
-    )
+    ran_s: float | None
 
 
 class Ledger:
@@ -199,23 +216,8 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             connection.execute("PRAGMA journal_mode=WAL")
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            has_tables = connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
-            while has_tables and version in _MIGRATIONS:
-                with connection:
-                    connection.execute("BEGIN IMMEDIATE")
-                    connection.execute(_MIGRATIONS[version])
-                    connection.execute(f"PRAGMA user_version = {version + 1}")
-                version += 1
-            if has_tables and version != SCHEMA_VERSION:
-                connection.close()
-                raise InputError(
-                    [
-                        f"ledger {path}: written by another version of this tool (schema {version}, this one "
-                        f"reads {SCHEMA_VERSION}); move it aside to keep its history, or give --ledger a new path"
-                    ]
-                )
-            connection.executescript(_SCHEMA)
+            _upgrade(connection, path)
+            connection.executescript(_RUNS_SCHEMA + _TARGETS_SCHEMA + ";")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as error:
             raise InputError([f"ledger {path}: cannot open it ({error}); choose another with --ledger PATH"]) from None
@@ -304,21 +306,13 @@ class Ledger:
                 (state, finished_at, stopped_reason, run_id),
             )
 
-    def write(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]], *, durable: bool) -> None:
-        """One group commit of target rows and steps.
-
-        `durable` (a batch holding an intent to create) syncs the WAL to the device before returning;
-        otherwise the commit survives our process being killed but may be lost with the machine's power,
-        which costs at most a status change: the next run's reconciliation finds the truth on the server.
-        """
-        self.stage(targets, steps, durable=durable)
-        self.commit_staged()
-
+    # -- group commits, for the writer of a run in progress (`recorder.LedgerWriter`) --
     def stage(self, targets: Sequence[tuple[Any, ...]], steps: Sequence[tuple[Any, ...]], *, durable: bool) -> None:
         """Open a transaction holding these rows; `commit_staged` ends it (possibly from another thread).
 
-        Rows are written where the GIL is held anyway: a worker thread would wait for it at every row,
-        while the event loop is busy. The commit (the disk sync) is what is worth a thread.
+        `durable` (a batch holding an intent to create) syncs the WAL to the device at the commit;
+        otherwise the commit survives our process being killed but may be lost with the machine's power,
+        which costs at most a status change: the next run's reconciliation finds the truth on the server.
         """
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute("BEGIN IMMEDIATE")
@@ -337,8 +331,8 @@ class Ledger:
             raise
 
     @contextmanager
-    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -349,11 +343,11 @@ class Ledger:
 
     # -- reads --
     def runs(self, limit: int = 20) -> list[RunRecord]:
-        rows = self._db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)).fetchall()
-        return [self._run_record(row) for row in rows]
+        rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [self._run_record(row) for row in rows.fetchall()]
 
     def run(self, run_id: str) -> RunRecord:
-        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             known = ", ".join(r.run_id for r in self.runs(5)) or "none yet"
             raise InputError([f"ledger {self.path}: no run {run_id!r} (recent: {known}); see `orchestrator runs`"])
@@ -361,61 +355,30 @@ class Ledger:
 
     def last_unfinished(self) -> RunRecord:
         row = self._db.execute(
-            "SELECT * FROM runs WHERE state != 'finished' ORDER BY started_at DESC LIMIT 1"
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE state != 'finished' ORDER BY started_at DESC LIMIT 1"
         ).fetchone()
         if row is None:
             raise InputError([f"ledger {self.path}: no unfinished run to resume; see `orchestrator runs`"])
         return self._run_record(row)
 
-    def measured_run_times(self, run_id: str) -> list[tuple[tuple[str, str], float]]:
-        """(store_key, ran_s) of the run's succeeded targets whose running time was measured: read at every
-        run's start, so only those columns, not whole target records."""
-        rows = self._db.execute(
-            "SELECT deployment, store, default_store, ran_s FROM targets "
-            "WHERE run_id = ? AND outcome = 'succeeded' AND ran_s IS NOT NULL ORDER BY idx",
-            (run_id,),
-        ).fetchall()
-        return [(store_key(deployment, store, bool(default)), ran_s) for deployment, store, default, ran_s in rows]
+    def targets(self, run_id: str) -> list[TargetState]:
+        """The run's targets as the ledger last saw them, in inventory order; deployments as recorded."""
+        rows = self._db.execute(f"SELECT {_COLUMN_NAMES} FROM targets WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [target_from_row(row) for row in rows.fetchall()]
 
-    def finished_runs(self, inventory: str, before: float, limit: int) -> list[RunRecord]:
-        """Finished runs over the same inventory that started before `before`, newest first."""
+    def past(self, inventory: str, before: float, runs: int) -> list[PastRow]:
+        """Every target of the latest `runs` finished runs over `inventory` that started before `before`,
+        newest run first: only the columns the history reads, in one query."""
         rows = self._db.execute(
-            "SELECT * FROM runs WHERE inventory = ? AND state = 'finished' AND started_at < ? "
-            "ORDER BY started_at DESC LIMIT ?",
-            (inventory, before, limit),
-        ).fetchall()
-        return [self._run_record(row) for row in rows]
-
-    def targets(self, run_id: str) -> list[TargetRecord]:
-        rows = self._db.execute(
-            f"SELECT {_TARGET_COLUMNS} FROM targets WHERE run_id = ? ORDER BY idx", (run_id,)
-        ).fetchall()
+            "SELECT r.run_id, t.deployment, t.store, t.default_store, t.outcome, t.submitted_at, t.finished_at, "
+            "t.ran_s FROM (SELECT run_id, started_at FROM runs WHERE inventory = ? AND state = 'finished' "
+            "AND started_at < ? ORDER BY started_at DESC LIMIT ?) AS r JOIN targets AS t ON t.run_id = r.run_id "
+            "ORDER BY r.started_at DESC, t.idx",
+            (inventory, before, runs),
+        )
         return [
-            TargetRecord(
-                idx=row[1],
-                deployment=row[2],
-                url=row[3],
-                verify_tls=bool(row[4]),
-                tags=tuple(json.loads(row[5])),
-                store=row[6],
-                backup_name=row[7],
-                retention_ms=row[8],
-                create_intended=bool(row[9]),
-                accepted_at=row[10],
-                default_store=bool(row[11]),
-                outcome=row[12],
-                job_id=row[13],
-                server_status=row[14],
-                error_class=row[15],
-                error=row[16],
-                attempts=row[17],
-                polls=row[18],
-                submitted_at=row[19],
-                finished_at=row[20],
-                notes=tuple(json.loads(row[21])),
-                ran_s=row[22],
-            )
-            for row in rows
+            PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s)
+            for run_id, deployment, store, default, outcome, submitted, finished, ran_s in rows.fetchall()
         ]
 
     def steps(self, run_id: str) -> list[tuple[int, float, str, str]]:
@@ -423,119 +386,32 @@ class Ledger:
             "SELECT idx, at, kind, detail FROM steps WHERE run_id = ? ORDER BY rowid", (run_id,)
         ).fetchall()
 
-    def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
-        run_id = row[0]
-        outcomes = dict(
-            self._db.execute(
-                "SELECT outcome, count(*) FROM targets WHERE run_id = ? GROUP BY outcome", (run_id,)
-            ).fetchall()
+    def _run_record(self, row: Sequence[Any]) -> RunRecord:
+        values = dict(zip(_RUN_FIELDS, row, strict=True))
+        outcomes = self._db.execute(
+            "SELECT outcome, count(*) FROM targets WHERE run_id = ? GROUP BY outcome", (values["run_id"],)
+        ).fetchall()
+        return RunRecord(**{**values, "settings": json.loads(values["settings"])}, outcomes=dict(outcomes))
+
+
+def _upgrade(connection: sqlite3.Connection, path: Path) -> None:
+    """A ledger of an older schema gains the columns added since; one of a schema we do not know is refused."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if not connection.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs'").fetchone()[0]:
+        return  # a new ledger: the schema is created whole
+    by_name = {column.name: column for column in TARGET_COLUMNS}
+    while version in ADDED_COLUMNS:
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            for name in ADDED_COLUMNS[version]:
+                connection.execute(f"ALTER TABLE targets ADD COLUMN {name} {by_name[name].sql_type}")
+            connection.execute(f"PRAGMA user_version = {version + 1}")
+        version += 1
+    if version != SCHEMA_VERSION:
+        connection.close()
+        raise InputError(
+            [
+                f"ledger {path}: written by another version of this tool (schema {version}, this one "
+                f"reads {SCHEMA_VERSION}); move it aside to keep its history, or give --ledger a new path"
+            ]
         )
-        return RunRecord(
-            run_id=run_id,
-            kind=row[1],
-            parent_run_id=row[2],
-            inventory=row[3],
-            settings=json.loads(row[4]),
-            started_at=row[5],
-            finished_at=row[6],
-            state=row[7],
-            stopped_reason=row[8],
-            resumes=row[9],
-            outcomes=outcomes,
-        )
-
-
-class LedgerWriter:
-    """What a run writes while it goes: an observer of its events, plus the awaited intent to create.
-
-    `run()` is the writer task: it commits whatever is queued, in one transaction per group, in a
-    worker thread; whoever awaits an intent is released once the group holding it is committed.
-    """
-
-    def __init__(self, ledger: Ledger, run_id: str) -> None:
-        self._ledger = ledger
-        self._run_id = run_id
-        self._targets: dict[int, tuple[Any, ...]] = {}  # latest row per target: older ones are moot
-        self._steps: list[tuple[Any, ...]] = []
-        self._waiters: list[anyio.Event] = []
-        self._queued = anyio.Event()
-        self._intent_queued = anyio.Event()
-        self._last_status: dict[int, str] = {}
-        self.commits = 0
-        self.commit_seconds = 0.0  # time spent committing (syncing to disk), in a worker thread
-        self.stage_seconds = 0.0  # event-loop time spent writing rows into the open transaction
-        self.intent_wait_seconds = 0.0  # time creates waited for their intent to be on disk, summed
-        self.queue_seconds = 0.0  # event-loop time spent queueing rows
-
-    def on_event(self, event: Event) -> None:
-        target = event.target
-        if target is None:
-            return
-        if event.kind is EventKind.POLLED:
-            if self._last_status.get(target.index) == target.server_status:
-                return  # nothing new: a poll that changed nothing is not worth a write
-            self._last_status[target.index] = target.server_status
-            self._queue(target, "status", target.server_status)
-        elif event.kind in _STEP_EVENTS:
-            detail = target.job_id if event.kind is EventKind.SUBMITTED else target.outcome.value
-            self._queue(target, event.kind.value, detail)
-
-    async def intend_create(self, target: TargetState) -> None:
-        """Record that `target` is about to be created; returns once that is on disk."""
-        target.create_intended = True
-        done = anyio.Event()
-        self._waiters.append(done)
-        self._queue(target, "create_intended", target.backup_name)
-        self._intent_queued.set()
-        started = time.perf_counter()
-        await done.wait()
-        self.intent_wait_seconds += time.perf_counter() - started
-
-    def _queue(self, target: TargetState, kind: str, detail: str) -> None:
-        started = time.perf_counter()
-        self._targets[target.index] = target_row(self._run_id, target)
-        self._steps.append((self._run_id, target.index, time.time(), kind, redact(detail)))
-        self._queued.set()
-        self.queue_seconds += time.perf_counter() - started
-
-    async def run(self) -> None:
-        try:
-            while True:
-                await self._queued.wait()
-                if not self._waiters:  # nobody waits: let status changes gather for a moment, fewer commits
-                    with anyio.move_on_after(GATHER_S):
-                        await self._intent_queued.wait()
-                await self._flush_in_thread()
-        finally:
-            self._flush_now()  # cancelled (the run ended or was aborted): what is queued still lands, synchronously
-
-    async def _flush_in_thread(self) -> None:
-        targets, steps, waiters = self._take()
-        if targets or steps:
-            with anyio.CancelScope(shield=True):  # a batch taken off the queue must land, cancelled or not
-                started = time.perf_counter()
-                self._ledger.stage(targets, steps, durable=bool(waiters))
-                self.stage_seconds += time.perf_counter() - started
-                await anyio.to_thread.run_sync(self._commit_staged)
-        for waiter in waiters:
-            waiter.set()
-
-    def _flush_now(self) -> None:
-        targets, steps, waiters = self._take()
-        if targets or steps:
-            self._ledger.stage(targets, steps, durable=True)
-            self._commit_staged()
-        for waiter in waiters:
-            waiter.set()
-
-    def _take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[anyio.Event]]:
-        targets, steps, waiters = list(self._targets.values()), self._steps, self._waiters
-        self._targets, self._steps, self._waiters = {}, [], []
-        self._queued, self._intent_queued = anyio.Event(), anyio.Event()
-        return targets, steps, waiters
-
-    def _commit_staged(self) -> None:
-        started = time.perf_counter()
-        self._ledger.commit_staged()
-        self.commit_seconds += time.perf_counter() - started
-        self.commits += 1

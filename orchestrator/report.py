@@ -11,7 +11,6 @@ import io
 import json
 import tempfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -90,55 +89,6 @@ def summarize(targets: list[TargetState]) -> dict[str, Any]:
             {"error_class": error_class, "reason": reason, "count": len(keys), "targets": keys}
             for (error_class, reason), keys in sorted(failures.items(), key=lambda item: -len(item[1]))
         ],
-    }
-
-
-SLOWER_RATIO: Final = 1.5  # a duration "grew markedly" at half as long again as last time ...
-SLOWER_MIN_S: Final = 1.0  # ... and by at least this much (a 2 s backup taking 3 s is noise)
-
-
-@dataclass(frozen=True, slots=True)
-class PastOutcome:
-    """How a target ended in an earlier run: what `changes_since` compares with."""
-
-    outcome: str
-    duration_s: float | None
-
-
-def changes_since(
-    previous_run_id: str, previous: dict[tuple[str, str], PastOutcome], targets: list[TargetState]
-) -> dict[str, Any]:
-    """What changed since the previous run over the same inventory. Pure.
-
-    Targets are matched by `store_key` (a default store as "" whatever it resolved to, so a deployment
-    that failed before its store was known still matches); a target absent before is new, not a change.
-    """
-    newly_failing, recovered, slower = [], [], []
-    for target in targets:
-        before = previous.get(target.store_key)
-        if before is None:
-            continue
-        succeeded_now = target.outcome is Outcome.SUCCEEDED
-        succeeded_before = before.outcome == Outcome.SUCCEEDED.value
-        if succeeded_before and not succeeded_now:
-            newly_failing.append({"target": target.key, "outcome": target.outcome.value, "error": target.error})
-        elif succeeded_now and not succeeded_before:
-            recovered.append({"target": target.key, "previous_outcome": before.outcome})
-        now_s, before_s = target.duration_s, before.duration_s
-        if (
-            succeeded_now
-            and succeeded_before
-            and now_s is not None
-            and before_s is not None
-            and now_s >= before_s * SLOWER_RATIO
-            and now_s - before_s >= SLOWER_MIN_S
-        ):
-            slower.append({"target": target.key, "duration_s": now_s, "previous_duration_s": before_s})
-    return {
-        "previous_run_id": previous_run_id,
-        "newly_failing": newly_failing,
-        "recovered": recovered,
-        "slower": slower,
     }
 
 

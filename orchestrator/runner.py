@@ -20,9 +20,9 @@ from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import TargetError
 from orchestrator.events import Event, EventKind, Observer, Observers
-from orchestrator.ledger import LedgerWriter
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, run_timestamp
 from orchestrator.poll import Poller
+from orchestrator.recorder import LedgerWriter
 from orchestrator.settings import RunSettings
 from orchestrator.submit import Gate, WorkerContext, back_up_deployment
 

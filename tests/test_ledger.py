@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ import pytest
 from pydantic import SecretStr
 
 from orchestrator.cli import main
-from orchestrator.commands import expected_durations
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
-from orchestrator.ledger import Ledger, LedgerWriter, target_row
-from orchestrator.model import Deployment, Outcome, TargetState, build_targets
+from orchestrator.history import read_past
+from orchestrator.ledger import Ledger, target_row
+from orchestrator.model import Deployment, Outcome, Phase, TargetState, build_targets
+from orchestrator.recorder import LedgerWriter
 from tests.test_cli_run import FAST, Simulator, _simulator
 
 SECRET_PASSWORD = "hunter2-password"
@@ -102,6 +103,67 @@ def test_a_second_run_on_the_same_ledger_is_refused(tmp_path: Path) -> None:
     assert second.active_run() is None
     with second.lock("run-b"):
         assert first.active_run() == "run-b"
+
+
+def _every_field_set() -> TargetState:
+    """A target with every kept field away from its default, so a field the ledger drops cannot go unseen."""
+    target = _targets()[1]
+    target.create_intended, target.accepted_at, target.default_store = True, 1e9 + 3.5, True
+    target.job_id, target.server_status, target.error_class, target.error = "j9", "FAILED", "job_failed", "disk full"
+    target.attempts, target.polls, target.submitted_at, target.ran_s = 3, 7, 1e9 + 1.25, 42.5
+    target.notes.extend(["first note", "second note"])
+    target.outcome, target.finished_at = Outcome.FAILED, 1e9 + 60.0
+    return target
+
+
+def test_every_kept_field_of_the_record_round_trips_through_the_ledger(tmp_path: Path) -> None:
+    """What the ledger writes of a target is what it reads back, field by field; the deployment as recorded
+    (name, URL, tags, TLS), without its credentials; the fields of one run only are not kept."""
+    ledger = Ledger.open(tmp_path / "l.sqlite3")
+    target = _every_field_set()
+    target.dr_mark, target.expected_s = 5.0, 9.0  # runtime only
+    _begin(ledger, [target])
+    (read,) = ledger.targets("r1")
+    ledger.close()
+    kept = {f.name for f in fields(TargetState)} - {"deployment", "phase", "dr_mark", "expected_s"}
+    assert {name: getattr(read, name) for name in kept} == {name: getattr(target, name) for name in kept}
+    assert (read.deployment.name, read.deployment.url, read.deployment.tags, read.deployment.verify_tls) == (
+        "gis-1", "https://gis-1.example.com/arcgis", ("prod",), True,
+    )  # fmt: skip
+    assert read.deployment.password.get_secret_value() == "" and read.deployment.passcode.get_secret_value() == ""
+    assert (read.dr_mark, read.expected_s) == (None, None)
+    assert read.phase is Phase.DONE  # read back ended
+
+
+# The targets table's columns as schema 2 spelled them out by hand, in the order ledgers in the field have them.
+SCHEMA_2_COLUMNS = (
+    "run_id TEXT NOT NULL", "idx INTEGER NOT NULL", "deployment TEXT NOT NULL", "url TEXT NOT NULL",
+    "verify_tls INTEGER NOT NULL", "tags TEXT NOT NULL", "store TEXT NOT NULL", "backup_name TEXT NOT NULL",
+    "retention_ms INTEGER", "create_intended INTEGER NOT NULL", "accepted_at REAL", "default_store INTEGER NOT NULL",
+    "outcome TEXT NOT NULL", "job_id TEXT NOT NULL", "server_status TEXT NOT NULL", "error_class TEXT NOT NULL",
+    "error TEXT NOT NULL", "attempts INTEGER NOT NULL", "polls INTEGER NOT NULL", "submitted_at REAL",
+    "finished_at REAL", "notes TEXT NOT NULL", "ran_s REAL",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("order", ["as schema 2 wrote it", "reversed"])
+def test_rows_are_read_by_name_whatever_the_order_of_the_columns_on_disk(tmp_path: Path, order: str) -> None:
+    """A targets table created by hand in schema 2's column order, or in any other, reads every field right."""
+    path = tmp_path / "l.sqlite3"
+    columns = SCHEMA_2_COLUMNS if order == "as schema 2 wrote it" else tuple(reversed(SCHEMA_2_COLUMNS))
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TABLE targets ({', '.join(columns)}, PRIMARY KEY (run_id, idx))")
+    ledger = Ledger.open(path)
+    target = _every_field_set()
+    _begin(ledger, [target])
+    (read,) = ledger.targets("r1")
+    ledger.close()
+    assert (read.index, read.deployment.name, read.deployment.tags, read.store, read.notes, read.ran_s) == (
+        1, "gis-1", ("prod",), "offsite", target.notes, 42.5,
+    )  # fmt: skip
+    assert (read.outcome, read.error, read.accepted_at, read.create_intended) == (
+        Outcome.FAILED, "disk full", 1e9 + 3.5, True,
+    )  # fmt: skip
 
 
 @pytest.mark.anyio
@@ -438,17 +500,17 @@ def test_each_target_expects_the_duration_of_its_latest_successes(
     ledger = Ledger.open(Path(os.environ["ORCHESTRATOR_LEDGER"]))
     try:
         inventory_key = ledger.run(run_id).inventory
-        expected = expected_durations(ledger, inventory_key, before=time.time() + 1)
+        expected = read_past(ledger, inventory_key, before=time.time() + 1).expected_s
         rows = ledger.targets(run_id)
-        assert expected_durations(ledger, inventory_key, before=ledger.run(run_id).started_at) == {}
+        assert read_past(ledger, inventory_key, before=ledger.run(run_id).started_at).expected_s == {}
     finally:
         ledger.close()
     assert sorted(expected) == [("gis-0000", ""), ("gis-0001", ""), ("gis-0002", "")]  # "broken" never succeeded
     for row in rows:  # as measured: never more than from acceptance to the moment it was seen ended
-        if row.deployment != "broken":
+        if row.deployment.name != "broken":
             assert row.ran_s is not None and row.accepted_at is not None and row.finished_at is not None
             assert 0 < row.ran_s <= row.finished_at - row.accepted_at
-            assert expected[(row.deployment, "")] == row.ran_s
+            assert expected[(row.deployment.name, "")] == row.ran_s
 
 
 def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import SystemClock
-from orchestrator.ledger import Ledger, LedgerWriter
+from orchestrator.ledger import Ledger
 from orchestrator.model import Outcome, build_targets
 from orchestrator.progress import LogObserver
+from orchestrator.recorder import LedgerWriter
 from orchestrator.redact import MASK, Secrets, redact_all
 from orchestrator.report import write_reports
 from orchestrator.runner import run_fleet

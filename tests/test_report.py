@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.history import PastOutcome, changes_since
 from orchestrator.model import Outcome, TargetState
-from orchestrator.report import PastOutcome, changes_since
 from tests.conftest import make_deployment
 
 
