@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from orchestrator.api import open_clients
 from orchestrator.clock import SystemClock
 from orchestrator.events import Event
 from orchestrator.inventory import load_inventory
@@ -140,9 +141,17 @@ async def one_run(inventory: Path, ledger_path: Path | None, run_id: str) -> tup
             targets=targets,
         )
         writer = TimedWriter(ledger, run_id)
-    result = await run_fleet(
-        targets, settings, run_id=run_id, started_at=started, clock=clock, rng=random.Random(1), ledger=writer
-    )
+    async with open_clients(settings, clock, random.Random(1)) as clients:
+        result = await run_fleet(
+            targets,
+            settings,
+            clients=clients,
+            run_id=run_id,
+            started_at=started,
+            clock=clock,
+            rng=random.Random(1),
+            ledger=writer,
+        )
     if ledger is not None:
         ledger.end_run(run_id, result.finished_at, result.stopped_reason, result.targets)
         ledger.close()

@@ -1,4 +1,5 @@
-"""Backoff as pure formulas: exponential with full jitter, capped, and Retry-After honoured.
+"""Backoff as pure formulas: exponential with full jitter, capped, and Retry-After honoured; and the retry
+policy of transient errors as a value.
 
 Tested by stepping the attempt number with a seeded `random.Random`, never by sleeping.
 """
@@ -9,6 +10,8 @@ import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final
+
+from orchestrator.errors import TargetError
 
 MAX_RETRY_AFTER: Final = 600.0  # a server asking for more than 10 minutes is not waited for longer
 
@@ -58,3 +61,19 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if when.tzinfo is None:
         return None
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How transient errors are retried: at most `retries` times after the first attempt, each after
+    `delay` (the server's Retry-After, or a draw of the backoff). The caller sleeps, holding nothing."""
+
+    retries: int
+    backoff: Backoff
+
+    def again(self, error: TargetError, attempt: int) -> bool:
+        """Whether attempt `attempt` (0-based) failing with `error` is worth another one."""
+        return error.transient and attempt < self.retries
+
+    def delay(self, error: TargetError, attempt: int, rng: random.Random) -> float:
+        return retry_delay(self.backoff, attempt, rng, error.retry_after)

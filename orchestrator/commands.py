@@ -14,10 +14,11 @@ from typing import Any
 import anyio
 from tabulate import tabulate
 
-from orchestrator.api import ArcGISClient, dr_job_running, open_api_context
+from orchestrator.api import ArcGISClient, open_api_context, open_clients
 from orchestrator.clock import Clock, SystemClock
+from orchestrator.dr import dr_job_running
 from orchestrator.errors import InputError, TargetError
-from orchestrator.events import Observer, Observers
+from orchestrator.events import Observer, Observers, retries_told_to
 from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
 from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, default_ledger_path
@@ -179,18 +180,21 @@ async def _run_with_display(
     try:
         async with anyio.create_task_group() as signals:
             signals.start_soon(_watch_signals, control, settings.grace)
+            on_retry = retries_told_to(Observers(*observers), clock)
             with progress if progress is not None else nullcontext():
-                result = await run_fleet(
-                    targets,
-                    settings,
-                    run_id=run_id,
-                    started_at=plan.started_at,
-                    clock=clock,
-                    observer=Observers(*observers),
-                    control=control,
-                    inventory=plan.inventory,
-                    ledger=ledger,
-                )
+                async with open_clients(settings, clock, random.Random(), on_retry) as clients:
+                    result = await run_fleet(
+                        targets,
+                        settings,
+                        clients=clients,
+                        run_id=run_id,
+                        started_at=plan.started_at,
+                        clock=clock,
+                        observer=Observers(*observers),
+                        control=control,
+                        inventory=plan.inventory,
+                        ledger=ledger,
+                    )
             signals.cancel_scope.cancel()
     except BaseException as crash:
         # Whatever broke the run, what is known about every target still goes into the report; the
@@ -271,7 +275,6 @@ async def _check_deployment(client: ArcGISClient, results: dict[str, tuple[str, 
     """Sign in, read the stores and the DR status; never submits anything."""
     deployment = client.deployment
     try:
-        await client.token()
         version = await client.detect_version()
         stores = {str(s.get("name")): s for s in await client.store_list()}
         wanted = list(deployment.stores) or [await client.default_store()]

@@ -1,12 +1,15 @@
-"""What stages tell observers (the progress display, the log), so no stage prints anything itself."""
+"""What stages tell observers (the progress display, the log, the ledger), so no stage prints anything itself."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from orchestrator.model import TargetState
+from orchestrator.clock import Clock
+from orchestrator.errors import TargetError
+from orchestrator.model import Deployment, TargetState
 
 
 class EventKind(StrEnum):
@@ -40,3 +43,13 @@ class Observers:
     def on_event(self, event: Event) -> None:
         for observer in self._observers:
             observer.on_event(event)
+
+
+def retries_told_to(observer: Observer, clock: Clock) -> Callable[[Deployment, TargetError, float], None]:
+    """A client's retry hook (`api.OnRetry`) that tells `observer` of each retry as a RETRY event."""
+
+    def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
+        detail = f"{deployment.name}: {error.message}; retrying in {delay:.1f} s"
+        observer.on_event(Event(EventKind.RETRY, clock.now(), None, detail))
+
+    return on_retry

@@ -20,53 +20,16 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Final
 
 import anyio
 
-from orchestrator.api import dr_status_is_ours, dr_status_message
 from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
+from orchestrator.dr import JobApi, Verdict, dr_status_is_ours, dr_status_message, judge_job
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.failpoints import failpoint
 from orchestrator.model import Outcome, Phase, TargetState
-
-FAILED_STATUSES: Final = frozenset({"FAILED", "CANCELLED", "TIMED OUT", "TIME OUT", "TIMEDOUT", "ERROR"})
-
-
-class JobApi(Protocol):
-    """What the poller needs of a deployment."""
-
-    async def job(self, job_id: str) -> dict[str, Any]: ...
-
-    async def backup_names(self, store: str) -> set[str]: ...
-
-    async def dr_status(self) -> dict[str, Any]: ...
-
-
-class Verdict(StrEnum):
-    WAIT = "wait"  # not finished, or not saying: poll again later
-    CONFIRM = "confirm"  # says COMPLETED: look for the backup
-    FAILED = "failed"
-
-
-def judge_job(body: dict[str, Any]) -> tuple[Verdict, str, str]:
-    """(verdict, status as the server spelled it, failure reason). Pure; tolerant of any shape."""
-    status = body.get("status")
-    if not isinstance(status, str):
-        return Verdict.WAIT, "", ""
-    normalized = status.strip().upper()
-    if normalized == "COMPLETED":
-        return Verdict.CONFIRM, status, ""
-    if normalized in FAILED_STATUSES:
-        messages = body.get("messages")
-        listed = messages if isinstance(messages, list) else []
-        texts = [str(m.get("message", m)) if isinstance(m, dict) else str(m) for m in listed]
-        reason = "; ".join(text for text in texts if text.strip()) or f"the job ended {status} without messages"
-        return Verdict.FAILED, status, reason
-    return Verdict.WAIT, status, ""
-
 
 EXPECTED_LEAD: Final = 0.8  # a job with a known past duration is first polled at this share of it
 FLEET_QUANTILE: Final = 0.05  # with no past of its own, a job waits for what the quickest 5 % of this run took

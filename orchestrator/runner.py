@@ -1,7 +1,8 @@
-"""The fleet run: inventory -> concurrent creates under limits -> one multiplexed poller -> outcomes.
+"""The fleet run: targets -> concurrent creates under limits -> one multiplexed poller -> outcomes.
 
 `run_fleet` always returns a result with every target in it, whatever happened: a target that failed
-is a value, an interrupted run still has an outcome and a reason for each target.
+is a value, an interrupted run still has an outcome and a reason for each target. It takes its clients
+from a factory (`api.open_clients` for real deployments, an in-memory fake in tests).
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Final
 
 import anyio
 
-from orchestrator.api import ArcGISClient, open_api_context
-from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.errors import TargetError
+from orchestrator.dr import DeploymentApi
 from orchestrator.events import Event, EventKind, Observer, Observers
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, run_timestamp
 from orchestrator.poll import Poller
@@ -26,34 +25,81 @@ from orchestrator.recorder import LedgerWriter
 from orchestrator.settings import RunSettings
 from orchestrator.submit import Gate, WorkerContext, back_up_deployment
 
-Emit = Callable[[EventKind, TargetState | None, str], None]
+ClientFactory = Callable[[Deployment], DeploymentApi]
 _COUNTED_FAILED: Final = frozenset({Outcome.FAILED, Outcome.TIMED_OUT})  # what --max-failures counts
+_CUT_SHORT: Final = frozenset({Outcome.SKIPPED, Outcome.NOT_STARTED, Outcome.INTERRUPTED})
 
 
-@dataclass(slots=True)
 class RunControl:
     """How the command line stops a run: `stop()` stops submitting and gives running jobs a grace
     period; `abort()` ends the run at once. Either way the result still covers every target."""
 
-    stop_requested: bool = False
-    _stop: anyio.Event | None = None
-    _scope: anyio.CancelScope | None = None
+    def __init__(self) -> None:
+        self.stop_requested = False
+        self.abort_requested = False
+        self._changed: anyio.Event | None = None  # made by the first waiter, inside the event loop
 
     def stop(self) -> None:
         self.stop_requested = True
-        if self._stop is not None:
-            self._stop.set()
+        self._wake()
 
     def abort(self) -> None:
-        self.stop()
-        if self._scope is not None:
-            self._scope.cancel()
+        self.stop_requested = self.abort_requested = True
+        self._wake()
+
+    async def stopped(self) -> None:
+        """Returns once `stop()` (or `abort()`) has been called."""
+        while not self.stop_requested:
+            await self._next_change()
+
+    async def aborted(self) -> None:
+        while not self.abort_requested:
+            await self._next_change()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _next_change(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the workers of one run share beside their limits: the gate, the failures counted, the events."""
+
+    targets: list[TargetState]
+    settings: RunSettings
+    clock: Clock
+    observer: Observer
+    gate: Gate
+    failed: int  # counted as targets finish: a recount per finish is quadratic in the fleet
+
+    def emit(self, kind: EventKind, target: TargetState | None = None, detail: str = "") -> None:
+        self.observer.on_event(Event(kind, self.clock.now(), target, detail))
+
+    def finished(self, target: TargetState) -> None:
+        self.emit(EventKind.FINISHED, target)
+        self.failed += target.outcome in _COUNTED_FAILED
+        self.check_failure_budget()
+
+    def check_failure_budget(self) -> None:
+        if self.gate.open and self.settings.failure_budget.exceeded(self.failed, len(self.targets)):
+            self.stop_submitting(f"not submitted: the failure threshold ({self.settings.max_failures}) was reached")
+
+    def stop_submitting(self, reason: str, outcome: Outcome = Outcome.SKIPPED, detail: str = "") -> None:
+        self.gate.close(reason, outcome)  # the first reason stays: a closed gate does not change
+        self.emit(EventKind.STOPPED_SUBMITTING, detail=detail or reason)
 
 
 async def run_fleet(
     targets: list[TargetState],
     settings: RunSettings,
     *,
+    clients: ClientFactory,
     run_id: str,
     started_at: float,
     clock: Clock | None = None,
@@ -68,92 +114,71 @@ async def run_fleet(
     outcome (a resumed run) are left as they are; those with a job id are followed, not created."""
     clock = clock or SystemClock()
     rng = rng or random.Random()
-    observer = Observers(observer, ledger) if observer and ledger else (observer or ledger or Observers())
     control = control or RunControl()
-    result = RunResult(run_id, started_at, started_at, targets, settings, inventory)
-    gate = Gate()
-    budget = settings.failure_budget
-
-    def emit(kind: EventKind, target: TargetState | None = None, detail: str = "") -> None:
-        observer.on_event(Event(kind, clock.now(), target, detail))
-
-    # Counted as targets finish, not recounted each time: a recount per finish is quadratic in the fleet.
+    observers = [o for o in (observer, ledger) if o is not None]
     failed = sum(1 for t in targets if t.outcome in _COUNTED_FAILED)  # a resumed run's earlier failures
-
-    def check_failure_budget() -> None:
-        if gate.open and budget.exceeded(failed, len(targets)):
-            gate.close(f"not submitted: the failure threshold ({settings.max_failures}) was reached")
-            emit(EventKind.STOPPED_SUBMITTING, detail=gate.reason)
-
-    def on_finished(target: TargetState) -> None:
-        nonlocal failed
-        emit(EventKind.FINISHED, target)
-        failed += target.outcome in _COUNTED_FAILED
-        check_failure_budget()
-
-    def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
-        emit(EventKind.RETRY, detail=f"{deployment.name}: {error.message}; retrying in {delay:.1f} s")
-
+    run = _Run(targets, settings, clock, Observers(*observers), Gate(), failed)
     deployments = len({t.deployment.name for t in targets})
-    emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {deployments} deployments")
-    check_failure_budget()  # a resumed run may have spent its budget before it was cut
+    run.emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {deployments} deployments")
+    run.check_failure_budget()  # a resumed run may have spent its budget before it was cut
+    poller = Poller(
+        backoff=settings.poll_backoff,
+        clock=clock,
+        rng=rng,
+        on_poll=lambda target: run.emit(EventKind.POLLED, target, target.server_status),
+        lag=settings.poll_lag,
+        max_in_flight=2 * settings.concurrency,
+    )
+    workers = _worker_context(run, poller, rng, run_id, started_at, ledger)
     with anyio.CancelScope() as run_scope:
-        control._scope, control._stop = run_scope, anyio.Event()
-        if control.stop_requested:
-            control._stop.set()
-        async with open_api_context(settings, clock, rng, on_retry) as context:
-            poller = Poller(
-                backoff=Backoff(settings.poll_initial, settings.poll_factor, settings.poll_max),
-                clock=clock,
-                rng=rng,
-                on_poll=lambda target: emit(EventKind.POLLED, target, target.server_status),
-                lag=settings.poll_lag,
-                max_in_flight=2 * settings.concurrency,
-            )
-            worker_context = WorkerContext(
-                poller=poller,
-                gate=gate,
-                running_limiter=anyio.CapacityLimiter(settings.max_running or math.inf),
-                clock=clock,
-                rng=rng,
-                retries=settings.retries,
-                retry_backoff=Backoff(settings.retry_initial, 2.0, settings.retry_max),
-                job_timeout=settings.job_timeout,
-                description=lambda target: settings.description.format(
-                    run_id=run_id,
-                    timestamp=run_timestamp(started_at),
-                    deployment=target.deployment.name,
-                    store=target.store,
-                ),
-                passcode=lambda target: target.deployment.passcode.get_secret_value(),
-                on_submitted=lambda target: emit(EventKind.SUBMITTED, target, ""),
-                on_finished=on_finished,
-                before_create=ledger.intend_create if ledger is not None else _nothing_to_record,
-                start_limiter=anyio.CapacityLimiter(settings.concurrency),
-            )
-            async with anyio.create_task_group() as recording:
-                if ledger is not None:
-                    recording.start_soon(ledger.run)
-                async with anyio.create_task_group() as polling:
-                    polling.start_soon(poller.run)
-                    async with anyio.create_task_group() as watchers:
-                        watchers.start_soon(_watch_stop, control, control._stop, gate, settings, clock, run_scope, emit)
-                        if settings.deadline is not None:
-                            left = started_at + settings.deadline - clock.now()  # a resumed run keeps its deadline
-                            watchers.start_soon(_watch_deadline, settings.deadline, left, gate, clock, emit)
-                        async with anyio.create_task_group() as workers:
-                            for group_targets in longest_first(targets):
-                                client = ArcGISClient(group_targets[0].deployment, context)
-                                workers.start_soon(back_up_deployment, group_targets, client, worker_context)
-                        watchers.cancel_scope.cancel()
-                    poller.close()
-                recording.cancel_scope.cancel()  # the ledger writer flushes what is queued as it stops
-    settle_unfinished(targets, clock.now(), gate.reason)
-    result.finished_at = clock.now()
-    cut_short = any(t.outcome in (Outcome.SKIPPED, Outcome.NOT_STARTED, Outcome.INTERRUPTED) for t in targets)
-    result.stopped_reason = gate.reason if cut_short and not gate.open else ""
-    emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
+        async with anyio.create_task_group() as services:
+            if ledger is not None:
+                services.start_soon(ledger.run)
+            services.start_soon(poller.run)
+            services.start_soon(_stop_when_asked, control, run, run_scope)
+            services.start_soon(_end_when_aborted, control, run_scope)
+            if settings.deadline is not None:
+                left = started_at + settings.deadline - clock.now()  # a resumed run keeps its deadline
+                services.start_soon(_stop_at_the_deadline, run, left)
+            async with anyio.create_task_group() as deployments_group:
+                for group in longest_first(targets):
+                    deployments_group.start_soon(back_up_deployment, group, clients(group[0].deployment), workers)
+            # Every job has ended: the poller and the watchers stop, the ledger writer flushing as it does.
+            services.cancel_scope.cancel()
+    settle_unfinished(targets, clock.now(), run.gate.reason)
+    cut_short = not run.gate.open and any(t.outcome in _CUT_SHORT for t in targets)
+    result = RunResult(
+        run_id, started_at, clock.now(), targets, settings, inventory, run.gate.reason if cut_short else ""
+    )
+    run.emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
     return result
+
+
+def _worker_context(
+    run: _Run, poller: Poller, rng: random.Random, run_id: str, started_at: float, ledger: LedgerWriter | None
+) -> WorkerContext:
+    settings = run.settings
+
+    def description(target: TargetState) -> str:
+        return settings.description.format(
+            run_id=run_id, timestamp=run_timestamp(started_at), deployment=target.deployment.name, store=target.store
+        )
+
+    return WorkerContext(
+        poller=poller,
+        gate=run.gate,
+        running_limiter=anyio.CapacityLimiter(settings.max_running or math.inf),
+        clock=run.clock,
+        rng=rng,
+        retry=settings.retry_policy,
+        job_timeout=settings.job_timeout,
+        description=description,
+        passcode=lambda target: target.deployment.passcode.get_secret_value(),
+        before_create=ledger.intend_create if ledger is not None else _nothing_to_record,
+        on_submitted=lambda target: run.emit(EventKind.SUBMITTED, target),
+        on_finished=run.finished,
+        start_limiter=anyio.CapacityLimiter(settings.concurrency),
+    )
 
 
 def longest_first(targets: list[TargetState]) -> list[list[TargetState]]:
@@ -172,30 +197,31 @@ def longest_first(targets: list[TargetState]) -> list[list[TargetState]]:
     return sorted(groups, key=expected, reverse=True)
 
 
-async def _watch_stop(
-    control: RunControl,
-    stop: anyio.Event,
-    gate: Gate,
-    settings: RunSettings,
-    clock: Clock,
-    run_scope: anyio.CancelScope,
-    emit: Emit,
-) -> None:
-    await stop.wait()
-    gate.close("not started: the run was interrupted", Outcome.NOT_STARTED)
-    emit(EventKind.STOPPED_SUBMITTING, None, f"interrupted: following running jobs for {settings.grace:g} s")
-    await clock.sleep(settings.grace)
+async def _stop_when_asked(control: RunControl, run: _Run, run_scope: anyio.CancelScope) -> None:
+    """Ctrl-C: nothing new is submitted; running jobs are followed for the grace period, then the run ends."""
+    await control.stopped()
+    grace = run.settings.grace
+    run.stop_submitting(
+        "not started: the run was interrupted",
+        Outcome.NOT_STARTED,
+        f"interrupted: following running jobs for {grace:g} s",
+    )
+    await run.clock.sleep(grace)
     run_scope.cancel()
+
+
+async def _end_when_aborted(control: RunControl, run_scope: anyio.CancelScope) -> None:
+    await control.aborted()
+    run_scope.cancel()
+
+
+async def _stop_at_the_deadline(run: _Run, left: float) -> None:
+    await run.clock.sleep(max(0.0, left))
+    run.stop_submitting(f"not submitted: the run deadline ({run.settings.deadline:g} s) was reached")
 
 
 async def _nothing_to_record(target: TargetState) -> None:
     return None
-
-
-async def _watch_deadline(deadline: float, left: float, gate: Gate, clock: Clock, emit: Emit) -> None:
-    await clock.sleep(max(0.0, left))
-    gate.close(f"not submitted: the run deadline ({deadline:g} s) was reached")
-    emit(EventKind.STOPPED_SUBMITTING, None, gate.reason)
 
 
 def settle_unfinished(targets: list[TargetState], now: float, not_started_reason: str = "") -> None:

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from orchestrator.backoff import Backoff, Retry
 from orchestrator.errors import InputError
 
 NAME_FIELDS: Final = frozenset({"timestamp", "deployment", "store", "run_id"})
@@ -120,6 +121,16 @@ class RunSettings(BaseSettings):
     @property
     def failure_budget(self) -> FailureBudget:
         return parse_failure_budget(self.max_failures)
+
+    @property
+    def retry_policy(self) -> Retry:
+        """How transient errors are retried: requests by the client, creates by `submit`."""
+        return Retry(self.retries, Backoff(self.retry_initial, 2.0, self.retry_max))
+
+    @property
+    def poll_backoff(self) -> Backoff:
+        """The poll schedule of a job about which nothing is known yet."""
+        return Backoff(self.poll_initial, self.poll_factor, self.poll_max)
 
     def public(self) -> dict[str, Any]:
         """The settings as written into reports (there is no secret among them)."""

@@ -12,50 +12,33 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Final
 
 import anyio
 
-from orchestrator.api import CLOCK_SKEW_S, dr_status_is_ours, dr_status_started
-from orchestrator.backoff import Backoff, retry_delay
+from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
-from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.dr import DeploymentApi, dr_status_is_ours, dr_status_started, is_duplicate_name, is_our_create_job
+from orchestrator.errors import TargetError
 from orchestrator.failpoints import failpoint
 from orchestrator.model import DEFAULT_STORE, Outcome, Phase, TargetState
-from orchestrator.poll import JobApi, Poller
+from orchestrator.poll import Poller
 
 RESUME_LOOK_S: Final = 120.0  # a job resumed after its timeout passed is still followed this long
-
-
-class DeploymentApi(JobApi, Protocol):
-    """What a worker needs of a deployment (the real one is `api.ArcGISClient`)."""
-
-    async def token(self) -> str: ...
-
-    async def detect_version(self) -> str: ...
-
-    async def default_store(self) -> str: ...
-
-    async def create_backup(
-        self, store: str, name: str, passcode: str, description: str, retention_ms: int | None
-    ) -> str: ...
-
-    async def job_ids(self) -> list[str]: ...
-
-    async def dr_status(self) -> dict[str, Any]: ...
-
-    @property
-    def legacy(self) -> bool:
-        """10.9: its DR status names no backup, and it has no jobs list."""
-        ...
+RESUMED_CUT: Final = "the previous run ended before the create's answer was recorded"
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    job_id: str  # "" when the backup was found already complete, or the job could not be identified
+    """The target's backup is on the server: its job to follow ("" when the backup was found already
+    complete, or its job could not be identified: then its store's list is followed)."""
+
+    job_id: str
     already_complete: bool = False
+    resumed: bool = False  # the job of the run being resumed: followed, never created again
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +68,7 @@ class WorkerContext:
     running_limiter: anyio.CapacityLimiter
     clock: Clock
     rng: random.Random
-    retries: int
-    retry_backoff: Backoff
+    retry: Retry  # of creates refused transiently
     job_timeout: float
     description: Callable[[TargetState], str]
     passcode: Callable[[TargetState], str]
@@ -116,8 +98,7 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
         target.phase = Phase.SIGNING_IN
     try:
         async with ctx.start_limiter:
-            await api.token()
-            await api.detect_version()
+            await api.detect_version()  # the first request signs in
             for target in targets:
                 if target.store == DEFAULT_STORE:
                     target.store = await api.default_store()
@@ -133,7 +114,7 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
                 _end(target, ctx, error=error)
         return
     for target in targets:
-        await _back_up_store(target, api, ctx)
+        await back_up_store(target, api, ctx)
 
 
 def _maybe_on_server(target: TargetState) -> bool:
@@ -141,38 +122,37 @@ def _maybe_on_server(target: TargetState) -> bool:
     return bool(target.job_id) or target.create_intended
 
 
-async def _back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> None:
+async def back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> None:
+    """One target: its backup submitted, then its job followed to the end, holding a running-job slot."""
+    try:
+        async with submission(target, api, ctx) as submitted:
+            if isinstance(submitted, Submitted):
+                await _follow(target, api, ctx, submitted)
+    except TargetError as error:  # the last refusal of its create
+        _end(target, ctx, error=error)
+        return
+    if isinstance(submitted, Stopped):
+        _end(target, ctx, outcome=ctx.gate.outcome, reason=submitted.reason)
+
+
+async def _follow(target: TargetState, api: DeploymentApi, ctx: WorkerContext, submitted: Submitted) -> None:
     now = ctx.clock.now()
-    if target.job_id:  # submitted by the run this one resumes: follow it, within the same job timeout
-        await ctx.running_limiter.acquire()
-        submitted = Submitted(target.job_id)
-        accepted_at = target.job_started_at(now)
-        # Resumed after the timeout passed (the morning after a reboot): still look long enough to see it end.
-        give_up_at = max(accepted_at + ctx.job_timeout, now + RESUME_LOOK_S)
+    if submitted.resumed:
+        # Within the same job timeout; resumed after it passed (the morning after a reboot), still long
+        # enough to see the job end.
+        give_up_at = max(target.job_started_at(now) + ctx.job_timeout, now + RESUME_LOOK_S)
     else:
-        try:
-            outcome = await submit(target, api, ctx)
-        except TargetError as error:
-            _end(target, ctx, error=error)
-            return
-        if isinstance(outcome, Stopped):
-            _end(target, ctx, outcome=ctx.gate.outcome, reason=outcome.reason)
-            return
-        submitted = outcome
-        target.accepted_at = ctx.clock.now()  # retries and waits before it are not the job's time
-        give_up_at = target.accepted_at + ctx.job_timeout
-    try:  # holding a running-job slot: it is ours until the job ends
-        target.job_id = submitted.job_id
-        ctx.on_submitted(target)
-        failpoint("after_submitted")
-        if submitted.already_complete:
-            target.server_status = target.server_status or "COMPLETED"
-            _end(target, ctx, outcome=Outcome.SUCCEEDED)
-            return
-        await ctx.poller.follow(target, api, give_up_at=give_up_at)
-        ctx.on_finished(target)
-    finally:
-        ctx.running_limiter.release()
+        target.accepted_at = now  # retries and waits before it are not the job's time
+        give_up_at = now + ctx.job_timeout
+    target.job_id = submitted.job_id
+    ctx.on_submitted(target)
+    failpoint("after_submitted")
+    if submitted.already_complete:
+        target.server_status = target.server_status or "COMPLETED"
+        _end(target, ctx, outcome=Outcome.SUCCEEDED)
+        return
+    await ctx.poller.follow(target, api, give_up_at=give_up_at)
+    ctx.on_finished(target)
 
 
 def _end(
@@ -191,86 +171,80 @@ def _end(
     ctx.on_finished(target)
 
 
-RESUMED_DOUBT: Final = "the previous run ended before the create's answer was recorded"
+@dataclass(slots=True)
+class _Attempts:
+    """What the create attempts of one target have met so far."""
 
-
-async def submit(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> Submitted | Stopped:
-    """Create the backup, retrying transient errors; reconcile before any create that could duplicate it.
-
-    Returns `Submitted` holding one slot of `ctx.running_limiter` (the caller releases it when the job
-    ends), or `Stopped`, holding nothing, when submitting stopped before the backup was created. The
-    slot is given back during every backoff sleep, so a deployment waiting to retry does not keep
-    another one from running.
-    """
-    # Why an earlier create may have reached the server ("" while none may have): a lost answer in
-    # this run, or an intent on record from a run that was cut off.
-    doubt = RESUMED_DOUBT if target.create_intended else ""
-    attempt = 0
+    retries: int = 0  # retries made after transient refusals
+    # Why an earlier create may have reached the server (None while none can have): a lost answer in this
+    # run, or an intent on record from a run that was cut off.
+    possibly_created: str | None = None
     last_error: TargetError | None = None
+
+    def met(self, error: TargetError) -> None:
+        self.last_error = error
+        if self.possibly_created is None and error.ambiguous:
+            self.possibly_created = error.message
+
+
+@asynccontextmanager
+async def submission(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> AsyncIterator[Submitted | Stopped]:
+    """The target's backup created (or found, or the resumed run's job), holding one slot of
+    `ctx.running_limiter` while the caller follows it; or `Stopped`, holding nothing, when submitting
+    stopped before the backup was created. A transient refusal is retried after a backoff sleep, the
+    slot given back meanwhile, so a deployment waiting to retry does not keep another from running;
+    reconciled first whenever an earlier create may have landed. The last refusal is raised."""
+    if target.job_id:  # submitted by the run this one resumes: followed, not created
+        async with ctx.running_limiter:
+            yield Submitted(target.job_id, resumed=True)
+        return
+    attempts = _Attempts(possibly_created=RESUMED_CUT if target.create_intended else None)
     while True:
-        await ctx.running_limiter.acquire()
-        try:
-            outcome = await _next_step(target, api, ctx, doubt, last_error, attempt)
-        except BaseException:
-            ctx.running_limiter.release()
-            raise
-        if isinstance(outcome, Submitted):
-            return outcome  # holding the slot
-        ctx.running_limiter.release()
-        if isinstance(outcome, Stopped):
-            return outcome
-        last_error = outcome
-        doubt = _doubt_after(doubt, outcome)
-        if not _retryable(outcome, attempt, ctx):
-            raise outcome
+        async with ctx.running_limiter:
+            step = await _next_step(target, api, ctx, attempts)
+            if isinstance(step, Submitted):
+                yield step
+                return
+        if isinstance(step, Stopped):
+            yield step
+            return
+        if not ctx.retry.again(step, attempts.retries):
+            raise step
         if ctx.gate.open:
-            delay = retry_delay(ctx.retry_backoff, attempt, ctx.rng, outcome.retry_after)
-            attempt += 1
+            delay = ctx.retry.delay(step, attempts.retries, ctx.rng)
+            attempts.retries += 1
             await ctx.clock.sleep(delay)
         # else: the next step, with the gate closed, gives the last word without a create
 
 
 async def _next_step(
-    target: TargetState,
-    api: DeploymentApi,
-    ctx: WorkerContext,
-    doubt: str,
-    last_error: TargetError | None,
-    attempt: int,
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, attempts: _Attempts
 ) -> Submitted | TargetError | Stopped:
     """With a running slot held: the next create or, once submitting has stopped, the last word on it."""
     if not ctx.gate.open:
-        if doubt:  # an earlier create may have landed: it is looked for, and followed if it did
-            found = await _reconciled(target, api, doubt)
+        if attempts.possibly_created is not None:  # an earlier create may have landed: looked for, followed
+            found = await _look_for_earlier_create(target, api, attempts.possibly_created)
             if found is not None:
                 return found
-        if last_error is None:
+        if attempts.last_error is None:
             return Stopped(ctx.gate.reason)
-        return Stopped(f"{ctx.gate.reason} (the last create attempt: {last_error.message})")
-    outcome = await _attempt_create(target, api, ctx, doubt)
+        return Stopped(f"{ctx.gate.reason} (the last create attempt: {attempts.last_error.message})")
+    outcome = await _attempt_create(target, api, ctx, attempts.possibly_created)
     if isinstance(outcome, TargetError):
-        doubt = _doubt_after(doubt, outcome)
-        if doubt and not _retryable(outcome, attempt, ctx):  # a last look before giving up
-            return await _reconciled(target, api, doubt) or outcome
+        attempts.met(outcome)
+        why = attempts.possibly_created
+        if why is not None and not ctx.retry.again(outcome, attempts.retries):  # a last look before giving up
+            return await _look_for_earlier_create(target, api, why) or outcome
     return outcome
 
 
-def _doubt_after(doubt: str, error: TargetError) -> str:
-    """Why an earlier create may have reached the server, now that `error` answered one. Pure."""
-    return doubt or (error.message if error.ambiguous else "")
-
-
-def _retryable(error: TargetError, attempt: int, ctx: WorkerContext) -> bool:
-    return error.transient and attempt < ctx.retries
-
-
 async def _attempt_create(
-    target: TargetState, api: DeploymentApi, ctx: WorkerContext, doubt: str
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, possibly_created: str | None
 ) -> Submitted | TargetError:
     """One create, preceded by a reconciliation when an earlier one may have reached the server."""
     target.phase = Phase.SUBMITTING
-    if doubt:
-        found = await _reconciled(target, api, doubt)
+    if possibly_created is not None:
+        found = await _look_for_earlier_create(target, api, possibly_created)
         if found is not None:
             return found
     if api.legacy and target.dr_mark is None and not target.create_intended:
@@ -286,14 +260,16 @@ async def _attempt_create(
             target.store, target.backup_name, ctx.passcode(target), ctx.description(target), target.retention_ms
         )
     except TargetError as error:
-        if doubt and is_duplicate_name(error):
+        if not is_duplicate_name(error):
+            return error
+        if possibly_created is not None:
             # Only our own earlier create can have used this run's unique name: follow it by the list.
-            target.notes.append(f"create answer lost ({doubt}); the retry found the name taken, so it was accepted")
+            target.notes.append(
+                f"create answer lost ({possibly_created}); the retry found the name taken, so it was accepted"
+            )
             return Submitted("")
-        if is_duplicate_name(error):
-            hint = "another run used this name (put {run_id} in --name-template to keep names apart)"
-            return TargetError(error.error_class, f"{error.message}; {hint}", code=error.code)
-        return error
+        hint = "another run used this name (put {run_id} in --name-template to keep names apart)"
+        return TargetError(error.error_class, f"{error.message}; {hint}", code=error.code)
     failpoint("after_create")
     return Submitted(job_id)
 
@@ -306,19 +282,15 @@ async def _dr_mark(api: DeploymentApi) -> float | None:
         return None
 
 
-async def _reconciled(target: TargetState, api: DeploymentApi, doubt: str) -> Submitted | None:
-    found = await _reconcile(target, api, target.submitted_at if target.submitted_at is not None else 0.0)
+async def _look_for_earlier_create(target: TargetState, api: DeploymentApi, why: str) -> Submitted | None:
+    """The earlier create, if the server took it (noted on the target with `why` it was in doubt)."""
+    found = await _find_on_server(target, api, target.submitted_at if target.submitted_at is not None else 0.0)
     if found is not None:
-        target.notes.append(f"create answer lost ({doubt}); the server had accepted it")
+        target.notes.append(f"create answer lost ({why}); the server had accepted it")
     return found
 
 
-def is_duplicate_name(error: TargetError) -> bool:
-    """The server's refusal of a backup name that already exists. Pure."""
-    return error.error_class is ErrorClass.PERMANENT and "already exists" in error.message.lower()
-
-
-async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> Submitted | None:
+async def _find_on_server(target: TargetState, api: DeploymentApi, since: float) -> Submitted | None:
     """Did the server take our create? Its backup in the list, or a DR job of ours; None when not."""
     try:
         if target.backup_name in await api.backup_names(target.store):
@@ -341,11 +313,7 @@ async def _reconcile(target: TargetState, api: DeploymentApi, since: float) -> S
 
 
 async def _find_our_job(target: TargetState, api: DeploymentApi, since: float) -> str:
-    create_suffix = f"/stores/{target.store}/backups/create"
     for job_id in reversed((await api.job_ids())[-5:]):
-        job = await api.job(job_id)
-        uri, started = job.get("operationURI"), job.get("starttime")
-        recent = isinstance(started, int | float) and started >= (since - CLOCK_SKEW_S) * 1000
-        if isinstance(uri, str) and uri.endswith(create_suffix) and recent:
+        if is_our_create_job(await api.job(job_id), target.store, since):
             return job_id
     return ""

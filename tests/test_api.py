@@ -22,17 +22,11 @@ import pytest
 from aiohttp import web
 
 from orchestrator import api
-from orchestrator.api import (
-    ArcGISClient,
-    dr_job_running,
-    dr_status_is_ours,
-    dr_status_message,
-    envelope_error,
-    interpret,
-    open_api_context,
-)
+from orchestrator.api import ArcGISClient, envelope_error, interpret, open_api_context
+from orchestrator.api.transport import MAX_BODY_BYTES
 from orchestrator.backoff import MAX_RETRY_AFTER
 from orchestrator.clock import Clock, ManualClock
+from orchestrator.dr import dr_job_running, dr_status_is_ours, dr_status_message
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import Deployment
 from orchestrator.settings import RunSettings
@@ -522,12 +516,12 @@ async def test_a_body_over_the_cap_is_refused() -> None:
     """A streamed answer one byte over MAX_BODY_BYTES is a permanent error, and not retried."""
     clock = SteppingClock()
     stub = Stub(clock)
-    stub.script("/admin", _chunked(api.MAX_BODY_BYTES + 1, b'{"pad": "', b'"}'))
+    stub.script("/admin", _chunked(MAX_BODY_BYTES + 1, b'{"pad": "', b'"}'))
     async with stub.serve() as url, client_for(url, clock) as client:
         with pytest.raises(TargetError) as caught:
             await client.call("/admin")
     assert caught.value.error_class is P
-    assert str(api.MAX_BODY_BYTES) in caught.value.message
+    assert str(MAX_BODY_BYTES) in caught.value.message
     assert stub.hits["/admin"] == 1 and clock.sleeps == []
 
 
@@ -535,10 +529,10 @@ async def test_a_body_at_the_cap_is_read_whole() -> None:
     """A body of exactly MAX_BODY_BYTES, in many pieces, is read and parsed."""
     clock = SteppingClock()
     stub = Stub(clock)
-    stub.script("/admin", _chunked(api.MAX_BODY_BYTES, b'{"ok": true, "pad": "', b'"}'))
+    stub.script("/admin", _chunked(MAX_BODY_BYTES, b'{"ok": true, "pad": "', b'"}'))
     async with stub.serve() as url, client_for(url, clock) as client:
         body = await client.call("/admin")
-    assert body["ok"] is True and len(body["pad"]) > api.MAX_BODY_BYTES - 100
+    assert body["ok"] is True and len(body["pad"]) > MAX_BODY_BYTES - 100
 
 
 @pytest.mark.parametrize("path", ["/admin", TOKEN_PATH])
@@ -868,22 +862,23 @@ async def test_a_sign_in_without_a_token_is_an_authentication_error(grant: dict[
 
 
 async def test_a_token_going_stale_while_queued_is_renewed_before_sending(start_fleet: FleetStarter) -> None:
-    """A request that waited for the only request slot past its token's renewal time signs in again first."""
+    """A request that waited for the only request slot past its token's renewal time signs in again first,
+    in that slot, and is sent with the new token: never a 498, never a token bought and left unused."""
     config = {"faults": {"token_lifetime_s": 30}}
     async with simulated(start_fleet, config, concurrency=1) as (fleet, clock, client):
-        await client.token()  # signed in at t0; the server expires this token at t0 + 30
+        await client.detect_version()  # signed in at t0; the server expires this token at t0 + 30
         answers: list[dict[str, Any]] = []
 
         async def queued_call() -> None:
             answers.append(await client.call("/admin"))
 
-        limiter = client.context.request_limiter
-        async with anyio.create_task_group() as tg, limiter.slot():  # this task holds the only request slot
+        slots = client.context.transport.slots
+        async with anyio.create_task_group() as tg, slots.slot():  # this task holds the only request slot
             tg.start_soon(queued_call)
-            await until(lambda: limiter.waiting == 1)  # the call has its token, and waits
+            await until(lambda: slots.waiting == 1)  # the call waits for the slot, its token still fresh
             clock.advance(31)  # past the token's renewal time, and past its expiry at the server
     assert answers and answers[0]["fullVersion"] == "11.3.0"
-    assert records(fleet) == [("token", 200, 0), ("token", 200, 0), ("root", 200, 0)]
+    assert records(fleet) == [("token", 200, 0), ("root", 200, 0), ("token", 200, 0), ("root", 200, 0)]
 
 
 async def test_a_late_498_for_a_replaced_token_does_not_sign_in_again() -> None:
@@ -904,15 +899,16 @@ async def test_a_late_498_for_a_replaced_token_does_not_sign_in_again() -> None:
 
     stub.script("/slow", late_refusal, OK)
     stub.script("/admin", refuses_t1)
+    stub.script("/first", OK)
     async with stub.serve() as url, client_for(url, clock) as client:
-        await client.token()
+        await client.call("/first")  # signed in: t1
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call, "/slow")
             with anyio.fail_after(5):
                 await arrived.wait()
             assert await client.call("/admin") == {"ok": True}  # 498 with t1, renewed to t2
             release.set()
-    assert stub.tokens == ["t1", "t1", "t2", "t2"]  # /slow t1, /admin t1, /admin t2, /slow t2
+    assert stub.tokens == ["t1", "t1", "t1", "t2", "t2"]  # /first t1, /slow t1, /admin t1, /admin t2, /slow t2
     assert stub.hits[TOKEN_PATH] == 2
 
 

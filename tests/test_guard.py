@@ -105,8 +105,6 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
 
     clock = SteppingClock()
     async with _serving(handler) as url, client_for(url, clock, retries=0) as client:
-        client._token, client._token_expires = "t", clock.now() + 3600  # signed in already
-        client._token_deadline = clock.now() + 3600
         with pytest.raises(TargetError):
             await client.detect_version()
         assert clock.sleeps == []
@@ -115,7 +113,7 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
         await client.detect_version()
         await client.detect_version()
         assert len(clock.sleeps) == 2 and clock.sleeps[1] <= MIN_GAP_S  # the last spacing, then none:
-        assert client._pacer.gap == 0.0  # recovered
+        assert client.link.pacing_gap == 0.0  # recovered
 
 
 @pytest.mark.anyio
@@ -134,8 +132,6 @@ async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> N
     async with _serving(stall) as url:
         try:
             async with client_for(url, SteppingClock(), **settings) as client:
-                client._token, client._token_expires = "t", client.context.clock.now() + 3600
-                client._token_deadline = client._token_expires
                 # A hang guard only: were the read timeout ignored, the hour-long request timeout would run.
                 with anyio.fail_after(60), pytest.raises(TargetError) as caught:
                     await client.detect_version()
@@ -147,9 +143,16 @@ async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> N
 
 @asynccontextmanager
 async def _serving(handler: Handler) -> AsyncIterator[str]:
-    """`handler` answering every path on 127.0.0.1; yields the root URL of a deployment there."""
+    """`handler` answering every path on 127.0.0.1 but sign-ins (granted at once); yields the root URL of a
+    deployment there."""
+
+    async def granting(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/sharing/rest/generateToken"):
+            return web.json_response({"token": "t", "expires": 4_102_444_800_000})  # 2100
+        return await handler(request)
+
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", granting)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 from orchestrator.api import ArcGISClient, envelope_error, interpret
 from orchestrator.backoff import MAX_RETRY_AFTER, Backoff
 from orchestrator.clock import ManualClock
+from orchestrator.dr import FAILED_STATUSES, Verdict, judge_job
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import Outcome, TargetState
-from orchestrator.poll import FAILED_STATUSES, Poller, Verdict, judge_job
+from orchestrator.poll import Poller
 from tests.conftest import PASSCODE, make_deployment
 from tests.test_api import DR, HTML_PAGE, NOW, Handler, SteppingClock, Stub, client_for, reply
 

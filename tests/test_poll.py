@@ -18,13 +18,12 @@ from hypothesis import strategies as st
 
 from orchestrator.backoff import Backoff
 from orchestrator.clock import ManualClock
+from orchestrator.dr import Verdict, judge_job
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import Outcome, TargetState
 from orchestrator.poll import (
     EXPECTED_LEAD,
     Poller,
-    Verdict,
-    judge_job,
     measured_run_time,
     next_poll_delay,
     quantile,

@@ -4,11 +4,13 @@ even when a careless server repeats the request, secrets and all, in its error m
 from __future__ import annotations
 
 import io
+import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from orchestrator.api import open_clients
 from orchestrator.clock import SystemClock
 from orchestrator.ledger import Ledger
 from orchestrator.model import Outcome, build_targets
@@ -93,15 +95,17 @@ async def test_a_server_echoing_secrets_in_its_errors_leaks_none_of_them(tmp_pat
             run_id="r", kind="run", parent_run_id="", inventory="i", settings={}, started_at=started, targets=targets
         )
         log = io.StringIO()
-        result = await run_fleet(
-            targets,
-            settings,
-            run_id="r",
-            started_at=started,
-            clock=clock,
-            observer=LogObserver(log, verbose=True),
-            ledger=LedgerWriter(ledger, "r"),
-        )
+        async with open_clients(settings, clock, random.Random(3)) as clients:
+            result = await run_fleet(
+                targets,
+                settings,
+                clients=clients,
+                run_id="r",
+                started_at=started,
+                clock=clock,
+                observer=LogObserver(log, verbose=True),
+                ledger=LedgerWriter(ledger, "r"),
+            )
         ledger.end_run("r", result.finished_at, "", result.targets)
         ledger.close()
         issued = [token for d in fleet.deployments.values() for token in d.tokens]

@@ -15,8 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
+from orchestrator.api import open_clients
 from orchestrator.clock import SystemClock
-from orchestrator.events import Event, EventKind, Observer
+from orchestrator.events import Event, EventKind, Observer, retries_told_to
 from orchestrator.inventory import load_inventory
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, build_targets
 from orchestrator.progress import LogObserver
@@ -72,16 +73,19 @@ async def run(
     targets = build_targets(deployments, name_template=settings.name_template, run_id="test-run", started_at=started)
     if log is not None:
         observer = LogObserver(log, verbose=True)
-    return await run_fleet(
-        targets,
-        settings,
-        run_id="test-run",
-        started_at=started,
-        clock=clock,
-        rng=random.Random(5),
-        observer=observer,
-        control=control,
-    )
+    on_retry = retries_told_to(observer, clock) if observer is not None else None
+    async with open_clients(settings, clock, random.Random(5), on_retry) as clients:
+        return await run_fleet(
+            targets,
+            settings,
+            clients=clients,
+            run_id="test-run",
+            started_at=started,
+            clock=clock,
+            rng=random.Random(5),
+            observer=observer,
+            control=control,
+        )
 
 
 def backups_per_target(fleet: SimulatedFleet) -> Counter[tuple[str, str, str]]:

@@ -1,6 +1,6 @@
-"""Submitting backups: create, retry, reconcile a create whose answer was lost, the running-job slot, and
-one deployment's stores one after another. Driven by an in-memory deployment and a manual clock that
-steps in the background; nothing sleeps for real."""
+"""Submitting backups: create, retry, reconcile a create whose answer was lost, the running-job slot (held
+inside `submission`'s block, given back by it), and one deployment's stores one after another. Driven by an
+in-memory deployment and a manual clock that steps in the background; nothing sleeps for real."""
 
 from __future__ import annotations
 
@@ -17,21 +17,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from orchestrator.api import CLOCK_SKEW_S
-from orchestrator.backoff import Backoff
+from orchestrator.backoff import Backoff, Retry
 from orchestrator.clock import ManualClock
+from orchestrator.dr import CLOCK_SKEW_S, is_duplicate_name
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import DEFAULT_STORE, Deployment, Outcome, Phase, TargetState
 from orchestrator.poll import Poller
-from orchestrator.submit import (
-    Gate,
-    Stopped,
-    Submitted,
-    WorkerContext,
-    back_up_deployment,
-    is_duplicate_name,
-    submit,
-)
+from orchestrator.submit import Gate, Stopped, Submitted, WorkerContext, back_up_deployment, submission
 from tests.conftest import make_deployment
 
 pytestmark = pytest.mark.anyio
@@ -136,12 +128,9 @@ class FakeDeployment:
     def add_job(self, job_id: str, store: str, name: str, started: float, ends: float) -> None:
         self.jobs[job_id] = ServerJob(job_id, store, name, started, ends)
 
-    async def token(self) -> str:
-        await self._request("token")
-        await self.clock.sleep(self.sign_in_seconds)
-        return "token"
-
     async def detect_version(self) -> str:
+        await self._request("token")  # the first request signs in
+        await self.clock.sleep(self.sign_in_seconds)
         await self._request("detect_version")
         return "11.3"
 
@@ -233,8 +222,7 @@ def _context(
         running_limiter=anyio.CapacityLimiter(running),
         clock=clock,
         rng=random.Random(5),
-        retries=retries,
-        retry_backoff=RETRY,
+        retry=Retry(retries, RETRY),
         job_timeout=job_timeout,
         description=describe,
         passcode=lambda target: target.deployment.passcode.get_secret_value(),
@@ -276,21 +264,20 @@ def _clock_of(ctx: WorkerContext) -> ManualClock:
 
 
 async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> Submitted | Stopped:
-    """`submit` with time flowing; checks a returned running slot is held, and releases it."""
-    async with _time_flows(_clock_of(ctx)):
-        submitted = await submit(target, api, ctx)
-    if isinstance(submitted, Submitted):
-        assert ctx.running_limiter.borrowed_tokens == 1
-        ctx.running_limiter.release()
+    """`submission` with time flowing; checks a Submitted holds a running slot in the block, and none after it."""
+    async with _time_flows(_clock_of(ctx)), submission(target, api, ctx) as submitted:
+        assert ctx.running_limiter.borrowed_tokens == (1 if isinstance(submitted, Submitted) else 0)
+    assert ctx.running_limiter.borrowed_tokens == 0
     return submitted
 
 
 async def _submit_failing(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> TargetError:
-    """`submit` with time flowing, expected to raise; checks no running slot is left held."""
+    """`submission` with time flowing, expected to raise; checks no running slot is left held."""
     outcome: Submitted | TargetError | Stopped
     async with _time_flows(_clock_of(ctx)):  # no pytest.raises in here: its BaseException would leave a group
         try:
-            outcome = await submit(target, api, ctx)
+            async with submission(target, api, ctx) as outcome:
+                pass
         except TargetError as error:
             outcome = error
     assert isinstance(outcome, TargetError), f"submit returned {outcome!r}"
@@ -312,34 +299,35 @@ async def _back_up(
 # -- one create ------------------------------------------------------------------------------------
 
 
-async def test_an_answered_create_is_submitted_holding_a_running_slot_until_released() -> None:
-    """A create answering a job id is Submitted after one attempt, and its running slot stays held until released."""
+async def test_an_answered_create_is_submitted_holding_a_running_slot_until_its_block_ends() -> None:
+    """A create answering a job id is Submitted after one attempt; its running slot is held for the whole
+    block (another deployment cannot create meanwhile) and given back when the block ends."""
     clock = ManualClock()
     api = FakeDeployment(clock, creates=["job-42"])
     ctx, seen = _context(clock, running=1)
     target = _target()
-
-    submitted = await submit(target, api, ctx)
-
-    assert submitted == Submitted("job-42")
-    assert target.attempts == 1 and target.submitted_at == clock.now() and target.phase is Phase.SUBMITTING
-    assert api.creates == [
-        CreateRequest("default", "fleet-d-default", "passcode-1", "backup of d/default", RETENTION_MS, clock.now())
-    ]
-    assert seen.described == ["d/default"]
-    assert ctx.running_limiter.borrowed_tokens == 1
     other, other_api = _target(make_deployment("e"), index=1), FakeDeployment(clock, "e")
+
+    async def submit_other() -> None:
+        async with submission(other, other_api, ctx) as submitted:
+            assert submitted == Submitted("job-1")
+
     async with anyio.create_task_group() as tg:
-
-        async def submit_other() -> None:
-            assert await submit(other, other_api, ctx) is not None
-            ctx.running_limiter.release()
-
-        tg.start_soon(submit_other)
+        async with submission(target, api, ctx) as submitted:
+            assert submitted == Submitted("job-42")
+            assert target.attempts == 1 and target.submitted_at == clock.now() and target.phase is Phase.SUBMITTING
+            assert api.creates == [
+                CreateRequest(
+                    "default", "fleet-d-default", "passcode-1", "backup of d/default", RETENTION_MS, clock.now()
+                )
+            ]
+            assert seen.described == ["d/default"]
+            assert ctx.running_limiter.borrowed_tokens == 1
+            tg.start_soon(submit_other)
+            await _let_tasks_run()
+            assert other_api.creates == []  # the only slot is still ours
         await _let_tasks_run()
-        assert other_api.creates == []  # the only slot is still ours
-        ctx.running_limiter.release()
-    assert len(other_api.creates) == 1
+        assert len(other_api.creates) == 1  # given back as the block ended
     assert ctx.running_limiter.borrowed_tokens == 0
 
 
@@ -636,8 +624,7 @@ async def test_a_gate_closed_during_the_failed_attempt_stops_the_retry() -> None
     api.on_create = lambda: ctx.gate.close(STOPPED)
     target = _target()
 
-    async with _time_flows(clock):
-        outcome = await submit(target, api, ctx)
+    outcome = await _submit(target, api, ctx)
 
     assert outcome == Stopped(f"{STOPPED} (the last create attempt: HTTP 503 Service Unavailable)")
     assert len(api.creates) == 1 and ctx.running_limiter.borrowed_tokens == 0
@@ -662,7 +649,8 @@ async def test_a_gate_closed_during_a_backoff_sleep_creates_nothing_more(first: 
 
     async with _time_flows(clock, _close_gate_during_backoff(ctx)):
         with suppress(TargetError):
-            await submit(target, api, ctx)
+            async with submission(target, api, ctx):
+                pass
     assert len(api.creates) == 1
     assert ctx.running_limiter.borrowed_tokens == 0
 

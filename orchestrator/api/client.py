@@ -1,0 +1,192 @@
+"""The ArcGIS resources a run uses, for one deployment (`ArcGISClient`, a `dr.DeploymentApi`).
+
+Every request is signed (`auth`), sent on the deployment's `Link` (`transport`) and read by `answers`;
+a token the server refuses is renewed once; transient errors are retried as the run's `Retry` allows,
+except where the caller says not to (a create is reconciled before any second one; a poll is simply
+polled again later). Paths follow the version: 10.9 has only the `backuprestore` ones.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote
+
+from orchestrator.api.answers import TOKEN_REFUSED
+from orchestrator.api.auth import TokenCache
+from orchestrator.api.transport import Link, Transport, open_transport
+from orchestrator.clock import Clock
+from orchestrator.dr import is_legacy, legacy_job
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.model import Deployment
+from orchestrator.settings import RunSettings
+
+_DR: Final = "/admin/system/disasterrecovery"
+
+OnRetry = Callable[[Deployment, TargetError, float], None]
+
+
+@dataclass(slots=True)
+class ApiContext:
+    """What every client of a run shares: the transport, randomness, and who hears of retries."""
+
+    transport: Transport
+    rng: random.Random
+    on_retry: OnRetry | None = None
+
+    @property
+    def settings(self) -> RunSettings:
+        return self.transport.settings
+
+    @property
+    def clock(self) -> Clock:
+        return self.transport.clock
+
+
+@asynccontextmanager
+async def open_api_context(
+    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
+) -> AsyncIterator[ApiContext]:
+    async with open_transport(settings, clock) as transport:
+        yield ApiContext(transport, rng, on_retry)
+
+
+@dataclass(slots=True)
+class ArcGISClient:
+    """One deployment's admin API."""
+
+    deployment: Deployment
+    context: ApiContext
+    version: str = ""  # its `fullVersion`, once `detect_version` has read it
+    link: Link = field(init=False)
+    _tokens: TokenCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.link = Link(self.context.transport, self.deployment)
+        self._tokens = TokenCache(self.deployment, self.context.settings.token_minutes, self.context.clock)
+
+    @property
+    def legacy(self) -> bool:
+        """10.9 has only the `backuprestore` paths."""
+        return is_legacy(self.version)
+
+    async def call(
+        self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True, urgent: bool = False
+    ) -> dict[str, Any]:
+        """One admin request, signed; renews a refused token once; retries transient errors unless `retry`
+        is False. `urgent`: following a job, served before the fan-out's requests (`guard.RequestSlots`)."""
+        policy, ctx = self.context.settings.retry_policy, self.context
+        attempt, renewed = 0, False
+        while True:
+            try:
+                return await self._signed(path, form or {}, urgent)
+            except TargetError as error:
+                if error.code in TOKEN_REFUSED and not renewed:
+                    renewed = True  # expired or revoked under us: one fresh token, then no more
+                    continue
+                if not (retry and policy.again(error, attempt)):
+                    raise
+                delay = policy.delay(error, attempt, ctx.rng)
+                attempt += 1
+                if ctx.on_retry is not None:
+                    ctx.on_retry(self.deployment, error, delay)
+            await ctx.clock.sleep(delay)  # no request slot is held while waiting
+
+    async def _signed(self, path: str, form: Mapping[str, str], urgent: bool) -> dict[str, Any]:
+        async with self.link.slot(urgent=urgent):
+            token = await self._tokens.token(self.link)
+            try:
+                return await self.link.post(path, form, {"X-Esri-Authorization": f"Bearer {token}"})
+            except TargetError as error:
+                if error.code in TOKEN_REFUSED:
+                    self._tokens.discard(token)
+                raise
+
+    # -- resources --
+    async def detect_version(self) -> str:
+        """Its version (`fullVersion`); as the first request of a worker, it signs in."""
+        root = await self.call("/admin")
+        version = root.get("fullVersion") or root.get("currentVersion")
+        self.version = str(version) if version is not None else ""
+        return self.version
+
+    async def default_store(self) -> str:
+        stores = await self.store_list()
+        defaults = [str(s["name"]) for s in stores if s.get("default") is True and isinstance(s.get("name"), str)]
+        if defaults:
+            return defaults[0]
+        if len(stores) == 1 and isinstance(stores[0].get("name"), str):
+            return str(stores[0]["name"])
+        raise TargetError(ErrorClass.CONFIGURATION, "no default backup store; name the stores in the inventory")
+
+    async def store_list(self) -> list[dict[str, Any]]:
+        body = await self.call(f"{_DR}/stores")
+        stores = body.get("backupStores")
+        if not isinstance(stores, list):
+            raise TargetError(ErrorClass.PERMANENT, "stores answer without backupStores")
+        return [s for s in stores if isinstance(s, dict)]
+
+    async def create_backup(
+        self, store: str, name: str, passcode: str, description: str, retention_ms: int | None
+    ) -> str:
+        """Submit the backup; returns the job id. Not retried here: a retry needs reconciling first."""
+        form = {"name": name, "passcode": passcode, "description": description}
+        if retention_ms is not None:
+            form["retentionDate"] = str(retention_ms)
+        if self.legacy:
+            path = f"{_DR}/backuprestore/backup"
+            form["storeName"] = store
+        else:
+            path = f"{_DR}/stores/{quote(store, safe='')}/backups/create"
+        body = await self.call(path, form, retry=False)
+        job_id = body.get("jobid")
+        if not isinstance(job_id, str) or not job_id:
+            raise TargetError(ErrorClass.PERMANENT, "create answered without a jobid", ambiguous=True)
+        return job_id
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        if self.legacy:  # no jobs resource: the DR status stands in for the job
+            return legacy_job(await self.dr_status())
+        return await self.call(f"/admin/jobs/{quote(job_id, safe='')}", retry=False, urgent=True)
+
+    async def job_ids(self) -> list[str]:
+        if self.legacy:
+            return []
+        jobs = (await self.call("/admin/jobs")).get("jobs")
+        return [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
+
+    async def backup_names(self, store: str) -> set[str]:
+        if self.legacy:
+            body = await self.call(f"{_DR}/backuprestore/backups", {"storeName": store}, urgent=True)
+        else:
+            body = await self.call(f"{_DR}/stores/{quote(store, safe='')}/backups", urgent=True)
+        backups = body.get("backups")
+        if not isinstance(backups, list):
+            raise TargetError(ErrorClass.PERMANENT, "backups answer without a backups list")
+        return {
+            b["backupName"]
+            for b in backups
+            if isinstance(b, dict)
+            and isinstance(b.get("backupName"), str)
+            and b.get("status", "completed") == "completed"
+        }
+
+    async def dr_status(self) -> dict[str, Any]:
+        path = f"{_DR}/backuprestore/status" if self.legacy else f"{_DR}/status"
+        status = (await self.call(path, urgent=True)).get("status")
+        return status if isinstance(status, dict) else {}
+
+
+ClientFactory = Callable[[Deployment], ArcGISClient]
+
+
+@asynccontextmanager
+async def open_clients(
+    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
+) -> AsyncIterator[ClientFactory]:
+    """A client per deployment, all on one HTTP session for the run (what `runner.run_fleet` takes)."""
+    async with open_api_context(settings, clock, rng, on_retry) as context:
+        yield lambda deployment: ArcGISClient(deployment, context)

@@ -1,0 +1,155 @@
+"""The wire: one HTTP session per run, a POST of a form with a capped read, and the one place where an
+aiohttp failure becomes a `TargetError` (`transport_error`).
+
+`Link` is one deployment's way onto it: a request waits for the deployment's pacing and the run's
+request slots, and is refused at once while the deployment's circuit is open. Every request is a POST
+with a form body and `f=json`; the token travels in a header, never in a URL; redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import aiohttp
+
+from orchestrator.api.answers import interpret
+from orchestrator.clock import Clock
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.guard import CircuitBreaker, Pacer, RequestSlots
+from orchestrator.model import Deployment
+from orchestrator.settings import RunSettings
+
+MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
+THROTTLED: Final = frozenset({429, 503})  # the deployment asks for less: every request to it slows
+_FORM: Final = "application/x-www-form-urlencoded"
+
+
+@dataclass(slots=True)
+class Transport:
+    """What every deployment's requests share in a run: one HTTP session, the run's time limits and its
+    fleet-wide request slots."""
+
+    http: aiohttp.ClientSession
+    settings: RunSettings
+    clock: Clock
+    slots: RequestSlots
+    timeout: aiohttp.ClientTimeout  # built once: one per request costs CPU at fleet scale
+
+
+@asynccontextmanager
+async def open_transport(settings: RunSettings, clock: Clock) -> AsyncIterator[Transport]:
+    """One HTTP session for a whole run, with the run's cap on requests in flight."""
+    connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(
+        total=settings.request_timeout, connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    async with aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as http:
+        yield Transport(http, settings, clock, RequestSlots(settings.concurrency), timeout)
+
+
+def transport_error(error: BaseException, settings: RunSettings) -> TargetError:
+    """The classified error an aiohttp failure (or a timeout) stands for: the only such mapping. Pure."""
+    if isinstance(error, TimeoutError):
+        return TargetError(
+            ErrorClass.TRANSIENT,
+            f"no answer within the time allowed ({settings.request_timeout:g} s in all, "
+            f"{settings.read_timeout:g} s of silence)",
+            ambiguous=True,
+        )
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return TargetError(ErrorClass.CONFIGURATION, f"TLS certificate not trusted: {error.certificate_error}")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return TargetError(ErrorClass.TRANSIENT, f"cannot connect: {error.os_error.strerror or error}")
+    if isinstance(error, aiohttp.ClientError):
+        return TargetError(ErrorClass.TRANSIENT, f"connection lost ({type(error).__name__})", ambiguous=True)
+    raise TypeError(f"not a transport failure: {type(error).__name__}")  # pragma: no cover
+
+
+async def read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however many pieces it arrives in; a body over the cap is refused, not kept."""
+    declared = response.content_length
+    if declared is not None and declared <= MAX_BODY_BYTES:
+        return await response.read()  # the usual small answer, in one piece (a longer body is cut at the length)
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TargetError(ErrorClass.PERMANENT, f"answer larger than {MAX_BODY_BYTES} bytes refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@cache
+def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+
+
+class Link:
+    """One deployment's requests: its circuit breaker and pacing (`guard`) around the run's transport."""
+
+    def __init__(self, transport: Transport, deployment: Deployment) -> None:
+        self._transport = transport
+        self._root = deployment.url
+        self._ssl: ssl.SSLContext | bool = _ssl_context(deployment.ca_bundle) if deployment.verify_tls else False
+        settings = transport.settings
+        self._breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
+        self._pacer = Pacer()
+
+    @property
+    def pacing_gap(self) -> float:
+        """Seconds between two requests to this deployment now (0: not throttled)."""
+        return self._pacer.gap
+
+    @asynccontextmanager
+    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """A request slot for this deployment; `urgent` (following a job) goes before the fan-out's requests."""
+        clock = self._transport.clock
+        open_for = self._breaker.open_for(clock.now())
+        if open_for > 0:
+            raise TargetError(
+                ErrorClass.UNREACHABLE,
+                f"unreachable: {self._breaker.failures} connection failures in a row; "
+                f"left alone for {self._transport.settings.breaker_cooldown:g} s at a time",
+                retry_after=open_for,
+            )
+        wait = self._pacer.wait(clock.now())
+        if wait > 0:
+            await clock.sleep(wait)  # throttled by this deployment: no request slot is held meanwhile
+        async with self._transport.slots.slot(urgent=urgent):
+            yield
+
+    async def post(self, path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
+        """One POST and its interpretation; the caller holds a slot."""
+        transport = self._transport
+        self._pacer.sent(transport.clock.now())
+        try:
+            async with transport.http.post(
+                self._root + path,
+                # Encoded here: aiohttp's form machinery costs more CPU than the rest of a request.
+                data=urlencode({"f": "json", **form}).encode(),
+                headers={**headers, "Content-Type": _FORM},
+                ssl=self._ssl,
+                allow_redirects=False,
+                timeout=transport.timeout,
+            ) as response:
+                self._breaker.answered()
+                body = await read_capped(response)
+                answer = interpret(response.status, response.headers, body, transport.clock.now())
+                self._pacer.answered()
+                return answer
+        except TargetError as error:
+            if error.code in THROTTLED:
+                self._pacer.throttled(transport.clock.now(), error.retry_after)
+            raise
+        except (TimeoutError, aiohttp.ClientError) as failure:
+            classified = transport_error(failure, transport.settings)
+            if classified.transient:  # the deployment did not answer: its circuit counts it
+                self._breaker.transport_failed(transport.clock.now())
+            raise classified from None

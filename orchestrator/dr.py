@@ -1,0 +1,157 @@
+"""The disaster-recovery rules of the ArcGIS admin API, as pure functions, and what a stage needs of one
+deployment (`DeploymentApi`, a protocol: the real one is `api.ArcGISClient`, tests use fakes).
+
+The stages (`submit`, `poll`) import this module, never the HTTP package: how a DR status, a job or a
+refusal is read does not depend on how it travelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cache
+from typing import Any, Final, Protocol
+
+from orchestrator.errors import ErrorClass, TargetError
+
+# 10.9's DR states that end a job, and the job status each stands for.
+LEGACY_DONE_STATES: Final = {"success": "COMPLETED", "completed_with_warnings": "COMPLETED", "failed": "FAILED"}
+IDLE_DR_STATES: Final = frozenset({"no_op", *LEGACY_DONE_STATES})  # any other state means a DR job runs
+FAILED_STATUSES: Final = frozenset({"FAILED", "CANCELLED", "TIMED OUT", "TIME OUT", "TIMEDOUT", "ERROR"})
+CLOCK_SKEW_S: Final = 300.0  # how far the server's clock may be from ours when matching a job to a create
+
+
+class JobApi(Protocol):
+    """What the poller needs of a deployment."""
+
+    async def job(self, job_id: str) -> dict[str, Any]: ...
+
+    async def backup_names(self, store: str) -> set[str]: ...
+
+    async def dr_status(self) -> dict[str, Any]: ...
+
+
+class DeploymentApi(JobApi, Protocol):
+    """What a worker needs of a deployment. Its first request signs in."""
+
+    async def detect_version(self) -> str: ...
+
+    async def default_store(self) -> str: ...
+
+    async def create_backup(
+        self, store: str, name: str, passcode: str, description: str, retention_ms: int | None
+    ) -> str: ...
+
+    async def job_ids(self) -> list[str]: ...
+
+    @property
+    def legacy(self) -> bool:
+        """10.9: its DR status names no backup, and it has no jobs list."""
+        ...
+
+
+@cache
+def is_legacy(version: str) -> bool:
+    """Whether a version is 10.9 (before 10.9.1), which has only the `backuprestore` paths. Pure; asked at
+    every request, so remembered."""
+    parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+    return bool(parts) and parts < (10, 9, 1)
+
+
+class Verdict(StrEnum):
+    WAIT = "wait"  # not finished, or not saying: poll again later
+    CONFIRM = "confirm"  # says COMPLETED: look for the backup
+    FAILED = "failed"
+
+
+def judge_job(body: dict[str, Any]) -> tuple[Verdict, str, str]:
+    """(verdict, status as the server spelled it, failure reason). Pure; tolerant of any shape."""
+    status = body.get("status")
+    if not isinstance(status, str):
+        return Verdict.WAIT, "", ""
+    normalized = status.strip().upper()
+    if normalized == "COMPLETED":
+        return Verdict.CONFIRM, status, ""
+    if normalized in FAILED_STATUSES:
+        messages = body.get("messages")
+        listed = messages if isinstance(messages, list) else []
+        texts = [str(m.get("message", m)) if isinstance(m, dict) else str(m) for m in listed]
+        reason = "; ".join(text for text in texts if text.strip()) or f"the job ended {status} without messages"
+        return Verdict.FAILED, status, reason
+    return Verdict.WAIT, status, ""
+
+
+def legacy_job(status: Mapping[str, Any]) -> dict[str, Any]:
+    """10.9's DR status as the job body it stands in for (10.9 has no jobs resource; one DR job runs at a
+    time and ours is the last one submitted, so the status is ours). Pure."""
+    state = status.get("state")
+    messages = status.get("messages")
+    if not isinstance(state, str) or state not in LEGACY_DONE_STATES:
+        return {"status": "EXECUTING"}  # 10.9 says "running" by leaving the state out
+    return {"status": LEGACY_DONE_STATES[state], "messages": messages if isinstance(messages, list) else []}
+
+
+def dr_job_running(status: Mapping[str, Any]) -> bool:
+    """Whether a DR status describes a job still running: documented end states aside, it is. Pure."""
+    if not status:
+        return False
+    return status.get("state") not in IDLE_DR_STATES
+
+
+def dr_status_started(status: Mapping[str, Any]) -> float:
+    """When the job a DR status describes started (epoch ms, the server's clock); 0.0 for none. Pure.
+
+    10.9.1+ says `startTime`; 10.9 says it in its first message's `when`.
+    """
+    if status.get("state") == "no_op":
+        return 0.0
+    started = status.get("startTime")
+    messages = status.get("messages")
+    if started is None and isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        started = messages[0].get("when")
+    if not isinstance(started, int | float) or isinstance(started, bool) or started <= 0:
+        return 0.0
+    return float(started)
+
+
+def dr_status_is_ours(status: Mapping[str, Any], backup_name: str, store: str, mark: float | None) -> bool:
+    """Whether a DR status describes the job of our create of `backup_name`. Pure.
+
+    10.9.1+ names the backup it describes. 10.9 names none: there, `mark` is the start of the job the
+    status described just before our first create (0.0: none). A job that started since (a different
+    start) can only be ours, as one DR job runs at a time; with no mark (a resumed run) we cannot tell.
+    No clock is compared, so a server clock far from ours does not matter.
+    """
+    named = status.get("backupName")
+    if isinstance(named, str):
+        return named == backup_name and status.get("backupStore", store) == store
+    if mark is None:
+        return False
+    started = dr_status_started(status)
+    return started > 0 and started != mark
+
+
+def dr_status_message(status: Mapping[str, Any]) -> str:
+    """What a DR status says of its job: its `message` (10.9.1+), or its last message (10.9). Pure."""
+    message = status.get("message")
+    if isinstance(message, str) and message:
+        return message
+    messages = status.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        last = messages[-1].get("message")
+        if isinstance(last, str) and last:
+            return last
+    return "no message"
+
+
+def is_our_create_job(job: Mapping[str, Any], store: str, since: float) -> bool:
+    """Whether a job is a backup create on `store` started no earlier than `since` (our clock, seconds),
+    allowing CLOCK_SKEW_S for the server's clock. Pure."""
+    uri, started = job.get("operationURI"), job.get("starttime")
+    recent = isinstance(started, int | float) and started >= (since - CLOCK_SKEW_S) * 1000
+    return isinstance(uri, str) and uri.endswith(f"/stores/{store}/backups/create") and recent
+
+
+def is_duplicate_name(error: TargetError) -> bool:
+    """The server's refusal of a backup name that already exists. Pure."""
+    return error.error_class is ErrorClass.PERMANENT and "already exists" in error.message.lower()
