@@ -1,4 +1,6 @@
-"""The command line. `main(argv) -> int` is the only place that knows exit codes.
+"""The command line: parses, calls a use case, prints what it returned. `main(argv) -> int` is the only place
+that knows exit codes, and this module the only one that prints (observers aside: the live display and
+the log lines of a run).
 
 Exit codes: 0 every target succeeded; 1 some target did not; 2 bad input (nothing was submitted);
 3 the run was aborted (failure threshold, deadline or interrupt).
@@ -11,25 +13,25 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import anyio
+from pydantic_settings import CliSettingsSource
+from tabulate import tabulate
 
-from orchestrator import commands
+from orchestrator import usecases
 from orchestrator.clock import SystemClock
-from orchestrator.errors import InputError
-from orchestrator.model import Outcome, RunResult
+from orchestrator.errors import InputError, RunCrashed
+from orchestrator.events import Observer, Observers
+from orchestrator.model import Outcome, RunResult, iso
+from orchestrator.progress import LiveProgress, LogObserver
 from orchestrator.redact import redact
+from orchestrator.report import OUTCOMES
+from orchestrator.runner import RunControl
 from orchestrator.settings import RunSettings
-from orchestrator.simulator.config import (
-    PROFILES,
-    FleetConfig,
-    FleetFileError,
-    fleet_from_mapping,
-    load_fleet_file,
-)
 
 T = TypeVar("T")
 
@@ -37,14 +39,19 @@ EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
 EXIT_ABORTED: Final = 3
+# Their flags come from the simulator, imported only when one of them is asked for (`_command_word`).
+SIMULATOR_COMMANDS: Final = frozenset({"demo", "simulate"})
+
+FlagSources = dict[str, CliSettingsSource[RunSettings]]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Fleet-scale disaster-recovery backups for ArcGIS Enterprise on Kubernetes.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sources: FlagSources = {}
     run = commands.add_parser(
         "run",
         help="back up every selected deployment of an inventory and write the report",
@@ -52,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "and write REPORT_DIR/RUN_ID/report.{json,csv,md}. Settings come from these flags, then ORCHESTRATOR_* "
         "variables, then --settings FILE, then the defaults shown.",
     )
-    _add_run_flags(run)
+    sources["run"] = _add_run_flags(run)
     plan = commands.add_parser(
         "plan",
         help="show what a run would do (targets, stores, backup names, limits); submit nothing",
@@ -60,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "With --check, also sign in to each deployment and check, read-only, that each store exists and that no "
         "DR job is already running.",
     )
-    _add_run_flags(plan)
+    sources["plan"] = _add_run_flags(plan)
     plan.add_argument("--check", action="store_true", help="sign in and check stores and running DR jobs (read-only)")
     resume = commands.add_parser(
         "resume",
@@ -71,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "run unless a flag overrides one; the report covers the whole run.",
     )
     resume.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the last unfinished run")
-    _add_run_flags(resume)
+    sources["resume"] = _add_run_flags(resume)
     retry = commands.add_parser(
         "retry",
         help="a new run over the targets of RUN_ID that did not succeed",
@@ -79,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "or were interrupted, with that run's settings unless a flag overrides one.",
     )
     retry.add_argument("run_id", metavar="RUN_ID")
-    _add_run_flags(retry)
+    sources["retry"] = _add_run_flags(retry)
     runs = commands.add_parser("runs", help="the recent runs in the ledger, with their counts and state")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     runs.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file (default: ORCHESTRATOR_LEDGER or "
@@ -94,11 +101,6 @@ def _parser() -> argparse.ArgumentParser:
         description="Start a simulated fleet in-process, write an inventory for it, and run the fleet run against "
         "it with a live progress display: what `make demo` does.",
     )
-    demo.add_argument("--deployments", type=int, default=40, metavar="N", help="simulated deployments (default 40)")
-    demo.add_argument("--profile", choices=sorted(PROFILES), default="flaky", help="fault profile (default flaky)")
-    demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
-    demo.add_argument("--report-dir", type=Path, default=Path("reports"), help="where reports go (default reports/)")
-    demo.add_argument("--quiet", action="store_true", help="only the final summary")
     sim = commands.add_parser(
         "simulate",
         help="serve a simulated fleet of ArcGIS Enterprise deployments on loopback",
@@ -108,44 +110,40 @@ def _parser() -> argparse.ArgumentParser:
             "Flags override the fleet file's keys."
         ),
     )
-    sim.add_argument("--fleet", type=Path, help="fleet file (TOML); see the README's 'Simulator' section")
-    sim.add_argument("--deployments", type=int, metavar="N", help="number of generated deployments (default 20)")
-    sim.add_argument("--profile", choices=sorted(PROFILES), help="fault profile (default: none)")
-    sim.add_argument("--seed", type=int, help="seed of every random draw (default 0): same seed, same fleet")
-    sim.add_argument(
-        "--versions",
-        metavar="MIX",
-        help="version mix as VERSION=WEIGHT pairs, e.g. '11.3=3,11.4=1,12.0=1' (default: a realistic mix)",
+    if _command_word(argv) in SIMULATOR_COMMANDS:
+        from orchestrator.simulator import commands as simulated
+
+        simulated.add_demo_arguments(demo)
+        simulated.add_simulate_arguments(sim)
+    return parser, sources
+
+
+def _command_word(argv: Sequence[str]) -> str:
+    """The command asked for: the first word that is not an option ("" for none)."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> CliSettingsSource[RunSettings]:
+    """One flag per run setting, generated by pydantic-settings from `RunSettings`, so help, names, defaults,
+    variables and the `--no-` form of every boolean never drift from the model."""
+    parser.add_argument("--settings", type=Path, metavar="FILE", help="settings file (TOML, same keys as the flags)")
+    return CliSettingsSource(
+        RunSettings,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_show_env_vars=True,
+        cli_avoid_json=True,
     )
-    sim.add_argument("--stores", metavar="NAMES", help="backup stores of every deployment, e.g. 'default,offsite'")
-    sim.add_argument(
-        "--token-lifetime",
-        type=float,
-        metavar="S",
-        help="cap every token's lifetime at S seconds (tokens expire mid-job)",
-    )
-    sim.add_argument("--job-seconds", type=float, metavar="S", help="median backup job duration (default 2.0)")
-    sim.add_argument(
-        "--error-status",
-        choices=["200", "mirror"],
-        help="HTTP status of ArcGIS errors: 200 with an error body (default, as real servers do) "
-        "or mirror the error code",
-    )
-    sim.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
-    sim.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
-    sim.add_argument("--tls-dir", type=Path, help="serve HTTPS with a private CA kept in this folder")
-    sim.add_argument(
-        "--password-env",
-        metavar="VAR",
-        help="environment variable holding the fleet's admin password (default: a generated one)",
-    )
-    sim.add_argument(
-        "--write-inventory",
-        type=Path,
-        metavar="PATH",
-        help="write an inventory of the fleet here, with its secrets in PATH's stem + '.secrets/'",
-    )
-    return parser
+
+
+def _flags_given(sources: FlagSources, args: argparse.Namespace) -> dict[str, Any]:
+    """Only the flags actually given, so variables and the settings file can fill the rest."""
+    return sources[args.command](parsed_args=args)()
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def exit_code(result: RunResult) -> int:
@@ -156,114 +154,6 @@ def exit_code(result: RunResult) -> int:
     return EXIT_SOME_FAILED
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per run setting, generated from `RunSettings` so help, names and defaults never drift."""
-    parser.add_argument("--settings", type=Path, metavar="FILE", help="settings file (TOML, same keys as the flags)")
-    for name, info in RunSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        default = info.default
-        shown = "none" if default is None or default == () else default
-        help_text = f"{info.description} (default: {shown}; env ORCHESTRATOR_{name.upper()})".replace("%", "%%")
-        if info.annotation is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=help_text)
-        elif name == "select":
-            parser.add_argument(flag, action="append", metavar="RULE", help=help_text)
-        elif name == "log_format":
-            parser.add_argument(flag, choices=["text", "json"], help=help_text)
-        else:
-            kind = {int: int, float: float}.get(_plain_type(info.annotation), str)
-            parser.add_argument(flag, type=kind, metavar=name.upper(), help=help_text)
-
-
-def _plain_type(annotation: Any) -> Any:
-    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
-    return args[0] if args else annotation
-
-
-def _run_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """Only the flags actually given, so variables and the settings file can fill the rest."""
-    return {name: getattr(args, name) for name in RunSettings.model_fields if getattr(args, name, None) is not None}
-
-
-def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
-async def _execute(settings: RunSettings, plan: commands.RunPlan) -> RunResult:
-    return await commands.execute(settings, plan)
-
-
-def _fleet_config(args: argparse.Namespace) -> FleetConfig:
-    overrides: dict[str, Any] = {}
-    if args.deployments is not None:
-        overrides["count"] = args.deployments
-    if args.profile is not None:
-        overrides["profile"] = args.profile
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.error_status is not None:
-        overrides["error_status"] = args.error_status
-    if args.versions is not None:
-        overrides["versions"] = _version_mix(args.versions)
-    if args.stores is not None:
-        overrides["stores"] = tuple(name.strip() for name in args.stores.split(",") if name.strip())
-    if args.token_lifetime is not None:
-        overrides["faults"] = {"token_lifetime_s": args.token_lifetime}
-    if args.job_seconds is not None:
-        overrides["job_duration"] = {"dist": "lognormal", "median": args.job_seconds, "sigma": 0.35}
-    if args.fleet is not None:
-        return load_fleet_file(args.fleet, **overrides)
-    overrides.setdefault("count", 20)
-    return fleet_from_mapping(overrides, source="command line")
-
-
-def _version_mix(text: str) -> dict[str, float]:
-    mix = {}
-    for pair in text.split(","):
-        version, _, weight = pair.partition("=")
-        try:
-            mix[version.strip()] = float(weight or 1)
-        except ValueError:
-            raise FleetFileError(f"--versions: {pair!r} is not VERSION=WEIGHT (e.g. 11.3=2)") from None
-    return mix
-
-
-async def _simulate(args: argparse.Namespace, config: FleetConfig, password: str | None) -> int:
-    from orchestrator.simulator.fleet import SimulatedFleet
-    from orchestrator.simulator.inventory_file import write_inventory
-    from orchestrator.simulator.server import serve_fleet
-    from orchestrator.simulator.tls import ensure_tls_files
-
-    fleet = SimulatedFleet(config, password=password)
-    tls = ensure_tls_files(args.tls_dir) if args.tls_dir else None
-    # Signals are taken before the banner: a Ctrl-C right after "press Ctrl-C" must stop cleanly.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with serve_fleet(
-            fleet, host=args.host, port=args.port, ssl_context=tls.server_context() if tls else None
-        ) as running:
-            print(f"simulated fleet of {len(fleet.deployments)} deployments listening on {running.base_url}")
-            print(f"  a deployment: {running.url_of(fleet.plans[0].name)}/admin")
-            print(f"  records:      {running.base_url}/_simulator/stats")
-            print("                (also: fleet, requests, creates, jobs, backups)")
-            if tls:
-                print(f"  CA to trust:  {tls.ca_cert}")
-            if args.write_inventory:
-                urls = {plan.name: running.url_of(plan.name) for plan in fleet.plans}
-                secrets_dir = write_inventory(
-                    args.write_inventory,
-                    fleet.plans,
-                    urls,
-                    password=fleet.password,
-                    ca_bundle=tls.ca_cert if tls else None,
-                )
-                print(f"  inventory:    {args.write_inventory} (secrets in {secrets_dir}/)")
-            print("press Ctrl-C to stop", flush=True)
-            async for _ in signals:
-                break
-    print("simulator stopped")
-    return EXIT_OK
-
-
 def _run_async(function: Callable[..., Awaitable[T]], *args: Any) -> T:
     """The event loop of every command: uvloop where installed (it halves the CPU a request costs the
     loop, which is what bounds a 10,000-deployment run on a small box), asyncio's own otherwise."""
@@ -271,61 +161,256 @@ def _run_async(function: Callable[..., Awaitable[T]], *args: Any) -> T:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser, sources = _parser(words)
+    args = parser.parse_args(words)
     try:
-        if args.command in ("run", "plan"):
-            settings, deployments, inventory = commands.prepare(_run_flags(args), args.settings)
-            if args.command == "plan":
-                checks_passed = _run_async(commands.plan, settings, deployments, args.check)
-                return EXIT_OK if checks_passed else EXIT_SOME_FAILED
-            return exit_code(_run_async(commands.run_and_report, settings, deployments, inventory))
-        if args.command == "resume":
-            settings, plan = commands.prepare_resume(args.run_id, _run_flags(args), args.settings)
-            return exit_code(_run_async(_execute, settings, plan))
-        if args.command == "retry":
-            settings, retry_plan = commands.prepare_retry(args.run_id, _run_flags(args), args.settings, SystemClock())
-            if retry_plan is None:
-                print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
-                return EXIT_OK
-            return exit_code(_run_async(_execute, settings, retry_plan))
-        if args.command == "runs":
-            commands.list_runs(_given(args, "ledger"), args.limit)
-            return EXIT_OK
-        if args.command == "report":
-            folder = commands.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))
-            print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
-            return EXIT_OK
-        if args.command == "demo":
-            result = _run_async(commands.demo, args.deployments, args.profile, args.seed, args.report_dir, args.quiet)
-            code = exit_code(result)
-            if code == EXIT_SOME_FAILED and args.profile != "none":
-                # The demo worked: its failures are the ones the fault profile injects on purpose.
-                print(f"(the failures above were injected by the {args.profile!r} fault profile; a real run exits 1)")
-                return EXIT_OK
-            return code
+        return _dispatch(args, sources)
     except InputError as error:
         print("error: the input cannot be used; nothing was submitted:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {redact(problem)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.command == "simulate":
-        password = None
-        if args.password_env:
-            password = os.environ.get(args.password_env)
-            if not password:
-                print(f"error: --password-env {args.password_env}: that variable is not set", file=sys.stderr)
-                return EXIT_BAD_INPUT
+
+
+def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
+    command = args.command
+    if command == "run":
+        return _run(usecases.prepare_run(_flags_given(sources, args), args.settings))
+    if command == "plan":
+        return _plan(usecases.prepare_run(_flags_given(sources, args), args.settings), args.check)
+    if command == "resume":
+        return _run(usecases.prepare_resume(args.run_id, _flags_given(sources, args), args.settings))
+    if command == "retry":
+        retry = usecases.prepare_retry(args.run_id, _flags_given(sources, args), args.settings)
+        if retry is None:
+            print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
+            return EXIT_OK
+        return _run(retry)
+    if command == "runs":
+        _print_runs(usecases.list_runs(_given(args, "ledger"), args.limit))
+        return EXIT_OK
+    if command == "report":
+        folder = usecases.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))
+        print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
+        return EXIT_OK
+    if command == "demo":
+        return _demo(args)
+    if command == "simulate":
+        return _simulate(args)
+    raise AssertionError(f"unknown command {command}")  # pragma: no cover
+
+
+# -- run, resume, retry, demo --
+
+
+def _run(plan: usecases.RunPlan) -> int:
+    _warn(plan.warnings)
+    return _finished(_run_async(_execute_shown, plan))
+
+
+async def _execute_shown(plan: usecases.RunPlan) -> usecases.Finished:
+    """The run with its display (a live one on a terminal, log lines otherwise) and Ctrl-C handling."""
+    settings, control = plan.settings, RunControl()
+    live = sys.stderr.isatty() and not settings.quiet and settings.log_format == "text"
+    observers: list[Observer] = []
+    if not settings.quiet and not live:
+        observers.append(LogObserver(json_lines=settings.log_format == "json"))
+    progress = LiveProgress(plan.targets, SystemClock()) if live else None
+    if progress is not None:
+        observers.append(progress)
+    if not settings.quiet:
+        deployments = len({t.deployment.name for t in plan.targets})
+        verb = "resuming run" if plan.resumed else "run"
+        print(f"{verb} {plan.run_id}: {len(plan.targets)} targets on {deployments} deployments", file=sys.stderr)
+    outcome: usecases.Finished | Exception
+    async with anyio.create_task_group() as signals:
+        signals.start_soon(_watch_signals, control, settings.grace)
         try:
-            config = _fleet_config(args)
-        except FleetFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            with progress if progress is not None else nullcontext():
+                outcome = await usecases.execute(plan, observer=Observers(*observers), control=control)
+        except Exception as error:  # raised below, as itself: not wrapped in the task group's exception group
+            outcome = error
+        signals.cancel_scope.cancel()
+    if isinstance(outcome, RunCrashed):  # the report says what is known; the bug itself goes on, as it was
+        print(outcome, file=sys.stderr)
+        raise outcome.cause
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def _watch_signals(control: RunControl, grace: float) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async for _ in received:
+            if not control.stop_requested:
+                print(
+                    f"\nstopping: nothing new is submitted; running jobs are followed for {grace:g} s "
+                    "(Ctrl-C again to stop at once; the report is written either way)",
+                    file=sys.stderr,
+                )
+                control.stop()
+            else:
+                print("\nstopping now; writing the report", file=sys.stderr)
+                control.abort()
+
+
+def _finished(finished: usecases.Finished) -> int:
+    result = finished.result
+    print(summary_table(finished.summary))
+    if result.stopped_reason:
+        print(f"stopped submitting early: {result.stopped_reason}")
+    if finished.resumable:
+        print(f"the run was cut short: `orchestrator resume {result.run_id}` carries it on")
+    print(f"run id: {result.run_id}")
+    print(f"report: {finished.folder / 'report.md'} (also report.json, report.csv)")
+    return exit_code(result)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    counts = [(outcome, summary[outcome]) for outcome in OUTCOMES if summary[outcome]] + [("total", summary["total"])]
+    return tabulate(counts, headers=["outcome", "targets"], tablefmt="simple")
+
+
+def _warn(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from orchestrator.simulator import commands as simulated
+
+    async def demo() -> usecases.Finished:
+        async with simulated.demo_plan(args.deployments, args.profile, args.seed, args.report_dir, args.quiet) as (
+            plan,
+            served,
+        ):
+            if not args.quiet:
+                where = f"{served.deployments} deployments ({args.profile} profile) on {served.base_url}"
+                print(f"demo: a simulated fleet of {where}", file=sys.stderr)
+            return await _execute_shown(plan)
+
+    code = _finished(_run_async(demo))
+    if code == EXIT_SOME_FAILED and args.profile != "none":
+        # The demo worked: its failures are the ones the fault profile injects on purpose.
+        print(f"(the failures above were injected by the {args.profile!r} fault profile; a real run exits 1)")
+        return EXIT_OK
+    return code
+
+
+# -- plan, runs --
+
+
+def _plan(plan: usecases.RunPlan, check: bool) -> int:
+    _warn(plan.warnings)
+    settings, targets, deployments = plan.settings, usecases.preview(plan), plan.deployments
+    rows = [
+        (
+            t.deployment.name,
+            t.deployment.url,
+            t.store or "(default, asked at run time)",
+            t.backup_name,
+            ",".join(t.deployment.tags),
+        )
+        for t in targets
+    ]
+    print(tabulate(rows, headers=["deployment", "url", "store", "backup name", "tags"]))
+    print(
+        f"\n{len(targets)} targets on {len(deployments)} deployments; concurrency {settings.concurrency} requests, "
+        f"max running jobs {settings.max_running or 'no cap'}, poll {settings.poll_initial:g}..{settings.poll_max:g} s "
+        f"x{settings.poll_factor:g}, job timeout {settings.job_timeout:g} s, deadline "
+        f"{settings.deadline or 'none'}, max failures {settings.max_failures or 'none'}, retries {settings.retries}"
+    )
+    if not check:
+        return EXIT_OK
+    checks = _run_async(usecases.check_deployments, settings, deployments)
+    print()
+    print(tabulate([(c.deployment, c.version, c.verdict) for c in checks], headers=["deployment", "version", "check"]))
+    return EXIT_OK if all(c.verdict == "ok" for c in checks) else EXIT_SOME_FAILED
+
+
+def _print_runs(listing: usecases.Runs) -> None:
+    if not listing.runs:
+        print(f"no runs yet in {listing.ledger}")
+        return
+    rows = []
+    for record in listing.runs:
+        state = record.state
+        if record.run_id == listing.active:
+            state = "running now"
+        elif state == "running":
+            state = "killed: resume it"
+        elif state == "interrupted":
+            state = "interrupted: resume it"
+        counts = record.outcomes
+        others = sum(n for o, n in counts.items() if o not in ("succeeded", "failed", "timed_out"))
+        rows.append(
+            (
+                record.run_id,
+                record.kind + (f" of {record.parent_run_id}" if record.parent_run_id else ""),
+                state + (f" ({record.resumes}x resumed)" if record.resumes else ""),
+                iso(record.started_at),
+                sum(counts.values()),
+                counts.get("succeeded", 0),
+                counts.get("failed", 0) + counts.get("timed_out", 0),
+                others,
+                Path(record.inventory).name,
+            )
+        )
+    headers = ["run id", "kind", "state", "started", "targets", "ok", "failed", "other", "inventory"]
+    print(tabulate(rows, headers=headers))
+    print(f"\nledger: {listing.ledger}")
+
+
+# -- simulate --
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from orchestrator.simulator import commands as simulated
+    from orchestrator.simulator.config import FleetFileError
+
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if not password:
+            print(f"error: --password-env {args.password_env}: that variable is not set", file=sys.stderr)
             return EXIT_BAD_INPUT
-        try:
-            return _run_async(_simulate, args, config, password)
-        except (ValueError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    raise AssertionError(f"unknown command {args.command}")  # pragma: no cover
+    try:
+        config = simulated.fleet_config(args)
+    except FleetFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    async def serve_until_stopped() -> None:
+        # Signals are taken before the banner: a Ctrl-C right after "press Ctrl-C" must stop cleanly.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with simulated.serve(
+                config,
+                password=password,
+                host=args.host,
+                port=args.port,
+                tls_dir=args.tls_dir,
+                write_inventory_to=args.write_inventory,
+            ) as served:
+                print(f"simulated fleet of {served.deployments} deployments listening on {served.base_url}")
+                print(f"  a deployment: {served.first_deployment_url}/admin")
+                print(f"  records:      {served.base_url}/_simulator/stats")
+                print("                (also: fleet, requests, creates, jobs, backups)")
+                if served.ca_cert:
+                    print(f"  CA to trust:  {served.ca_cert}")
+                if served.inventory:
+                    print(f"  inventory:    {served.inventory} (secrets in {served.secrets_dir}/)")
+                print("press Ctrl-C to stop", flush=True)
+                async for _ in signals:
+                    break
+        print("simulator stopped")
+
+    try:
+        _run_async(serve_until_stopped)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

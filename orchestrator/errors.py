@@ -2,6 +2,7 @@
 
     OrchestratorError
     ├── InputError        bad inventory, settings or selection: nothing was sent (exit 2)
+    ├── RunCrashed        an unforeseen error (its cause) broke a run; the report of what is known is written
     └── TargetError       one target's failure, classified; becomes a report row, never stops the run
         └── (error_class) authentication | configuration | transient | permanent
                           | job_failed | job_timed_out | interrupted | unreachable
@@ -13,6 +14,7 @@ server (`ambiguous`) is reconciled with the server before any new create.
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 
 class ErrorClass(StrEnum):
@@ -36,6 +38,15 @@ class InputError(OrchestratorError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class RunCrashed(OrchestratorError):
+    """A run broke on an unforeseen error, `cause`; every target's row is in the report at `report` anyway."""
+
+    def __init__(self, report: Path, cause: Exception) -> None:
+        super().__init__(f"the run stopped early; report of what is known: {report}")
+        self.report = report
+        self.cause = cause
 
 
 class TargetError(OrchestratorError):

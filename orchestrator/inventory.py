@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import difflib
 import fnmatch
-import ipaddress
 import os
 import re
 import stat
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from orchestrator.addresses import is_loopback
 from orchestrator.errors import InputError
 from orchestrator.model import Deployment
 from orchestrator.redact import remember
@@ -327,15 +327,6 @@ def _check_url(value: Any, bad: Any) -> str | None:
         bad(f"{value!r} has no web context; write the root including it, e.g. https://{parts.netloc}/arcgis")
         return None
     return value.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _string_list(value: Any, key: str, bad: Any) -> list[str]:

@@ -122,11 +122,6 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def summary_table(summary: dict[str, Any]) -> str:
-    counts = [(outcome, summary[outcome]) for outcome in OUTCOMES if summary[outcome]] + [("total", summary["total"])]
-    return tabulate(counts, headers=["outcome", "targets"], tablefmt="simple")
-
-
 def markdown_text(document: dict[str, Any]) -> str:
     summary = document["summary"]
     lines = [

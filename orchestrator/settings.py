@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from orchestrator.backoff import Backoff, Retry
 from orchestrator.errors import InputError
@@ -140,18 +146,17 @@ class RunSettings(BaseSettings):
 def load_settings(
     flags: dict[str, Any], settings_file: Path | None = None, base: dict[str, Any] | None = None
 ) -> RunSettings:
-    """Flags (only those given) win over ORCHESTRATOR_* variables, which win over the settings file,
-    which wins over `base` (a past run's settings, for resume and retry), which wins over the defaults."""
-    file_values: dict[str, Any] = {k: v for k, v in (base or {}).items() if k in RunSettings.model_fields}
+    """Flags (only those given) win over ORCHESTRATOR_* variables, which win over the settings file (TOML,
+    the same keys), which wins over `base` (a past run's settings, for resume and retry), which wins over
+    the defaults. Every problem is an `InputError` naming where the setting came from."""
     if settings_file is not None:
         try:
-            file_values |= tomllib.loads(settings_file.read_text(encoding="utf-8"))
+            settings_file.open("rb").close()  # a missing file is no error to the TOML source: it is here
         except OSError as exc:
             raise InputError([f"{settings_file}: cannot read the settings file ({exc.strerror})"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError([f"{settings_file}: not valid TOML: {exc}"]) from None
+    recorded = {k: v for k, v in (base or {}).items() if k in RunSettings.model_fields}
 
-    class _FromFile(RunSettings):
+    class _Layered(RunSettings):
         @classmethod
         def settings_customise_sources(
             cls,
@@ -161,10 +166,13 @@ def load_settings(
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, InitSettingsSource(settings_cls, file_values)
+            from_file = [TomlConfigSettingsSource(settings_cls, toml_file=settings_file)] if settings_file else []
+            return init_settings, env_settings, *from_file, InitSettingsSource(settings_cls, recorded)
 
     try:
-        loaded = _FromFile(**flags)
+        loaded = _Layered(**flags)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError([f"{settings_file}: not valid TOML: {exc}"]) from None
     except ValidationError as exc:
         where = f"settings (flags, ORCHESTRATOR_* variables{', ' + str(settings_file) if settings_file else ''})"
         raise InputError(

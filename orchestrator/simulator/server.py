@@ -21,8 +21,8 @@ import anyio
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from orchestrator.addresses import is_loopback
 from orchestrator.clock import ManualClock
-from orchestrator.inventory import is_loopback
 from orchestrator.simulator.faults import Fault, chance, draw_create_fault, draw_latency, draw_request_fault
 from orchestrator.simulator.fleet import SimulatedFleet
 from orchestrator.simulator.model import ApiError, Deployment, Job, JobStatus

@@ -1,0 +1,373 @@
+"""What the commands do, as functions that take settings and return values: `run` (and `resume`, `retry`),
+`plan`, `runs` and `report`. Nothing here prints or chooses an exit code; that is `cli`'s.
+
+A run is prepared first (settings, inventory, targets: every problem an `InputError` before anything
+is sent), then executed under the ledger's lock, its reports written whatever ends it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from orchestrator.api import ArcGISClient, open_api_context, open_clients
+from orchestrator.clock import Clock, SystemClock
+from orchestrator.dr import dr_job_running
+from orchestrator.errors import InputError, RunCrashed, TargetError
+from orchestrator.events import Observer, retries_told_to
+from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
+from orchestrator.inventory import load_inventory, select
+from orchestrator.ledger import Ledger, RunRecord, default_ledger_path
+from orchestrator.model import Deployment, RunResult, TargetState, build_targets, new_run_id
+from orchestrator.recorder import LedgerWriter
+from orchestrator.report import check_report_dir, report_document, write_reports
+from orchestrator.runner import RunControl, run_fleet, settle_unfinished
+from orchestrator.settings import RunSettings, load_settings
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RunPlan:
+    """A run about to start, or to be resumed: its settings, identity, targets and where it comes from."""
+
+    settings: RunSettings
+    run_id: str
+    started_at: float
+    targets: list[TargetState]
+    inventory: str  # as the report names it
+    inventory_key: str  # the inventory's absolute path: runs over one inventory are compared with each other
+    kind: str = "run"  # run | retry | demo
+    parent_run_id: str = ""
+    resumed: bool = False
+    as_read: tuple[tuple[Any, ...], ...] = ()  # a resumed run's rows as read, to see nobody changed them since
+    warnings: tuple[str, ...] = ()  # about the inventory (a secret file others can read, say)
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        """Its deployments, once each, in inventory order."""
+        return list({t.deployment.name: t.deployment for t in self.targets}.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A run that ended (or was cut short): its result, the report folder and the report's summary."""
+
+    result: RunResult
+    folder: Path
+    summary: dict[str, Any]
+    resumable: bool  # a job may still run on a server: `resume` carries the run on
+
+
+# -- preparing a run --
+
+
+def ledger_path(settings: RunSettings) -> Path:
+    return settings.ledger or default_ledger_path()
+
+
+def new_plan(
+    settings: RunSettings,
+    deployments: list[Deployment],
+    inventory: str,
+    *,
+    clock: Clock | None = None,
+    kind: str = "run",
+    parent_run_id: str = "",
+    inventory_key: str | None = None,
+    warnings: tuple[str, ...] = (),
+) -> RunPlan:
+    started_at = (clock or SystemClock()).now()
+    run_id = new_run_id(started_at, random.Random())
+    targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started_at)
+    key = inventory_key if inventory_key is not None else str(Path(inventory).resolve())
+    return RunPlan(
+        _with_absolute_paths(settings), run_id, started_at, targets, inventory, key, kind, parent_run_id,
+        warnings=warnings,
+    )  # fmt: skip
+
+
+def prepare_run(
+    flags: dict[str, Any],
+    settings_file: Path | None,
+    *,
+    clock: Clock | None = None,
+    name: str | None = None,
+    kind: str = "run",
+    inventory_key: str | None = None,
+) -> RunPlan:
+    """A new run over the inventory's selected deployments; `InputError` before anything is sent. `name`
+    and `inventory_key`: how the report names the inventory, and what runs are compared with (default:
+    its path)."""
+    settings = load_settings(flags, settings_file)
+    if settings.inventory is None:
+        raise InputError(["no inventory: give --inventory FILE (or set ORCHESTRATOR_INVENTORY)"])
+    inventory = load_inventory(settings.inventory)
+    deployments = select(inventory.deployments, settings.select)
+    return new_plan(
+        settings, deployments, name or str(settings.inventory), clock=clock, kind=kind, inventory_key=inventory_key,
+        warnings=inventory.warnings,
+    )  # fmt: skip
+
+
+def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Path | None) -> RunPlan:
+    """The plan that carries an unfinished run on: its targets as the ledger left them, same settings."""
+    if flags.get("select"):
+        raise InputError(["resume: --select does not apply; a resumed run keeps its targets (see `retry`)"])
+    resumable = _read_ledger(flags, settings_file, lambda ledger: unfinished_run(ledger, run_id))
+    record = resumable.record
+    settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory"))
+    inventory_path = settings.inventory or Path(record.inventory)
+    inventory = load_inventory(inventory_path)
+    deployments = {d.name: d for d in inventory.deployments}
+    missing = sorted({t.deployment.name for t in resumable.targets} - set(deployments))
+    if missing:
+        raise InputError(
+            [f"{inventory_path}: run {record.run_id} has deployments no longer in it: {', '.join(missing)}; "
+             "restore them, or give the inventory the run used with --inventory"]
+        )  # fmt: skip
+    targets = [replace(t, deployment=deployments[t.deployment.name]) for t in resumable.targets]
+    return RunPlan(
+        _with_absolute_paths(settings), record.run_id, record.started_at, targets, str(inventory_path),
+        record.inventory, record.kind, record.parent_run_id, resumed=True, as_read=resumable.as_read,
+        warnings=inventory.warnings,
+    )  # fmt: skip
+
+
+def prepare_retry(
+    run_id: str, flags: dict[str, Any], settings_file: Path | None, *, clock: Clock | None = None
+) -> RunPlan | None:
+    """A new run over exactly the targets of `run_id` that did not succeed; None when every one did."""
+    record, recorded = _read_ledger(flags, settings_file, lambda ledger: finished_run(ledger, run_id))
+    settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory", "select"))
+    inventory_path = settings.inventory or Path(record.inventory)
+    again = to_retry(recorded)
+    if not again:
+        return None
+    inventory = load_inventory(inventory_path)
+    deployments = []
+    for deployment in select(inventory.deployments, settings.select):
+        if deployment.name not in again:
+            continue
+        # A deployment backed up to its default store keeps asking for it; named stores are narrowed.
+        stores = tuple(s for s in deployment.stores if s in again[deployment.name]) if deployment.stores else ()
+        if deployment.stores and not stores:
+            continue  # its stores were renamed since: nothing of that run to redo here
+        deployments.append(replace(deployment, stores=stores))
+    missing = sorted(set(again) - {d.name for d in deployments}) if not settings.select else []
+    if not deployments:
+        return None
+    if missing:
+        raise InputError([f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"])
+    return new_plan(
+        settings, deployments, str(inventory_path), clock=clock, kind="retry", parent_run_id=run_id,
+        inventory_key=record.inventory, warnings=inventory.warnings,
+    )  # fmt: skip
+
+
+def _read_ledger(flags: dict[str, Any], settings_file: Path | None, read: Callable[[Ledger], T]) -> T:
+    """One question to the ledger the flags, the variables or the settings file name."""
+    settings = load_settings({k: v for k, v in flags.items() if k == "ledger"}, settings_file)
+    ledger = Ledger.open(ledger_path(settings))
+    try:
+        return read(ledger)
+    finally:
+        ledger.close()
+
+
+def _with_absolute_paths(settings: RunSettings) -> RunSettings:
+    """A resume or retry may start from another directory: the ledger keeps absolute paths."""
+    paths = {name: getattr(settings, name) for name in ("inventory", "report_dir", "ledger")}
+    return settings.model_copy(update={k: v.resolve() for k, v in paths.items() if v is not None})
+
+
+def _without(settings: dict[str, Any], *names: str) -> dict[str, Any]:
+    """A past run's settings minus those a resume or retry takes from elsewhere (the ledger's own record)."""
+    return {k: v for k, v in settings.items() if k not in names}
+
+
+# -- running --
+
+
+async def execute(
+    plan: RunPlan, *, observer: Observer | None = None, control: RunControl | None = None, clock: Clock | None = None
+) -> Finished:
+    """Run (or resume) a plan under the ledger's lock, recording every step; write the reports.
+
+    Whatever breaks the run, the reports are written with what is known of every target: an unforeseen
+    error is then raised as `RunCrashed` (its cause the error); the ledger keeps the run unfinished, so
+    `resume` can carry it on.
+    """
+    settings, clock, control = plan.settings, clock or SystemClock(), control or RunControl()
+    check_report_dir(settings.report_dir)
+    ledger = Ledger.open(ledger_path(settings))
+    try:
+        with ledger.lock(plan.run_id):
+            _record_the_start(ledger, plan)
+            past = read_past(ledger, plan.inventory_key, plan.started_at)
+            for target in plan.targets:
+                target.expected_s = past.expected_s.get(target.store_key)
+            try:
+                result = await _run(plan, clock, observer, control, LedgerWriter(ledger, plan.run_id))
+            except Exception as crash:
+                raise RunCrashed(_write_what_is_known(plan, clock, crash) / "report.md", crash) from crash
+            except BaseException as stopped:  # cancelled from outside: the report still, then on it goes
+                _write_what_is_known(plan, clock, stopped)
+                raise
+            resumable = control.stop_requested or result.cut_short
+            state = "interrupted" if resumable else "finished"
+            ledger.end_run(plan.run_id, result.finished_at, result.stopped_reason, result.targets, state=state)
+            result.changes = past.changes(result.targets)
+    finally:
+        ledger.close()
+    document = report_document(result)  # built once: the files, and the summary the caller shows
+    return Finished(result, write_reports(result, document), document["summary"], resumable)
+
+
+def _record_the_start(ledger: Ledger, plan: RunPlan) -> None:
+    if not plan.resumed:
+        ledger.begin_run(
+            run_id=plan.run_id,
+            kind=plan.kind,
+            parent_run_id=plan.parent_run_id,
+            inventory=plan.inventory_key,
+            settings=plan.settings.public(),
+            started_at=plan.started_at,
+            targets=plan.targets,
+        )
+        return
+    changed = resume_fingerprint(ledger.targets(plan.run_id)) != plan.as_read
+    if changed or ledger.run(plan.run_id).state == "finished":
+        raise InputError([f"run {plan.run_id} changed while this resume was preparing; resume it again"])
+    ledger.resume_run(plan.run_id, plan.settings.public())
+
+
+async def _run(
+    plan: RunPlan, clock: Clock, observer: Observer | None, control: RunControl, ledger: LedgerWriter
+) -> RunResult:
+    on_retry = retries_told_to(observer, clock) if observer is not None else None
+    async with open_clients(plan.settings, clock, random.Random(), on_retry) as clients:
+        result = await run_fleet(
+            plan.targets,
+            plan.settings,
+            clients=clients,
+            run_id=plan.run_id,
+            started_at=plan.started_at,
+            clock=clock,
+            observer=observer,
+            control=control,
+            inventory=plan.inventory,
+            ledger=ledger,
+        )
+    result.kind, result.parent_run_id = plan.kind, plan.parent_run_id
+    return result
+
+
+def _write_what_is_known(plan: RunPlan, clock: Clock, crash: BaseException) -> Path:
+    cause = _innermost(crash)  # the type only: an unforeseen exception's text could hold anything
+    settle_unfinished(plan.targets, clock.now(), f"the run stopped on an internal error ({type(cause).__name__})")
+    salvaged = RunResult(
+        plan.run_id, plan.started_at, clock.now(), plan.targets, plan.settings, plan.inventory, "the run crashed",
+        kind=plan.kind, parent_run_id=plan.parent_run_id,
+    )  # fmt: skip
+    return write_reports(salvaged)
+
+
+def _innermost(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+# -- plan --
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """`plan --check` of one deployment: its version, and "ok" or what is wrong."""
+
+    deployment: str
+    version: str
+    verdict: str
+
+
+def preview(plan: RunPlan) -> list[TargetState]:
+    """The plan's targets as `plan` shows them: named as a run starting now would name them, but for its
+    run id (RUNID), which only the run itself gets. Pure."""
+    return build_targets(
+        plan.deployments, name_template=plan.settings.name_template, run_id="RUNID", started_at=plan.started_at
+    )
+
+
+async def check_deployments(settings: RunSettings, deployments: list[Deployment]) -> list[Check]:
+    """Sign in to each deployment and read its stores and DR status; never submits anything."""
+    results: dict[str, Check] = {}
+    async with (
+        open_api_context(settings, SystemClock(), random.Random()) as context,
+        anyio.create_task_group() as checks,
+    ):
+        for deployment in deployments:
+            checks.start_soon(_check_deployment, ArcGISClient(deployment, context), results)
+    return [results[d.name] for d in deployments]
+
+
+async def _check_deployment(client: ArcGISClient, results: dict[str, Check]) -> None:
+    deployment = client.deployment
+    try:
+        version = await client.detect_version()
+        stores = {str(s.get("name")): s for s in await client.store_list()}
+        wanted = list(deployment.stores) or [await client.default_store()]
+        problems = [f"no store {name!r} (has: {', '.join(sorted(stores))})" for name in wanted if name not in stores]
+        status = await client.dr_status()
+        if dr_job_running(status):
+            problems.append(f"a DR job is running ({status.get('backupName') or 'unnamed'})")
+        results[deployment.name] = Check(deployment.name, version, "; ".join(problems) or "ok")
+    except TargetError as error:
+        results[deployment.name] = Check(
+            deployment.name, client.version or "?", f"{error.error_class.value}: {error.message}"
+        )
+
+
+# -- the ledger's commands: runs, report --
+
+
+@dataclass(frozen=True, slots=True)
+class Runs:
+    """The latest runs in a ledger, and the one holding it right now (if any)."""
+
+    ledger: Path
+    runs: list[RunRecord]
+    active: str | None
+
+
+def list_runs(flags: dict[str, Any], limit: int) -> Runs:
+    def read(ledger: Ledger) -> Runs:
+        return Runs(ledger.path, ledger.runs(limit), ledger.active_run())
+
+    return _read_ledger(flags, None, read)
+
+
+def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
+    """The reports of a past run, written again from the ledger alone (no inventory, no secrets needed)."""
+
+    def read(ledger: Ledger) -> RunResult:
+        record, targets = ledger.run(run_id), ledger.targets(run_id)
+        # The run's own settings, as recorded: today's environment has no say in yesterday's report.
+        recorded = {k: v for k, v in record.settings.items() if k in RunSettings.model_fields}
+        settings = RunSettings.model_validate({**recorded, **{k: v for k, v in flags.items() if k == "report_dir"}})
+        ended = [t.finished_at for t in targets if t.finished_at is not None]
+        result = RunResult(
+            run_id, record.started_at, record.finished_at or max(ended, default=record.started_at), targets,
+            settings, record.inventory, record.stopped_reason, kind=record.kind, parent_run_id=record.parent_run_id,
+        )  # fmt: skip
+        result.changes = read_past(ledger, record.inventory, record.started_at).changes(targets)
+        return result
+
+    result = _read_ledger(flags, None, read)
+    check_report_dir(result.settings.report_dir)
+    return write_reports(result)
