@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -325,12 +324,17 @@ def _start_run(simulator: Simulator, tmp_path: Path, *extra: str) -> subprocess.
 
 
 def _wait_for_submissions(process: subprocess.Popen[str], count: int) -> None:
+    _wait_for_lines(process, " submitted ", count)
+
+
+def _wait_for_lines(process: subprocess.Popen[str], text: str, count: int = 1) -> None:
+    """Read the run's stderr until `count` lines hold `text`: an event, not a moment, to act on."""
     assert process.stderr is not None
     seen = 0
     while seen < count:
         line = process.stderr.readline()
-        assert line, "the run ended before submitting"
-        seen += " submitted " in line
+        assert line, f"the run ended before {count} lines with {text!r}"
+        seen += text in line
 
 
 @pytest.fixture
@@ -358,7 +362,7 @@ def test_a_second_sigint_stops_at_once(slow_simulator: Simulator, tmp_path: Path
     process = _start_run(slow_simulator, tmp_path, "--grace", "600")
     _wait_for_submissions(process, 3)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    _wait_for_lines(process, "stopping: nothing new is submitted")  # the first one was taken; now the second
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=20)  # well before the 600 s grace period
     assert process.returncode == 3, err

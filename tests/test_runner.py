@@ -16,7 +16,8 @@ import anyio
 import pytest
 
 from orchestrator.api import open_clients
-from orchestrator.clock import SystemClock
+from orchestrator.clock import ManualClock, SystemClock
+from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.events import Event, EventKind, Observer, retries_told_to
 from orchestrator.inventory import load_inventory
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, build_targets
@@ -29,6 +30,7 @@ from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
 from orchestrator.simulator.model import Backup
 from tests.conftest import PASSWORD, make_deployment
+from tests.fakes import FakeDeployment, time_flows
 
 pytestmark = pytest.mark.anyio
 
@@ -236,28 +238,6 @@ async def test_abort_ends_at_once(tmp_path: Path) -> None:
     assert [t.outcome for t in result.targets] == [Outcome.INTERRUPTED] * 3
 
 
-async def test_deadline_and_failure_threshold_skip_the_rest(tmp_path: Path) -> None:
-    """--max-failures: once reached nothing new is submitted; skipped rows say why."""
-    deployments_config = [{"name": f"bad-{i}", "wrong_credentials": True} for i in range(3)]
-    async with simulated(tmp_path, count=5, deployments=deployments_config, versions={"11.3": 1}) as (
-        fleet,
-        deployments,
-    ):
-        result = await run(deployments, tmp_path, max_failures="2", max_running=1)
-    outcomes = Counter(t.outcome for t in result.targets)
-    assert outcomes[Outcome.FAILED] >= 2 and outcomes[Outcome.SKIPPED] >= 1
-    assert "failure threshold (2)" in result.stopped_reason
-    assert all("failure threshold" in t.error for t in result.targets if t.outcome is Outcome.SKIPPED)
-    assert fleet.creates == [] or all(c.accepted for c in fleet.creates)
-
-    job = {"dist": "fixed", "value": 0.6}
-    async with simulated(tmp_path, count=4, versions={"11.3": 1}, job_duration=job) as (fleet, deployments):
-        result = await run(deployments, tmp_path, deadline=0.3, max_running=1)
-    outcomes = Counter(t.outcome for t in result.targets)
-    assert outcomes == {Outcome.SUCCEEDED: 1, Outcome.SKIPPED: 3}
-    assert "deadline" in result.stopped_reason
-
-
 async def test_a_gateway_error_after_the_create_was_carried_out_is_not_a_failure(tmp_path: Path) -> None:
     """502/504 answered after the server created the backup: reconciled, one backup each, none failed."""
     async with simulated(tmp_path, count=6, versions={"11.3": 1, "12.0": 1, "10.9": 1}, faults={"late_5xx": 1.0}) as (
@@ -314,16 +294,6 @@ async def test_a_large_backups_list_arriving_in_pieces_still_confirms(tmp_path: 
     assert result.targets[0].outcome is Outcome.SUCCEEDED, result.targets[0].error
 
 
-async def test_a_deadline_after_everything_was_submitted_is_not_an_abort(tmp_path: Path) -> None:
-    async with simulated(tmp_path, count=2, versions={"11.3": 1}, job_duration={"dist": "fixed", "value": 0.5}) as (
-        _,
-        deployments,
-    ):
-        result = await run(deployments, tmp_path, deadline=0.2)
-    assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] * 2
-    assert result.stopped_reason == ""
-
-
 async def test_deployments_sign_in_a_few_at_a_time_so_creates_flow_from_the_start(tmp_path: Path) -> None:
     """Two requests in flight for 30 deployments: each deployment gets through sign-in to its create before
     most others start, instead of every deployment signing in before any backup is created."""
@@ -354,3 +324,54 @@ def test_the_deployments_expected_to_take_longest_start_first() -> None:
             targets.append(target)
     order = [group[0].deployment.name for group in longest_first(targets)]
     assert order == ["new", "slow", "twin-a", "twin-b", "quick"]
+
+
+# -- the runner alone: in-memory deployments on a manual clock, so limits and deadlines are exact --
+
+
+async def run_on_fakes(fakes: list[FakeDeployment], clock: ManualClock, **overrides: Any) -> RunResult:
+    """`run_fleet` over one target per fake deployment, its clients the fakes, time flowing on `clock`."""
+    settings = load_settings({"poll_initial": 5.0, "poll_max": 10.0, "retry_initial": 1.0, **overrides})
+    by_name = {fake.name: fake for fake in fakes}
+    deployments = [make_deployment(fake.name) for fake in fakes]
+    started = clock.now()
+    targets = build_targets(deployments, name_template="b-{deployment}", run_id="r", started_at=started)
+    async with time_flows(clock):
+        return await run_fleet(
+            targets, settings, clients=lambda d: by_name[d.name], run_id="r", started_at=started, clock=clock,
+            rng=random.Random(1),
+        )  # fmt: skip
+
+
+async def test_the_deadline_skips_what_was_not_submitted_before_it() -> None:
+    """--deadline 30 with one job at a time, each job 60 s: the first is submitted and followed to its end,
+    the others are skipped, saying why, and the run says submitting stopped early."""
+    clock = ManualClock()
+    fakes = [FakeDeployment(clock, f"gis-{n}", job_seconds=60) for n in range(4)]
+    result = await run_on_fakes(fakes, clock, deadline=30.0, max_running=1)
+    assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] + [Outcome.SKIPPED] * 3
+    assert [len(fake.creates) for fake in fakes] == [1, 0, 0, 0]
+    reason = "not submitted: the run deadline (30 s) was reached"
+    assert result.stopped_reason == reason and all(t.error == reason for t in result.targets[1:])
+
+
+async def test_a_deadline_after_everything_was_submitted_is_not_an_abort() -> None:
+    """Both jobs submitted at once, the deadline passing while they run: both succeed, nothing stopped early."""
+    clock = ManualClock()
+    fakes = [FakeDeployment(clock, f"gis-{n}", job_seconds=60) for n in range(2)]
+    result = await run_on_fakes(fakes, clock, deadline=30.0)
+    assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] * 2
+    assert result.stopped_reason == ""
+
+
+async def test_the_failure_threshold_skips_the_rest() -> None:
+    """--max-failures 2, one job at a time: the two refused creates fail, then nothing new is submitted."""
+    clock = ManualClock()
+    refused = TargetError(ErrorClass.PERMANENT, "Invalid passcode.")
+    fakes = [FakeDeployment(clock, f"bad-{n}", creates=[refused]) for n in range(3)]
+    fakes += [FakeDeployment(clock, f"gis-{n}") for n in range(2)]
+    result = await run_on_fakes(fakes, clock, max_failures="2", max_running=1)
+    assert [t.outcome for t in result.targets] == [Outcome.FAILED] * 2 + [Outcome.SKIPPED] * 3
+    assert sum(len(fake.creates) for fake in fakes) == 2
+    reason = "not submitted: the failure threshold (2) was reached"
+    assert result.stopped_reason == reason and all(t.error == reason for t in result.targets[2:])

@@ -7,11 +7,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -25,13 +22,22 @@ from orchestrator.model import DEFAULT_STORE, Deployment, Outcome, Phase, Target
 from orchestrator.poll import Poller
 from orchestrator.submit import Gate, Stopped, Submitted, WorkerContext, back_up_deployment, submission
 from tests.conftest import make_deployment
+from tests.fakes import (
+    STEP,
+    Answer,
+    Background,
+    CreateRequest,
+    FakeDeployment,
+    Taken,
+    duplicate,
+    let_tasks_run,
+    time_flows,
+)
 
 pytestmark = pytest.mark.anyio
 
-STEP = 0.25  # seconds the manual clock moves each time the background ticker gets its turn
 RETRY = Backoff(2.0, 2.0, 8.0)  # the retry backoff of every test context
 RETENTION_MS = 1_797_000_000_000
-Background = Callable[[], Coroutine[Any, Any, object]]  # a task run beside a test's body
 RECONCILE = ("backup_names", "dr_status", "job_ids", "job")  # the requests only a reconciliation makes here
 STOPPED = "not submitted: the run deadline (60 s) was reached"
 
@@ -49,150 +55,6 @@ def _unavailable(retry_after: float | None = None) -> TargetError:
 def _lost() -> TargetError:
     """The connection dropped after the create was sent: the server may or may not have taken it."""
     return TargetError(ErrorClass.TRANSIENT, "connection lost (ServerDisconnectedError)", ambiguous=True)
-
-
-def _duplicate(name: str) -> TargetError:
-    return TargetError(ErrorClass.PERMANENT, f"Backup '{name}' already exists.", code=400)
-
-
-@dataclass(frozen=True)
-class Taken:
-    """A scripted create answer: the server carries the create out, but its answer is lost on the way back."""
-
-    error: TargetError
-
-
-Answer = str | TargetError | Taken  # a job id answered, a refusal (nothing taken), or a taken create unanswered
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    store: str
-    name: str
-    passcode: str
-    description: str
-    retention_ms: int | None
-    at: float
-
-
-@dataclass
-class ServerJob:
-    job_id: str
-    store: str
-    name: str
-    started: float
-    ends: float
-
-
-class FakeDeployment:
-    """An in-memory `DeploymentApi`: scripted create answers over a tiny server (DR jobs, backups, DR status).
-
-    A create taken by the server starts a DR job lasting `job_seconds`; its backup is listed once it ends.
-    The server refuses a backup name its store already has. Every request is recorded in `calls`.
-    """
-
-    def __init__(
-        self,
-        clock: ManualClock,
-        name: str = "d",
-        *,
-        creates: tuple[Answer, ...] | list[Answer] = (),
-        job_seconds: float = 10.0,
-        sign_in_seconds: float = 0.0,
-        log: list[tuple[str, float, str]] | None = None,
-    ) -> None:
-        self.clock = clock
-        self.name = name
-        self.script: list[Answer] = list(creates)  # once used up, every create is taken and answered
-        self.job_seconds = job_seconds
-        self.sign_in_seconds = sign_in_seconds
-        self.log: list[tuple[str, float, str]] = log if log is not None else []  # (deployment, time, what)
-        self.calls: list[str] = []
-        self.creates: list[CreateRequest] = []
-        self.jobs: dict[str, ServerJob] = {}  # in submission order, as the jobs resource lists them
-        self.listed: defaultdict[str, set[str]] = defaultdict(set)  # backups there before the run
-        self.errors: dict[str, TargetError] = {}  # request name -> the error it fails with
-        self.status: dict[str, Any] | None = None  # the DR status answered; None: the last job's
-        self.hide_jobs = False  # the jobs resource lists nothing
-        self.legacy = False  # 10.9: no jobs list, and a DR status that names no backup
-        self.default = "primary"
-        self.overlaps = 0  # creates taken while another DR job of this deployment was running
-        self.on_create: Callable[[], None] | None = None
-
-    async def _request(self, method: str) -> None:
-        await anyio.lowlevel.checkpoint()
-        self.calls.append(method)
-        if method in self.errors:
-            raise self.errors[method]
-
-    def add_job(self, job_id: str, store: str, name: str, started: float, ends: float) -> None:
-        self.jobs[job_id] = ServerJob(job_id, store, name, started, ends)
-
-    async def detect_version(self) -> str:
-        await self._request("token")  # the first request signs in
-        await self.clock.sleep(self.sign_in_seconds)
-        await self._request("detect_version")
-        return "11.3"
-
-    async def default_store(self) -> str:
-        await self._request("default_store")
-        return self.default
-
-    async def create_backup(
-        self, store: str, name: str, passcode: str, description: str, retention_ms: int | None
-    ) -> str:
-        await self._request("create_backup")
-        now = self.clock.now()
-        self.creates.append(CreateRequest(store, name, passcode, description, retention_ms, now))
-        if self.on_create is not None:
-            self.on_create()
-        answer = self.script.pop(0) if self.script else f"job-{len(self.creates)}"
-        if isinstance(answer, TargetError):
-            self.log.append((self.name, now, "refused"))
-            raise answer
-        if name in self.listed[store] or any(j.name == name and j.store == store for j in self.jobs.values()):
-            self.log.append((self.name, now, "refused"))
-            raise _duplicate(name)
-        if any(now < job.ends for job in self.jobs.values()):
-            self.overlaps += 1
-        job_id = answer if isinstance(answer, str) else f"job-{len(self.creates)}"
-        self.add_job(job_id, store, name, now, now + self.job_seconds)
-        self.log.append((self.name, now, "created"))
-        if isinstance(answer, Taken):
-            raise answer.error
-        return job_id
-
-    async def job(self, job_id: str) -> dict[str, Any]:
-        await self._request("job")
-        job = self.jobs[job_id]
-        return {
-            "jobid": job_id,
-            "status": "EXECUTING" if self.clock.now() < job.ends else "COMPLETED",
-            "starttime": round(job.started * 1000),
-            "operationURI": f"/arcgis/admin/system/disasterrecovery/stores/{job.store}/backups/create",
-        }
-
-    async def job_ids(self) -> list[str]:
-        await self._request("job_ids")
-        return [] if self.hide_jobs or self.legacy else list(self.jobs)
-
-    async def backup_names(self, store: str) -> set[str]:
-        await self._request("backup_names")
-        now = self.clock.now()
-        return self.listed[store] | {j.name for j in self.jobs.values() if j.store == store and now >= j.ends}
-
-    async def dr_status(self) -> dict[str, Any]:
-        await self._request("dr_status")
-        if self.status is not None:
-            return self.status
-        if not self.jobs:
-            return {"code": 0, "messages": [], "state": "no_op"} if self.legacy else {}
-        last = list(self.jobs.values())[-1]
-        state = "running" if self.clock.now() < last.ends else "success"
-        if self.legacy:  # 10.9: the start in the first message; no state while running
-            started = {"code": 4014, "message": "Started backup process.", "when": round(last.started * 1000)}
-            return {"code": 3, "messages": [started], **({} if state == "running" else {"state": state})}
-        return {"backupName": last.name, "backupStore": last.store, "state": state}
 
 
 @dataclass
@@ -233,31 +95,6 @@ def _context(
     return ctx, seen
 
 
-async def _let_tasks_run() -> None:
-    """Give every ready task its turn (the fake deployment answers without real I/O)."""
-    for _ in range(30):
-        await anyio.lowlevel.checkpoint()
-
-
-@asynccontextmanager
-async def _time_flows(clock: ManualClock, *background: Background) -> AsyncIterator[None]:
-    """While the body runs, the manual clock steps by STEP whenever the tasks have had their turn, and the
-    `background` tasks run beside it; a body that hangs fails after 5 real seconds."""
-
-    async def tick() -> None:
-        while True:
-            await _let_tasks_run()
-            clock.advance(STEP)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(tick)
-        for task in background:
-            tg.start_soon(task)
-        with anyio.fail_after(5):
-            yield
-        tg.cancel_scope.cancel()
-
-
 def _clock_of(ctx: WorkerContext) -> ManualClock:
     assert isinstance(ctx.clock, ManualClock)
     return ctx.clock
@@ -265,7 +102,7 @@ def _clock_of(ctx: WorkerContext) -> ManualClock:
 
 async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> Submitted | Stopped:
     """`submission` with time flowing; checks a Submitted holds a running slot in the block, and none after it."""
-    async with _time_flows(_clock_of(ctx)), submission(target, api, ctx) as submitted:
+    async with time_flows(_clock_of(ctx)), submission(target, api, ctx) as submitted:
         assert ctx.running_limiter.borrowed_tokens == (1 if isinstance(submitted, Submitted) else 0)
     assert ctx.running_limiter.borrowed_tokens == 0
     return submitted
@@ -274,7 +111,7 @@ async def _submit(target: TargetState, api: FakeDeployment, ctx: WorkerContext) 
 async def _submit_failing(target: TargetState, api: FakeDeployment, ctx: WorkerContext) -> TargetError:
     """`submission` with time flowing, expected to raise; checks no running slot is left held."""
     outcome: Submitted | TargetError | Stopped
-    async with _time_flows(_clock_of(ctx)):  # no pytest.raises in here: its BaseException would leave a group
+    async with time_flows(_clock_of(ctx)):  # no pytest.raises in here: its BaseException would leave a group
         try:
             async with submission(target, api, ctx) as outcome:
                 pass
@@ -291,7 +128,7 @@ async def _back_up(
     background: tuple[Background, ...] = (),
 ) -> None:
     """One `back_up_deployment` worker per deployment, beside the poller, as the runner runs them."""
-    async with _time_flows(_clock_of(ctx), ctx.poller.run, *background), anyio.create_task_group() as workers:
+    async with time_flows(_clock_of(ctx), ctx.poller.run, *background), anyio.create_task_group() as workers:
         for targets, api in work:
             workers.start_soon(back_up_deployment, targets, api, ctx)
 
@@ -324,9 +161,9 @@ async def test_an_answered_create_is_submitted_holding_a_running_slot_until_its_
             assert seen.described == ["d/default"]
             assert ctx.running_limiter.borrowed_tokens == 1
             tg.start_soon(submit_other)
-            await _let_tasks_run()
+            await let_tasks_run()
             assert other_api.creates == []  # the only slot is still ours
-        await _let_tasks_run()
+        await let_tasks_run()
         assert len(other_api.creates) == 1  # given back as the block ended
     assert ctx.running_limiter.borrowed_tokens == 0
 
@@ -569,7 +406,7 @@ async def test_a_duplicate_name_without_an_ambiguous_attempt_fails(earlier: list
     """A refusal of our name with no earlier ambiguous attempt is a permanent failure, never taken as ours."""
     clock = ManualClock()
     target = _target()
-    api = FakeDeployment(clock, creates=[*earlier, _duplicate(target.backup_name)])
+    api = FakeDeployment(clock, creates=[*earlier, duplicate(target.backup_name)])
     ctx, _ = _context(clock)
 
     error = await _submit_failing(target, api, ctx)
@@ -647,7 +484,7 @@ async def test_a_gate_closed_during_a_backoff_sleep_creates_nothing_more(first: 
     ctx, _ = _context(clock)
     target = _target()
 
-    async with _time_flows(clock, _close_gate_during_backoff(ctx)):
+    async with time_flows(clock, _close_gate_during_backoff(ctx)):
         with suppress(TargetError):
             async with submission(target, api, ctx):
                 pass
