@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from orchestrator import redact
 from orchestrator.clock import ManualClock
 from orchestrator.model import Deployment
 from orchestrator.simulator import FleetConfig, RunningSimulator, SimulatedFleet, serve_fleet
@@ -22,6 +23,13 @@ PASSCODE = "passcode-1234"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _own_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The redaction layer's process-wide secrets start empty in every test, and what a test adds goes with it:
+    a secret of one test (a passcode "short", say) never masks another test's words ("shorter")."""
+    monkeypatch.setattr(redact, "SECRETS", redact.Secrets())
 
 
 @pytest.fixture(autouse=True)

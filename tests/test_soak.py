@@ -14,7 +14,6 @@ from typing import Any, Final
 import anyio
 import pytest
 
-from orchestrator import redact
 from orchestrator.errors import ErrorClass
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState
 from orchestrator.report import write_reports
@@ -44,12 +43,6 @@ TRANSIENT_CAUSES: Final = (
     ("connection lost", NO_ANSWER_FAULTS),
     ("no answer within", frozenset({"hang"})),
 )
-
-
-@pytest.fixture(autouse=True)
-def _own_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The redaction layer's process-wide secrets start empty here, and what a test adds goes with it."""
-    monkeypatch.setattr(redact, "SECRETS", redact.Secrets())
 
 
 @dataclass(frozen=True, slots=True)
