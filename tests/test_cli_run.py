@@ -259,6 +259,18 @@ def test_settings_file_and_environment(simulator: Simulator, tmp_path: Path, mon
     assert document["settings"]["quiet"] is True and document["settings"]["poll_initial"] == 0.1
 
 
+def test_every_boolean_setting_has_its_no_form(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--no-quiet` turns off a `quiet` the environment set: flags win, both ways."""
+    monkeypatch.setenv("ORCHESTRATOR_QUIET", "true")
+    base = ["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path), "--select", "name=gis-0000"]
+    assert main([*base, *FAST]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*base, *FAST, "--no-quiet"]) == 0
+    assert " finished " in capsys.readouterr().err
+
+
 def test_python_dash_m_orchestrator_answers_help() -> None:
     """`python -m orchestrator --help` works and lists every command."""
     done = subprocess.run([sys.executable, "-m", "orchestrator", "--help"], capture_output=True, text=True, check=False)

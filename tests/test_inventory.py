@@ -227,3 +227,19 @@ def test_one_deployment_listed_twice_under_two_names_is_refused(folder: Path) ->
     assert "is also deployment 'gis-eu-1'" in problem and "list each deployment once" in problem
     other_context = GOOD + '\n[[deployments]]\nname = "gis-eu-2"\nurl = "https://gis-eu-1.example.com/portal"\n'
     assert len(load_inventory(_write(folder, other_context)).deployments) == 3  # another web context is another site
+
+
+def test_wrong_kinds_of_value_name_the_field_and_the_fix(folder: Path) -> None:
+    """Values of the wrong kind (strict: TOML says what it means) and [defaults] keys that name one deployment
+    are each refused with the line and what to write instead."""
+    text = GOOD.replace("retention_days = 14", 'retention_days = "14"\nname = "everyone"').replace(
+        "verify_tls = false", 'verify_tls = "no"\npasscode_env = 5\npasscode_file = "secrets/passcode"'
+    )
+    path = _write(folder, text)
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    problems = "\n".join(caught.value.problems)
+    assert f"{path}:2: [defaults]: 'name' names one deployment: write it in each [[deployments]]" in problems
+    assert f"{path}:2: deployments[0] (gis-eu-1): retention_days: must be a positive number of days" in problems
+    assert f"{path}:16: deployments[1] (gis-us-1): verify_tls: must be true or false" in problems
+    assert f"{path}:16: deployments[1] (gis-us-1): passcode_env: must name an environment variable, e.g." in problems

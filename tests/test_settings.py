@@ -59,3 +59,15 @@ def test_failure_budget_thresholds() -> None:
     assert FailureBudget(count=3).exceeded(3, 100) and not FailureBudget(count=3).exceeded(2, 100)
     assert FailureBudget(percent=10).exceeded(10, 100) and not FailureBudget(percent=10).exceeded(9, 100)
     assert not FailureBudget().exceeded(1000, 1000)
+
+
+def test_a_settings_file_that_is_not_toml_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Broken TOML in the settings file names the file and the line, before anything is sent."""
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("concurrency = 5\nretries = = 2\n")
+    with pytest.raises(InputError) as caught:
+        load_settings({}, settings_file)
+    assert (
+        caught.value.problems[0].startswith(f"{settings_file}: not valid TOML:")
+        and "line 2" in caught.value.problems[0]
+    )
