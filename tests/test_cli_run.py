@@ -265,6 +265,7 @@ def test_every_boolean_setting_has_its_no_form(
     """`--no-quiet` turns off a `quiet` the environment set: flags win, both ways."""
     monkeypatch.setenv("ORCHESTRATOR_QUIET", "true")
     base = ["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path), "--select", "name=gis-0000"]
+    base += ["--name-template", "b-{run_id}-{deployment}"]  # two runs within a second: names kept apart
     assert main([*base, *FAST]) == 0
     assert capsys.readouterr().err == ""
     assert main([*base, *FAST, "--no-quiet"]) == 0

@@ -28,7 +28,7 @@ from orchestrator.settings import load_settings
 from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
-from orchestrator.simulator.model import Backup
+from orchestrator.simulator.jobs import Backup
 from tests.conftest import PASSWORD, make_deployment
 from tests.fakes import FakeDeployment, time_flows
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.simulator.config import FleetConfig, resolve_fleet
-from orchestrator.simulator.model import Deployment, Job, ms
+from orchestrator.simulator.jobs import Job, ms
+from orchestrator.simulator.model import Deployment
 from orchestrator.simulator.records import CreateRecord, InFlight, RequestRecord, peak_overlap
 
 

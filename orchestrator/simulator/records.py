@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRecord:
+    """One request as the simulator saw it: filled in while it is answered, kept once it has been."""
+
     at: float  # simulator clock when the request arrived
     deployment: str
     method: str
@@ -17,9 +19,9 @@ class RequestRecord:
     endpoint: str  # routes.Endpoint value, or "unknown"
     token_source: str  # body, query, x-esri-authorization, authorization, or none
     secret_in_url: bool  # a token, password or passcode appeared in the URL
-    status: int  # HTTP status sent (0: no answer: reset or hang)
-    error_code: int  # code of the {"error": ...} envelope, 0 for none
-    fault: str  # injected fault, "" for none
+    status: int = 0  # HTTP status sent (0: no answer: reset or hang)
+    error_code: int = 0  # code of the {"error": ...} envelope, 0 for none
+    fault: str = ""  # injected fault, "" for none
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

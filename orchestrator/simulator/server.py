@@ -22,10 +22,11 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrator.addresses import is_loopback
-from orchestrator.clock import ManualClock
 from orchestrator.simulator.faults import Fault, chance, draw_create_fault, draw_latency, draw_request_fault
 from orchestrator.simulator.fleet import SimulatedFleet
-from orchestrator.simulator.model import ApiError, Deployment, Job, JobStatus
+from orchestrator.simulator.introspection import introspect
+from orchestrator.simulator.jobs import ApiError, Job, JobStatus
+from orchestrator.simulator.model import Deployment
 from orchestrator.simulator.records import CreateRecord, RequestRecord
 from orchestrator.simulator.routes import Endpoint, Route, match
 
@@ -65,7 +66,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     fleet = request.app[_FLEET_KEY]
     segments = tuple(request.path.strip("/").split("/"))
     if segments[0] == INTROSPECTION:
-        return await _introspect(fleet, request, segments[1:])
+        return await introspect(fleet, request, segments[1:])
     deployment = fleet.deployments.get(segments[0])
     if deployment is None:
         return _ingress_page(404, "404 Not Found")
@@ -93,7 +94,7 @@ async def _serve_deployment(
     params = {**query, **form}
     token, source = _find_token(request, form, query)
     route = match(segments)
-    record = _RecordBuilder(
+    record = RequestRecord(
         at=arrived,
         deployment=deployment.name,
         method=request.method,
@@ -107,35 +108,7 @@ async def _serve_deployment(
         record.status = response.status
         return response
     finally:
-        fleet.record_request(record.build())  # status stays 0 when no answer was sent (reset, hang)
-
-
-@dataclass(slots=True)
-class _RecordBuilder:
-    at: float
-    deployment: str
-    method: str
-    path: str
-    endpoint: str
-    token_source: str
-    secret_in_url: bool
-    status: int = 0
-    error_code: int = 0
-    fault: str = ""
-
-    def build(self) -> RequestRecord:
-        return RequestRecord(
-            self.at,
-            self.deployment,
-            self.method,
-            self.path,
-            self.endpoint,
-            self.token_source,
-            self.secret_in_url,
-            self.status,
-            self.error_code,
-            self.fault,
-        )
+        fleet.record_request(record)  # status stays 0 when no answer was sent (reset, hang)
 
 
 async def _answer(
@@ -146,7 +119,7 @@ async def _answer(
     params: dict[str, str],
     token: str | None,
     source: str,
-    record: _RecordBuilder,
+    record: RequestRecord,
 ) -> web.StreamResponse:
     profile = deployment.plan.faults
     if deployment.is_down(fleet.clock.now()):
@@ -208,7 +181,7 @@ def _dispatch(
     route: Route,
     params: dict[str, str],
     now: float,
-    record: _RecordBuilder,
+    record: RequestRecord,
 ) -> dict[str, Any]:
     endpoint = route.endpoint
     context = f"/{deployment.name}/admin"
@@ -414,44 +387,6 @@ def _ingress_page(status: int, title: str, retry_after: int | None = None) -> we
         "<hr><center>nginx</center></body></html>"
     )
     return web.Response(status=status, text=page, content_type="text/html", headers=headers)
-
-
-# -- introspection --
-
-
-async def _introspect(fleet: SimulatedFleet, request: web.Request, segments: tuple[str, ...]) -> web.Response:
-    what = segments[0] if segments else ""
-    wanted = request.query.get("deployment")
-    if what == "clock" and segments[1:] == ("advance",) and request.method == "POST":
-        if not isinstance(fleet.clock, ManualClock):
-            return web.json_response({"error": "the simulator runs on the real clock"}, status=409)
-        fleet.clock.advance(float(request.query.get("seconds", "0")))
-        return web.json_response({"now_ms": int(fleet.clock.now() * 1000)})
-    if request.method != "GET":
-        return web.json_response({"error": "introspection is read-only (GET)"}, status=405)
-    offset = int(request.query.get("offset", "0"))
-    limit = int(request.query.get("limit", "100000"))
-    rows: list[dict[str, Any]]
-    if what == "stats":
-        return web.json_response(fleet.stats())
-    records: list[RequestRecord] | list[CreateRecord] | None = None
-    if what == "fleet":
-        rows = fleet.describe()
-    elif what == "requests":
-        records = [r for r in fleet.requests if wanted is None or r.deployment == wanted]
-    elif what == "creates":
-        records = [c for c in fleet.creates if wanted is None or c.deployment == wanted]
-    elif what == "jobs":
-        rows = fleet.jobs(wanted)
-    elif what == "backups":
-        rows = fleet.backups(wanted)
-    else:
-        return web.json_response({"error": "unknown; try stats, fleet, requests, creates, jobs, backups"}, status=404)
-    if records is not None:  # page first, convert after: a page costs its size, not the whole log's
-        total, items = len(records), [r.to_json() for r in records[offset : offset + limit]]
-    else:
-        total, items = len(rows), rows[offset : offset + limit]
-    return web.json_response({"total": total, "offset": offset, "items": items})
 
 
 # -- serving --
