@@ -11,6 +11,8 @@ import io
 import json
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,47 +22,39 @@ from orchestrator.errors import InputError
 from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
 
-COLUMNS: Final = (
-    "deployment",
-    "url",
-    "store",
-    "backup_name",
-    "job_id",
-    "outcome",
-    "server_status",
-    "error_class",
-    "error",
-    "attempts",
-    "polls",
-    "submitted_at",
-    "finished_at",
-    "duration_s",
-    "retention_date",
-    "tls_verified",
-)
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 SLOWEST: Final = 5
 
 
+def _retention_date(target: TargetState) -> str:
+    return iso(target.retention_ms / 1000) if target.retention_ms is not None else ""
+
+
+# The report's columns, in order: each a header and what a target's record puts in it. The JSON rows, the
+# CSV header and the Markdown table all come from this table.
+REPORT_COLUMNS: Final[tuple[tuple[str, Callable[[TargetState], Any]], ...]] = (
+    ("deployment", lambda t: t.deployment.name),
+    ("url", lambda t: t.deployment.url),
+    ("store", lambda t: t.store or "(default store)"),
+    ("backup_name", attrgetter("backup_name")),
+    ("job_id", attrgetter("job_id")),
+    ("outcome", lambda t: t.outcome.value),
+    ("server_status", attrgetter("server_status")),
+    ("error_class", attrgetter("error_class")),
+    ("error", attrgetter("error")),
+    ("attempts", attrgetter("attempts")),
+    ("polls", attrgetter("polls")),
+    ("submitted_at", lambda t: iso(t.submitted_at)),
+    ("finished_at", lambda t: iso(t.finished_at)),
+    ("duration_s", attrgetter("duration_s")),
+    ("retention_date", _retention_date),
+    ("tls_verified", lambda t: t.deployment.verify_tls),
+)
+COLUMNS: Final = tuple(header for header, _ in REPORT_COLUMNS)
+
+
 def row(target: TargetState) -> dict[str, Any]:
-    return {
-        "deployment": target.deployment.name,
-        "url": target.deployment.url,
-        "store": target.store or "(default store)",
-        "backup_name": target.backup_name,
-        "job_id": target.job_id,
-        "outcome": target.outcome.value,
-        "server_status": target.server_status,
-        "error_class": target.error_class,
-        "error": target.error,
-        "attempts": target.attempts,
-        "polls": target.polls,
-        "submitted_at": iso(target.submitted_at),
-        "finished_at": iso(target.finished_at),
-        "duration_s": target.duration_s,
-        "retention_date": iso(target.retention_ms / 1000) if target.retention_ms is not None else "",
-        "tls_verified": target.deployment.verify_tls,
-    }
+    return {header: value(target) for header, value in REPORT_COLUMNS}
 
 
 def summarize(targets: list[TargetState]) -> dict[str, Any]:
@@ -123,59 +117,14 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown_text(document: dict[str, Any]) -> str:
-    summary = document["summary"]
+    """What a person reads in the morning: the summary, what changed, the failures by reason, every target."""
     lines = [
         f"# Backup run {document['run_id']}",
         "",
         f"Started {document['started_at']}, finished {document['finished_at']}; inventory `{document['inventory']}`.",
-        "",
-        "## Summary",
-        "",
-        tabulate(
-            [(o, summary[o]) for o in OUTCOMES] + [("**total**", summary["total"])],
-            headers=["outcome", "targets"],
-            tablefmt="github",
-        ),
-    ]
-    if document["stopped_reason"]:
-        lines += ["", f"**Submitting stopped early**: {document['stopped_reason']}."]
-    if summary["tls_not_verified"]:
-        names = ", ".join(summary["tls_not_verified"])
-        lines += ["", f"**TLS not verified** (`verify_tls = false` in the inventory) for: {names}."]
-    if summary["by_tag"]:
-        tags = sorted(summary["by_tag"].items())
-        lines += ["", "By tag:", "", tabulate(
-            [(tag, *(counts.get(o, 0) for o in OUTCOMES)) for tag, counts in tags],
-            headers=["tag", *OUTCOMES],
-            tablefmt="github",
-        )]  # fmt: skip
-    lines += _changes_lines(document["changes"])
-    lines += ["", "## Failures and other non-successes", ""]
-    if summary["failures_by_reason"]:
-        lines.append(
-            tabulate(
-                [
-                    (
-                        f["count"],
-                        f["error_class"],
-                        _cell(f["reason"]),
-                        _cell(", ".join(f["targets"][:10]) + (" ..." if f["count"] > 10 else "")),
-                    )
-                    for f in summary["failures_by_reason"]
-                ],
-                headers=["targets", "class", "reason", "which"],
-                tablefmt="github",
-            )
-        )
-    else:
-        lines.append("None: every target succeeded.")
-    if summary["slowest"]:
-        lines += [
-            "",
-            "Slowest successful targets: "
-            + ", ".join(f"{s['target']} ({s['duration_s']:.1f} s)" for s in summary["slowest"]),
-        ]
-    lines += [
+        *_summary_lines(document),
+        *_changes_lines(document["changes"]),
+        *_failure_lines(document["summary"]),
         "",
         "## All targets",
         "",
@@ -187,6 +136,44 @@ def markdown_text(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _summary_lines(document: dict[str, Any]) -> list[str]:
+    summary = document["summary"]
+    lines = ["", "## Summary", ""]
+    counts = [(o, summary[o]) for o in OUTCOMES] + [("**total**", summary["total"])]
+    lines.append(tabulate(counts, headers=["outcome", "targets"], tablefmt="github"))
+    if document["stopped_reason"]:
+        lines += ["", f"**Submitting stopped early**: {document['stopped_reason']}."]
+    if summary["tls_not_verified"]:
+        names = ", ".join(summary["tls_not_verified"])
+        lines += ["", f"**TLS not verified** (`verify_tls = false` in the inventory) for: {names}."]
+    if summary["by_tag"]:
+        tags = sorted(summary["by_tag"].items())
+        by_tag = [(tag, *(counts.get(o, 0) for o in OUTCOMES)) for tag, counts in tags]
+        lines += ["", "By tag:", "", tabulate(by_tag, headers=["tag", *OUTCOMES], tablefmt="github")]
+    return lines
+
+
+def _failure_lines(summary: dict[str, Any]) -> list[str]:
+    lines = ["", "## Failures and other non-successes", ""]
+    if summary["failures_by_reason"]:
+        failures = [
+            (
+                f["count"],
+                f["error_class"],
+                _cell(f["reason"]),
+                _cell(", ".join(f["targets"][:10]) + (" ..." if f["count"] > 10 else "")),
+            )
+            for f in summary["failures_by_reason"]
+        ]
+        lines.append(tabulate(failures, headers=["targets", "class", "reason", "which"], tablefmt="github"))
+    else:
+        lines.append("None: every target succeeded.")
+    if summary["slowest"]:
+        slowest = ", ".join(f"{s['target']} ({s['duration_s']:.1f} s)" for s in summary["slowest"])
+        lines += ["", f"Slowest successful targets: {slowest}"]
+    return lines
 
 
 def _changes_lines(changes: dict[str, Any]) -> list[str]:
