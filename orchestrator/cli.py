@@ -20,16 +20,14 @@ from typing import Any, Final, TypeVar
 
 import anyio
 from pydantic_settings import CliSettingsSource
-from tabulate import tabulate
 
-from orchestrator import usecases
+from orchestrator import console, usecases
 from orchestrator.clock import SystemClock
 from orchestrator.errors import InputError, RunCrashed
 from orchestrator.events import Observer, Observers
-from orchestrator.model import Outcome, RunResult, iso
+from orchestrator.model import Outcome, RunResult
 from orchestrator.progress import LiveProgress, LogObserver
 from orchestrator.redact import redact
-from orchestrator.report import OUTCOMES
 from orchestrator.runner import RunControl
 from orchestrator.settings import RunSettings
 
@@ -39,7 +37,6 @@ EXIT_OK: Final = 0
 EXIT_SOME_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
 EXIT_ABORTED: Final = 3
-# Their flags come from the simulator, imported only when one of them is asked for (`_command_word`).
 SIMULATOR_COMMANDS: Final = frozenset({"demo", "simulate"})
 
 FlagSources = dict[str, CliSettingsSource[RunSettings]]
@@ -51,6 +48,17 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
         description="Fleet-scale disaster-recovery backups for ArcGIS Enterprise on Kubernetes.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sources = _add_run_commands(commands)
+    _add_ledger_commands(commands)
+    _add_simulator_commands(commands, load_flags=_command_word(argv) in SIMULATOR_COMMANDS)
+    return parser, sources
+
+
+Commands = Any  # argparse's subparsers action (private in typeshed)
+
+
+def _add_run_commands(commands: Commands) -> FlagSources:
+    """run, plan, resume and retry: each takes every run setting as a flag."""
     sources: FlagSources = {}
     run = commands.add_parser(
         "run",
@@ -87,6 +95,10 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
     )
     retry.add_argument("run_id", metavar="RUN_ID")
     sources["retry"] = _add_run_flags(retry)
+    return sources
+
+
+def _add_ledger_commands(commands: Commands) -> None:
     runs = commands.add_parser("runs", help="the recent runs in the ledger, with their counts and state")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     runs.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file (default: ORCHESTRATOR_LEDGER or "
@@ -95,6 +107,10 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
     report.add_argument("run_id", metavar="RUN_ID")
     report.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file")
     report.add_argument("--report-dir", type=Path, metavar="DIR", help="where (default: the run's report dir)")
+
+
+def _add_simulator_commands(commands: Commands, *, load_flags: bool) -> None:
+    """demo and simulate; their flags come from the simulator, loaded only when one of them is asked for."""
     demo = commands.add_parser(
         "demo",
         help="run a real fleet run against a built-in simulated fleet (flaky profile)",
@@ -110,12 +126,11 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
             "Flags override the fleet file's keys."
         ),
     )
-    if _command_word(argv) in SIMULATOR_COMMANDS:
+    if load_flags:
         from orchestrator.simulator import commands as simulated
 
         simulated.add_demo_arguments(demo)
         simulated.add_simulate_arguments(sim)
-    return parser, sources
 
 
 def _command_word(argv: Sequence[str]) -> str:
@@ -188,7 +203,7 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
             return EXIT_OK
         return _run(retry)
     if command == "runs":
-        _print_runs(usecases.list_runs(_given(args, "ledger"), args.limit))
+        print(console.runs_text(usecases.list_runs(_given(args, "ledger"), args.limit)))
         return EXIT_OK
     if command == "report":
         folder = usecases.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))
@@ -256,20 +271,8 @@ async def _watch_signals(control: RunControl, grace: float) -> None:
 
 
 def _finished(finished: usecases.Finished) -> int:
-    result = finished.result
-    print(summary_table(finished.summary))
-    if result.stopped_reason:
-        print(f"stopped submitting early: {result.stopped_reason}")
-    if finished.resumable:
-        print(f"the run was cut short: `orchestrator resume {result.run_id}` carries it on")
-    print(f"run id: {result.run_id}")
-    print(f"report: {finished.folder / 'report.md'} (also report.json, report.csv)")
-    return exit_code(result)
-
-
-def summary_table(summary: dict[str, Any]) -> str:
-    counts = [(outcome, summary[outcome]) for outcome in OUTCOMES if summary[outcome]] + [("total", summary["total"])]
-    return tabulate(counts, headers=["outcome", "targets"], tablefmt="simple")
+    print("\n".join(console.finished_lines(finished)))
+    return exit_code(finished.result)
 
 
 def _warn(warnings: Sequence[str]) -> None:
@@ -298,68 +301,19 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
-# -- plan, runs --
+# -- plan --
 
 
 def _plan(plan: usecases.RunPlan, check: bool) -> int:
     _warn(plan.warnings)
-    settings, targets, deployments = plan.settings, usecases.preview(plan), plan.deployments
-    rows = [
-        (
-            t.deployment.name,
-            t.deployment.url,
-            t.store or "(default, asked at run time)",
-            t.backup_name,
-            ",".join(t.deployment.tags),
-        )
-        for t in targets
-    ]
-    print(tabulate(rows, headers=["deployment", "url", "store", "backup name", "tags"]))
-    print(
-        f"\n{len(targets)} targets on {len(deployments)} deployments; concurrency {settings.concurrency} requests, "
-        f"max running jobs {settings.max_running or 'no cap'}, poll {settings.poll_initial:g}..{settings.poll_max:g} s "
-        f"x{settings.poll_factor:g}, job timeout {settings.job_timeout:g} s, deadline "
-        f"{settings.deadline or 'none'}, max failures {settings.max_failures or 'none'}, retries {settings.retries}"
-    )
+    deployments = plan.deployments
+    print(console.plan_text(plan.settings, usecases.preview(plan), len(deployments)))
     if not check:
         return EXIT_OK
-    checks = _run_async(usecases.check_deployments, settings, deployments)
+    checks = _run_async(usecases.check_deployments, plan.settings, deployments)
     print()
-    print(tabulate([(c.deployment, c.version, c.verdict) for c in checks], headers=["deployment", "version", "check"]))
+    print(console.checks_table(checks))
     return EXIT_OK if all(c.verdict == "ok" for c in checks) else EXIT_SOME_FAILED
-
-
-def _print_runs(listing: usecases.Runs) -> None:
-    if not listing.runs:
-        print(f"no runs yet in {listing.ledger}")
-        return
-    rows = []
-    for record in listing.runs:
-        state = record.state
-        if record.run_id == listing.active:
-            state = "running now"
-        elif state == "running":
-            state = "killed: resume it"
-        elif state == "interrupted":
-            state = "interrupted: resume it"
-        counts = record.outcomes
-        others = sum(n for o, n in counts.items() if o not in ("succeeded", "failed", "timed_out"))
-        rows.append(
-            (
-                record.run_id,
-                record.kind + (f" of {record.parent_run_id}" if record.parent_run_id else ""),
-                state + (f" ({record.resumes}x resumed)" if record.resumes else ""),
-                iso(record.started_at),
-                sum(counts.values()),
-                counts.get("succeeded", 0),
-                counts.get("failed", 0) + counts.get("timed_out", 0),
-                others,
-                Path(record.inventory).name,
-            )
-        )
-    headers = ["run id", "kind", "state", "started", "targets", "ok", "failed", "other", "inventory"]
-    print(tabulate(rows, headers=headers))
-    print(f"\nledger: {listing.ledger}")
 
 
 # -- simulate --

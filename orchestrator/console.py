@@ -1,0 +1,85 @@
+"""What the command line shows, as text built from the use cases' values: the run's summary, the plan,
+the checks, the runs in a ledger. Pure; `cli` prints it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from orchestrator.model import TargetState, iso
+from orchestrator.report import OUTCOMES
+from orchestrator.settings import RunSettings
+from orchestrator.usecases import Check, Finished, Runs
+
+
+def finished_lines(finished: Finished) -> list[str]:
+    """The end of a run: its counts, why it stopped early, how to carry it on, where its report is."""
+    result = finished.result
+    lines = [summary_table(finished.summary)]
+    if result.stopped_reason:
+        lines.append(f"stopped submitting early: {result.stopped_reason}")
+    if finished.resumable:
+        lines.append(f"the run was cut short: `orchestrator resume {result.run_id}` carries it on")
+    lines += [f"run id: {result.run_id}", f"report: {finished.folder / 'report.md'} (also report.json, report.csv)"]
+    return lines
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    counts = [(outcome, summary[outcome]) for outcome in OUTCOMES if summary[outcome]] + [("total", summary["total"])]
+    return tabulate(counts, headers=["outcome", "targets"], tablefmt="simple")
+
+
+def plan_text(settings: RunSettings, targets: list[TargetState], deployments: int) -> str:
+    """The targets a run would have, and the limits it would run under."""
+    rows = [
+        (t.deployment.name, t.deployment.url, t.store or "(default, asked at run time)", t.backup_name,
+         ",".join(t.deployment.tags))
+        for t in targets
+    ]  # fmt: skip
+    table = tabulate(rows, headers=["deployment", "url", "store", "backup name", "tags"])
+    limits = (
+        f"{len(targets)} targets on {deployments} deployments; concurrency {settings.concurrency} requests, "
+        f"max running jobs {settings.max_running or 'no cap'}, poll {settings.poll_initial:g}..{settings.poll_max:g} s "
+        f"x{settings.poll_factor:g}, job timeout {settings.job_timeout:g} s, deadline "
+        f"{settings.deadline or 'none'}, max failures {settings.max_failures or 'none'}, retries {settings.retries}"
+    )
+    return f"{table}\n\n{limits}"
+
+
+def checks_table(checks: list[Check]) -> str:
+    return tabulate([(c.deployment, c.version, c.verdict) for c in checks], headers=["deployment", "version", "check"])
+
+
+def runs_text(listing: Runs) -> str:
+    """The latest runs of a ledger, with their counts and what can be done with each."""
+    if not listing.runs:
+        return f"no runs yet in {listing.ledger}"
+    rows = []
+    for record in listing.runs:
+        state = record.state
+        if record.run_id == listing.active:
+            state = "running now"
+        elif state == "running":
+            state = "killed: resume it"
+        elif state == "interrupted":
+            state = "interrupted: resume it"
+        counts = record.outcomes
+        others = sum(n for o, n in counts.items() if o not in ("succeeded", "failed", "timed_out"))
+        rows.append(
+            (
+                record.run_id,
+                record.kind + (f" of {record.parent_run_id}" if record.parent_run_id else ""),
+                state + (f" ({record.resumes}x resumed)" if record.resumes else ""),
+                iso(record.started_at),
+                sum(counts.values()),
+                counts.get("succeeded", 0),
+                counts.get("failed", 0) + counts.get("timed_out", 0),
+                others,
+                Path(record.inventory).name,
+            )
+        )
+    headers = ["run id", "kind", "state", "started", "targets", "ok", "failed", "other", "inventory"]
+    return f"{tabulate(rows, headers=headers)}\n\nledger: {listing.ledger}"
