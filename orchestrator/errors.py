@@ -67,7 +67,6 @@ class TargetError(OrchestratorError):
         self.retry_after = retry_after
         self.ambiguous = ambiguous  # the request may have been carried out although no answer came
         self.code = code
-        self.retries_spent = False  # already retried as often as allowed: an outer loop must not retry it again
 
     @property
     def transient(self) -> bool:

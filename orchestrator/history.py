@@ -7,6 +7,7 @@ The reads are in `ledger`; the judgements here are pure functions over what it r
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -51,15 +52,15 @@ def read_past(ledger: Ledger, inventory: str, before: float) -> Past:
     return past_of(ledger.past(inventory, before, PAST_RUNS_COMPARED))
 
 
-def past_of(rows: list[PastRow]) -> Past:
+def past_of(rows: Iterable[PastRow]) -> Past:
     """Newest run first: a target's first outcome seen is its latest, so a retry or a `--select` run in between
     hides nothing. Its expected duration is the median of its latest EXPECTED_FROM running times the poller
     measured (`poll.measured_run_time`), never "accepted to seen ended", which would feed on itself. Pure."""
-    if not rows:
-        return Past()
+    previous_run_id = ""
     outcomes: dict[Key, PastOutcome] = {}
     measured: dict[Key, list[float]] = {}
     for row in rows:
+        previous_run_id = previous_run_id or row.run_id
         key = store_key(row.deployment, row.store, row.default_store)
         if key not in outcomes:
             duration = round(row.finished_at - row.submitted_at, 3) if row.finished_at and row.submitted_at else None
@@ -69,7 +70,7 @@ def past_of(rows: list[PastRow]) -> Past:
             if len(durations) < EXPECTED_FROM:
                 durations.append(row.ran_s)
     expected = {key: statistics.median(durations) for key, durations in measured.items()}
-    return Past(rows[0].run_id, outcomes, expected)
+    return Past(previous_run_id, outcomes, expected)
 
 
 def changes_since(previous_run_id: str, previous: dict[Key, PastOutcome], targets: list[TargetState]) -> dict[str, Any]:

@@ -366,9 +366,10 @@ class Ledger:
         rows = self._db.execute(f"SELECT {_COLUMN_NAMES} FROM targets WHERE run_id = ? ORDER BY idx", (run_id,))
         return [target_from_row(row) for row in rows.fetchall()]
 
-    def past(self, inventory: str, before: float, runs: int) -> list[PastRow]:
+    def past(self, inventory: str, before: float, runs: int) -> Iterator[PastRow]:
         """Every target of the latest `runs` finished runs over `inventory` that started before `before`,
-        newest run first: only the columns the history reads, in one query."""
+        newest run first: only the columns the history reads, in one query, streamed (30 runs of 10,000
+        targets are never all in memory at once)."""
         rows = self._db.execute(
             "SELECT r.run_id, t.deployment, t.store, t.default_store, t.outcome, t.submitted_at, t.finished_at, "
             "t.ran_s FROM (SELECT run_id, started_at FROM runs WHERE inventory = ? AND state = 'finished' "
@@ -376,10 +377,8 @@ class Ledger:
             "ORDER BY r.started_at DESC, t.idx",
             (inventory, before, runs),
         )
-        return [
-            PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s)
-            for run_id, deployment, store, default, outcome, submitted, finished, ran_s in rows.fetchall()
-        ]
+        for run_id, deployment, store, default, outcome, submitted, finished, ran_s in rows:
+            yield PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s)
 
     def steps(self, run_id: str) -> list[tuple[int, float, str, str]]:
         return self._db.execute(

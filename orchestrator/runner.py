@@ -129,7 +129,7 @@ async def run_fleet(
         lag=settings.poll_lag,
         max_in_flight=2 * settings.concurrency,
     )
-    workers = _worker_context(run, poller, rng, run_id, started_at, ledger)
+    worker_context = _worker_context(run, poller, rng, run_id, started_at, ledger)
     with anyio.CancelScope() as run_scope:
         async with anyio.create_task_group() as services:
             if ledger is not None:
@@ -140,9 +140,9 @@ async def run_fleet(
             if settings.deadline is not None:
                 left = started_at + settings.deadline - clock.now()  # a resumed run keeps its deadline
                 services.start_soon(_stop_at_the_deadline, run, left)
-            async with anyio.create_task_group() as deployments_group:
+            async with anyio.create_task_group() as workers:  # one per deployment, the longest expected first
                 for group in longest_first(targets):
-                    deployments_group.start_soon(back_up_deployment, group, clients(group[0].deployment), workers)
+                    workers.start_soon(back_up_deployment, group, clients(group[0].deployment), worker_context)
             # Every job has ended: the poller and the watchers stop, the ledger writer flushing as it does.
             services.cancel_scope.cancel()
     settle_unfinished(targets, clock.now(), run.gate.reason)

@@ -10,20 +10,23 @@ from __future__ import annotations
 import json
 import random
 import socket
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from typing import Any, Final
 
+import aiohttp
 import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
+from aiohttp.client_reqrep import ConnectionKey
 
 from orchestrator import api
 from orchestrator.api import ArcGISClient, envelope_error, interpret, open_api_context
-from orchestrator.api.transport import MAX_BODY_BYTES
+from orchestrator.api.transport import MAX_BODY_BYTES, transport_error
 from orchestrator.backoff import MAX_RETRY_AFTER
 from orchestrator.clock import Clock, ManualClock
 from orchestrator.dr import dr_job_running, dr_status_is_ours, dr_status_message
@@ -1026,3 +1029,44 @@ def test_an_unreadable_2xx_may_have_been_carried_out(body: bytes) -> None:
     """A 2xx whose body cannot be read is permanent but ambiguous: a create behind it is looked for, not lost."""
     error = classify(200, body)
     assert error.error_class is P and error.ambiguous
+
+
+# -- the one mapping of aiohttp's failures --
+
+
+def _client_errors(kind: type[BaseException] = aiohttp.ClientError) -> list[type[BaseException]]:
+    """aiohttp.ClientError and every subclass aiohttp defines, however deep."""
+    found = [kind]
+    for sub in kind.__subclasses__():
+        found += [k for k in _client_errors(sub) if k not in found]
+    return found
+
+
+def _an_instance_of(kind: type[BaseException]) -> BaseException:
+    """A failure of that kind as aiohttp would raise it (the ones the mapping reads from, built properly)."""
+    key = ConnectionKey("gis.example.com", 443, True, True, None, None, None, None)
+    if issubclass(kind, aiohttp.ClientConnectorCertificateError):
+        return kind(key, ssl.SSLCertVerificationError(1, "certificate verify failed"))
+    if issubclass(kind, aiohttp.ClientConnectorError):
+        build: Any = kind  # UnixClientConnectorError takes its socket path first
+        refused = OSError(111, "Connection refused")
+        made: BaseException = build("/run/x.sock", key, refused) if "Unix" in kind.__name__ else build(key, refused)
+        return made
+    return kind.__new__(kind)  # the mapping reads only its type
+
+
+@pytest.mark.parametrize("kind", _client_errors(), ids=lambda kind: kind.__name__)
+def test_every_aiohttp_failure_is_classified_in_one_place(kind: type[BaseException]) -> None:
+    """Whatever aiohttp raises becomes a classified error, never a crash: an untrusted certificate is
+    configuration; a timeout, transient and ambiguous; a connection never made, transient; a connection lost
+    after the request may have gone, transient and ambiguous."""
+    error = transport_error(_an_instance_of(kind), RunSettings())
+    if issubclass(kind, aiohttp.ClientConnectorCertificateError):
+        assert (error.error_class, error.ambiguous) == (C, False) and "not trusted" in error.message
+    elif issubclass(kind, TimeoutError):
+        assert (error.error_class, error.ambiguous) == (T, True) and "no answer within" in error.message
+    elif issubclass(kind, aiohttp.ClientConnectorError):
+        assert (error.error_class, error.ambiguous) == (T, False) and "cannot connect" in error.message
+    else:
+        assert (error.error_class, error.ambiguous) == (T, True) and kind.__name__ in error.message
+    assert len(_client_errors()) > 20  # aiohttp's tree, read from aiohttp itself

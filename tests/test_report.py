@@ -1,59 +1,32 @@
-"""The report's comparison with the previous run: newly failing, recovered, markedly slower. Pure."""
+"""The report files: one table of columns makes the JSON rows, the CSV header and the Markdown table."""
 
 from __future__ import annotations
 
-from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.history import PastOutcome, changes_since
-from orchestrator.model import Outcome, TargetState
+import csv
+import io
+import json
+from pathlib import Path
+
+from orchestrator.model import Outcome, RunResult, TargetState
+from orchestrator.report import COLUMNS, write_reports
+from orchestrator.settings import RunSettings
 from tests.conftest import make_deployment
 
 
-def _target(name: str, outcome: Outcome, duration: float | None = 10.0) -> TargetState:
-    deployment = make_deployment(name)
-    target = TargetState(index=0, deployment=deployment, store="default", backup_name=f"b-{name}", retention_ms=None)
-    target.submitted_at = 1000.0
-    if outcome is Outcome.FAILED:
-        target.fail(TargetError(ErrorClass.JOB_FAILED, "disk full"), 1000.0 + (duration or 0))
-    else:
-        target.finish(outcome, 1000.0 + (duration or 0))
-    return target
-
-
-def test_changes_name_newly_failing_recovered_and_slower_targets() -> None:
-    """Each kind of change is found, and only against the same (deployment, store) of the previous run."""
-    previous = {
-        ("was-ok", "default"): PastOutcome("succeeded", 10.0),
-        ("was-failing", "default"): PastOutcome("failed", None),
-        ("slower", "default"): PastOutcome("succeeded", 10.0),
-        ("a-bit-slower", "default"): PastOutcome("succeeded", 10.0),
-        ("steady", "default"): PastOutcome("succeeded", 10.0),
-    }
-    targets = [
-        _target("was-ok", Outcome.FAILED),
-        _target("was-failing", Outcome.SUCCEEDED),
-        _target("slower", Outcome.SUCCEEDED, duration=15.0),  # half as long again: marked
-        _target("a-bit-slower", Outcome.SUCCEEDED, duration=14.9),  # not quite
-        _target("steady", Outcome.SUCCEEDED),
-        _target("new", Outcome.FAILED),  # not in the previous run: not a change
-    ]
-    changes = changes_since("run-1", previous, targets)
-    assert changes["previous_run_id"] == "run-1"
-    assert changes["newly_failing"] == [{"target": "was-ok/default", "outcome": "failed", "error": "disk full"}]
-    assert changes["recovered"] == [{"target": "was-failing/default", "previous_outcome": "failed"}]
-    assert changes["slower"] == [{"target": "slower/default", "duration_s": 15.0, "previous_duration_s": 10.0}]
-
-
-def test_a_short_backup_taking_a_little_longer_is_not_marked_slower() -> None:
-    """Half as long again, but less than a second more: noise, not a change."""
-    changes = changes_since(
-        "r", {("d", "default"): PastOutcome("succeeded", 1.0)}, [_target("d", Outcome.SUCCEEDED, 1.9)]
+def test_every_format_has_the_same_columns_in_the_same_order(tmp_path: Path) -> None:
+    """A column added to the report's table appears in the JSON rows, the CSV and the Markdown table alike
+    (the Markdown leaves the URL out: it is long and in the JSON and CSV)."""
+    target = TargetState(0, make_deployment("gis-1"), "default", "b-gis-1", 1_797_000_000_000, job_id="j1")
+    target.submitted_at = 1_795_741_200.0
+    target.finish(Outcome.SUCCEEDED, 1_795_741_260.0)
+    settings = RunSettings(report_dir=tmp_path)
+    folder = write_reports(RunResult("r1", 1_795_741_200.0, 1_795_741_300.0, [target], settings, "inv.toml"))
+    (row,) = json.loads((folder / "report.json").read_text())["targets"]
+    assert tuple(row) == COLUMNS
+    assert row["duration_s"] == 60.0 and row["retention_date"] == "2026-12-11T14:40:00Z" and row["job_id"] == "j1"
+    header = next(csv.reader(io.StringIO((folder / "report.csv").read_text())))
+    assert tuple(header) == COLUMNS
+    table_header = next(
+        line for line in (folder / "report.md").read_text().splitlines() if line.startswith("| deployment")
     )
-    assert changes["slower"] == []
-
-
-def test_a_default_store_target_matches_whatever_its_store_resolved_to() -> None:
-    """Last night's success on the resolved default store is compared with tonight's failure before sign-in."""
-    tonight = _target("d", Outcome.FAILED)
-    tonight.store, tonight.default_store = "", True  # sign-in was refused: the store was never asked for
-    changes = changes_since("r", {("d", ""): PastOutcome("succeeded", 10.0)}, [tonight])
-    assert [c["target"] for c in changes["newly_failing"]] == ["d/(default store)"]
+    assert [cell.strip() for cell in table_header.strip("|").split("|")] == [c for c in COLUMNS if c != "url"]

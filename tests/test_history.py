@@ -1,0 +1,100 @@
+"""What the ledger says about the past: each target's last outcome and expected job duration, read newest run
+first, and what changed since (newly failing, recovered, markedly slower); what a retry redoes. Pure."""
+
+from __future__ import annotations
+
+from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.history import EXPECTED_FROM, Past, PastOutcome, changes_since, past_of, to_retry
+from orchestrator.ledger import PastRow
+from orchestrator.model import Outcome, TargetState
+from tests.conftest import make_deployment
+
+
+def _target(name: str, outcome: Outcome, duration: float | None = 10.0) -> TargetState:
+    deployment = make_deployment(name)
+    target = TargetState(index=0, deployment=deployment, store="default", backup_name=f"b-{name}", retention_ms=None)
+    target.submitted_at = 1000.0
+    if outcome is Outcome.FAILED:
+        target.fail(TargetError(ErrorClass.JOB_FAILED, "disk full"), 1000.0 + (duration or 0))
+    else:
+        target.finish(outcome, 1000.0 + (duration or 0))
+    return target
+
+
+def test_changes_name_newly_failing_recovered_and_slower_targets() -> None:
+    """Each kind of change is found, and only against the same (deployment, store) of the previous run."""
+    previous = {
+        ("was-ok", "default"): PastOutcome("succeeded", 10.0),
+        ("was-failing", "default"): PastOutcome("failed", None),
+        ("slower", "default"): PastOutcome("succeeded", 10.0),
+        ("a-bit-slower", "default"): PastOutcome("succeeded", 10.0),
+        ("steady", "default"): PastOutcome("succeeded", 10.0),
+    }
+    targets = [
+        _target("was-ok", Outcome.FAILED),
+        _target("was-failing", Outcome.SUCCEEDED),
+        _target("slower", Outcome.SUCCEEDED, duration=15.0),  # half as long again: marked
+        _target("a-bit-slower", Outcome.SUCCEEDED, duration=14.9),  # not quite
+        _target("steady", Outcome.SUCCEEDED),
+        _target("new", Outcome.FAILED),  # not in the previous run: not a change
+    ]
+    changes = changes_since("run-1", previous, targets)
+    assert changes["previous_run_id"] == "run-1"
+    assert changes["newly_failing"] == [{"target": "was-ok/default", "outcome": "failed", "error": "disk full"}]
+    assert changes["recovered"] == [{"target": "was-failing/default", "previous_outcome": "failed"}]
+    assert changes["slower"] == [{"target": "slower/default", "duration_s": 15.0, "previous_duration_s": 10.0}]
+
+
+def test_a_short_backup_taking_a_little_longer_is_not_marked_slower() -> None:
+    """Half as long again, but less than a second more: noise, not a change."""
+    changes = changes_since(
+        "r", {("d", "default"): PastOutcome("succeeded", 1.0)}, [_target("d", Outcome.SUCCEEDED, 1.9)]
+    )
+    assert changes["slower"] == []
+
+
+def test_a_default_store_target_matches_whatever_its_store_resolved_to() -> None:
+    """Last night's success on the resolved default store is compared with tonight's failure before sign-in."""
+    tonight = _target("d", Outcome.FAILED)
+    tonight.store, tonight.default_store = "", True  # sign-in was refused: the store was never asked for
+    changes = changes_since("r", {("d", ""): PastOutcome("succeeded", 10.0)}, [tonight])
+    assert [c["target"] for c in changes["newly_failing"]] == ["d/(default store)"]
+
+
+def _row(run_id: str, deployment: str, outcome: str, ran_s: float | None, store: str = "default") -> PastRow:
+    return PastRow(run_id, deployment, store, False, outcome, 100.0, 160.0, ran_s)
+
+
+def test_the_past_is_each_targets_latest_outcome_and_the_median_of_its_latest_measured_successes() -> None:
+    """Newest run first: the first outcome seen is the latest; the expected duration is the median of the
+    latest EXPECTED_FROM measured successes only (a failure or an unmeasured success says nothing of it)."""
+    rows = [
+        _row("r5", "a", "failed", None),
+        _row("r5", "b", "succeeded", 30.0),
+        _row("r4", "a", "succeeded", 10.0),
+        _row("r4", "b", "succeeded", None),
+        _row("r3", "a", "succeeded", 14.0),
+        _row("r2", "a", "succeeded", 12.0),
+        _row("r1", "a", "succeeded", 99.0),  # a fourth success: beyond the latest three
+    ]
+    past = past_of(rows)
+    assert EXPECTED_FROM == 3
+    assert past.previous_run_id == "r5"
+    assert past.outcomes == {
+        ("a", "default"): PastOutcome("failed", 60.0),
+        ("b", "default"): PastOutcome("succeeded", 60.0),
+    }
+    assert past.expected_s == {("a", "default"): 12.0, ("b", "default"): 30.0}
+
+
+def test_with_no_earlier_run_there_is_nothing_to_compare() -> None:
+    """No finished run before: no expectations, and no changes section (not "nothing changed")."""
+    past = past_of([])
+    assert past == Past() and past.changes([_target("d", Outcome.SUCCEEDED)]) == {}
+
+
+def test_a_retry_redoes_every_store_that_did_not_succeed() -> None:
+    """Failed, skipped, interrupted, not started: each is redone; a success is not."""
+    targets = [_target("a", Outcome.SUCCEEDED), _target("a", Outcome.FAILED), _target("b", Outcome.SKIPPED)]
+    targets[1].store = "offsite"
+    assert to_retry(targets) == {"a": {"offsite"}, "b": {"default"}}
