@@ -18,6 +18,7 @@ from urllib.parse import quote
 from orchestrator.api.answers import TOKEN_REFUSED
 from orchestrator.api.auth import TokenCache
 from orchestrator.api.transport import Link, Transport, open_transport
+from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
 from orchestrator.dr import is_legacy, legacy_job
 from orchestrator.errors import ErrorClass, TargetError
@@ -31,11 +32,15 @@ OnRetry = Callable[[Deployment, TargetError, float], None]
 
 @dataclass(slots=True)
 class ApiContext:
-    """What every client of a run shares: the transport, randomness, and who hears of retries."""
+    """What every client of a run shares: the transport, the retry policy, randomness, who hears of retries."""
 
     transport: Transport
     rng: random.Random
     on_retry: OnRetry | None = None
+    retry: Retry = field(init=False)  # made once, not per request
+
+    def __post_init__(self) -> None:
+        self.retry = self.transport.settings.retry_policy
 
     @property
     def settings(self) -> RunSettings:
@@ -78,7 +83,7 @@ class ArcGISClient:
     ) -> dict[str, Any]:
         """One admin request, signed; renews a refused token once; retries transient errors unless `retry`
         is False. `urgent`: following a job, served before the fan-out's requests (`guard.RequestSlots`)."""
-        policy, ctx = self.context.settings.retry_policy, self.context
+        policy, ctx = self.context.retry, self.context
         attempt, renewed = 0, False
         while True:
             try:
