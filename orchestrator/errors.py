@@ -4,8 +4,9 @@
     ├── InputError        bad inventory, settings or selection: nothing was sent (exit 2)
     ├── RunCrashed        an unforeseen error (its cause) broke a run; the report of what is known is written
     └── TargetError       one target's failure, classified; becomes a report row, never stops the run
-        └── (error_class) authentication | configuration | transient | permanent
-                          | job_failed | job_timed_out | interrupted | unreachable
+        ├── (error_class) authentication | configuration | transient | permanent
+        │                 | job_failed | job_timed_out | interrupted | unreachable
+        └── SignInFailed  the sign-in a request needed failed: the request itself was never sent
 
 Only `transient` errors are retried. A `TargetError` whose create request may have reached the
 server (`ambiguous`) is reconciled with the server before any new create.
@@ -71,3 +72,8 @@ class TargetError(OrchestratorError):
     @property
     def transient(self) -> bool:
         return self.error_class is ErrorClass.TRANSIENT
+
+
+class SignInFailed(TargetError):
+    """The sign-in a request needed failed, so the request was never sent: never ambiguous, and retried
+    (while transient) even for a request that is not, such as a create."""

@@ -826,6 +826,41 @@ async def test_a_token_refused_mid_run_is_renewed_once_and_the_request_retried(s
     assert records(fleet, mark) == [("root", 200, 498), ("token", 200, 0), ("root", 200, 0)]
 
 
+async def test_a_sign_in_failing_transiently_before_a_create_is_retried_and_the_create_sent_once() -> None:
+    """A create is never retried by the client, but the sign-in it needs is: the create was not sent, so a 503
+    from generateToken is waited out, and the create goes once, with the new token."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    create = f"{DR}/stores/default/backups/create"
+    stub.script(TOKEN_PATH, stub.grant, reply(503, raw=HTML_PAGE, content_type="text/html"), stub.grant)
+    stub.script(create, reply(body={"jobid": "j1"}))
+    async with stub.serve() as url, client_for(url, clock, retries=2) as client:
+        stub.script("/admin", OK)
+        await client.call("/admin")  # signed in: t1, valid an hour
+        await clock.sleep(3600)  # past its renewal time: the create signs in first
+        assert await client.create_backup("default", "b1", PASSCODE, "d", None) == "j1"
+    assert stub.hits[TOKEN_PATH] == 3 and stub.hits[create] == 1
+    assert stub.tokens[-1] == "t2" and len(clock.sleeps) == 2  # the hour, then one backoff before the sign-in
+
+
+async def test_a_sign_in_that_gets_no_answer_is_not_a_create_that_may_have_landed() -> None:
+    """A sign-in before a create that times out is transient but never ambiguous: no create left, so none is
+    looked for on the server (nor a later "already exists" taken for ours)."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await anyio.sleep(10)  # cancelled when the client gives up (handler_cancellation)
+        return web.Response()
+
+    stub.script(TOKEN_PATH, hang)
+    async with stub.serve() as url, client_for(url, clock, retries=0, request_timeout=0.2) as client:
+        with pytest.raises(TargetError) as caught:
+            await client.create_backup("default", "b1", PASSCODE, "d", None)
+    assert caught.value.error_class is T and not caught.value.ambiguous
+    assert f"{DR}/stores/default/backups/create" not in stub.hits
+
+
 async def test_a_token_refused_twice_is_final() -> None:
     """A token refused again right after renewal is an authentication error: one renewal, no storm."""
     clock = SteppingClock()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from orchestrator.backoff import parse_retry_after
-from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 
 TOKEN_REFUSED: Final = frozenset({498, 499})  # the token expired or was revoked: sign in again, once
 _TRANSIENT_HTTP: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -114,12 +114,13 @@ def envelope_error(error: Mapping[str, Any], retry_after: float | None = None) -
     return TargetError(error_class, text, retry_after=retry_after, code=code)
 
 
-def refused_sign_in(error: TargetError) -> TargetError:
+def refused_sign_in(error: TargetError) -> SignInFailed:
     """A sign-in failure as the run reports it: refused credentials are final (retrying them only risks
-    locking the account); a network or configuration problem stays what it is. Pure."""
+    locking the account); a network or configuration problem stays what it is. Never ambiguous: a sign-in
+    creates nothing, whatever became of its answer. Pure."""
     if error.transient or error.error_class in (ErrorClass.CONFIGURATION, ErrorClass.UNREACHABLE):
-        return error
-    return TargetError(ErrorClass.AUTHENTICATION, f"sign-in refused: {error.message}", code=error.code)
+        return SignInFailed(error.error_class, error.message, retry_after=error.retry_after, code=error.code)
+    return SignInFailed(ErrorClass.AUTHENTICATION, f"sign-in refused: {error.message}", code=error.code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from orchestrator.api.transport import Link, Transport, open_transport
 from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
 from orchestrator.dr import is_legacy, legacy_job
-from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 from orchestrator.model import Deployment
 from orchestrator.settings import RunSettings
 
@@ -82,7 +82,8 @@ class ArcGISClient:
         self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True, urgent: bool = False
     ) -> dict[str, Any]:
         """One admin request, signed; renews a refused token once; retries transient errors unless `retry`
-        is False. `urgent`: following a job, served before the fan-out's requests (`guard.RequestSlots`)."""
+        is False (a failed sign-in before it is retried all the same: the request was never sent).
+        `urgent`: following a job, served before the fan-out's requests (`guard.RequestSlots`)."""
         policy, ctx = self.context.retry, self.context
         attempt, renewed = 0, False
         while True:
@@ -92,7 +93,7 @@ class ArcGISClient:
                 if error.code in TOKEN_REFUSED and not renewed:
                     renewed = True  # expired or revoked under us: one fresh token, then no more
                     continue
-                if not (retry and policy.again(error, attempt)):
+                if not ((retry or isinstance(error, SignInFailed)) and policy.again(error, attempt)):
                     raise
                 delay = policy.delay(error, attempt, ctx.rng)
                 attempt += 1
