@@ -182,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args, sources)
     except InputError as error:
+        _warn(error.warnings)
         print("error: the input cannot be used; nothing was submitted:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {redact(problem)}", file=sys.stderr)
@@ -198,7 +199,8 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
         return _run(usecases.prepare_resume(args.run_id, _flags_given(sources, args), args.settings))
     if command == "retry":
         retry = usecases.prepare_retry(args.run_id, _flags_given(sources, args), args.settings)
-        if retry is None:
+        if isinstance(retry, usecases.NothingToRetry):
+            _warn(retry.warnings)
             print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
             return EXIT_OK
         return _run(retry)

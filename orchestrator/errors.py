@@ -34,11 +34,13 @@ class OrchestratorError(Exception):
 
 
 class InputError(OrchestratorError):
-    """Input that cannot be used. `problems` lists every one found, each naming where and how to fix it."""
+    """Input that cannot be used. `problems` lists every one found, each naming where and how to fix it;
+    `warnings`, what was noticed on the way (a secret file others can read), shown all the same."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], warnings: tuple[str, ...] = ()) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.warnings = warnings
 
 
 class RunCrashed(OrchestratorError):

@@ -8,7 +8,8 @@ is sent), then executed under the ledger's lock, its reports written whatever en
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,7 +109,8 @@ def prepare_run(
     if settings.inventory is None:
         raise InputError(["no inventory: give --inventory FILE (or set ORCHESTRATOR_INVENTORY)"])
     inventory = load_inventory(settings.inventory)
-    deployments = select(inventory.deployments, settings.select)
+    with _warning_too(inventory.warnings):
+        deployments = select(inventory.deployments, settings.select)
     return new_plan(
         settings, deployments, name or str(settings.inventory), clock=clock, kind=kind, inventory_key=inventory_key,
         warnings=inventory.warnings,
@@ -129,7 +131,8 @@ def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Pat
     if missing:
         raise InputError(
             [f"{inventory_path}: run {record.run_id} has deployments no longer in it: {', '.join(missing)}; "
-             "restore them, or give the inventory the run used with --inventory"]
+             "restore them, or give the inventory the run used with --inventory"],
+            inventory.warnings,
         )  # fmt: skip
     targets = [replace(t, deployment=deployments[t.deployment.name]) for t in resumable.targets]
     return RunPlan(
@@ -139,19 +142,28 @@ def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Pat
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class NothingToRetry:
+    """Every target of the run (that the selection keeps) succeeded."""
+
+    warnings: tuple[str, ...] = ()
+
+
 def prepare_retry(
     run_id: str, flags: dict[str, Any], settings_file: Path | None, *, clock: Clock | None = None
-) -> RunPlan | None:
-    """A new run over exactly the targets of `run_id` that did not succeed; None when every one did."""
+) -> RunPlan | NothingToRetry:
+    """A new run over exactly the targets of `run_id` that did not succeed."""
     record, recorded = _read_ledger(flags, settings_file, lambda ledger: finished_run(ledger, run_id))
     settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory", "select"))
     inventory_path = settings.inventory or Path(record.inventory)
     again = to_retry(recorded)
     if not again:
-        return None
+        return NothingToRetry()
     inventory = load_inventory(inventory_path)
+    with _warning_too(inventory.warnings):
+        selected = select(inventory.deployments, settings.select)
     deployments = []
-    for deployment in select(inventory.deployments, settings.select):
+    for deployment in selected:
         if deployment.name not in again:
             continue
         # A deployment backed up to its default store keeps asking for it; named stores are narrowed.
@@ -161,9 +173,11 @@ def prepare_retry(
         deployments.append(replace(deployment, stores=stores))
     missing = sorted(set(again) - {d.name for d in deployments}) if not settings.select else []
     if not deployments:
-        return None
+        return NothingToRetry(inventory.warnings)
     if missing:
-        raise InputError([f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"])
+        raise InputError(
+            [f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"], inventory.warnings
+        )
     return new_plan(
         settings, deployments, str(inventory_path), clock=clock, kind="retry", parent_run_id=run_id,
         inventory_key=record.inventory, warnings=inventory.warnings,
@@ -178,6 +192,15 @@ def _read_ledger(flags: dict[str, Any], settings_file: Path | None, read: Callab
         return read(ledger)
     finally:
         ledger.close()
+
+
+@contextmanager
+def _warning_too(warnings: tuple[str, ...]) -> Iterator[None]:
+    """An `InputError` in the block carries the inventory's warnings as well: they are shown either way."""
+    try:
+        yield
+    except InputError as error:
+        raise InputError(error.problems, (*warnings, *error.warnings)) from None
 
 
 def _with_absolute_paths(settings: RunSettings) -> RunSettings:

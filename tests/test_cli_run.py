@@ -197,6 +197,18 @@ def test_bad_flags_exit_2_before_any_request(
     assert idle_simulator.new_requests() == 0
 
 
+def test_warnings_about_the_inventory_are_shown_when_it_is_refused_too(
+    idle_simulator: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A secret file others can read draws its warning even when the run is then refused (here, by --select)."""
+    (idle_simulator.inventory.parent / "fleet.secrets" / "password").chmod(0o644)
+    assert main(["run", "--inventory", str(idle_simulator.inventory), "--select", "name=nothing-*"]) == 2
+    err = capsys.readouterr().err
+    assert "is readable by other users; chmod 600 it" in err and "no deployment matched" in err
+    assert err.index("chmod 600") < err.index("nothing was submitted")
+    assert idle_simulator.new_requests() == 0
+
+
 def test_an_unwritable_report_dir_exits_2_before_any_request(
     idle_simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
