@@ -57,44 +57,54 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
 Commands = Any  # argparse's subparsers action (private in typeshed)
 
 
-def _add_run_commands(commands: Commands) -> FlagSources:
-    """run, plan, resume and retry: each takes every run setting as a flag."""
-    sources: FlagSources = {}
-    run = commands.add_parser(
+# The commands that take every run setting as a flag: (name, help, description).
+RUN_COMMANDS: Final = (
+    (
         "run",
-        help="back up every selected deployment of an inventory and write the report",
-        description="Create a DR backup on every selected target concurrently, follow every job to its end, "
-        "and write REPORT_DIR/RUN_ID/report.{json,csv,md}. Settings come from these flags, then ORCHESTRATOR_* "
-        "variables, then --settings FILE, then the defaults shown.",
-    )
-    sources["run"] = _add_run_flags(run)
-    plan = commands.add_parser(
+        "back up every selected deployment of an inventory and write the report",
+        "Create a DR backup on every selected target concurrently, follow every job to its end, and write "
+        "REPORT_DIR/RUN_ID/report.{json,csv,md}. Settings come from these flags, then ORCHESTRATOR_* variables, "
+        "then --settings FILE, then the defaults shown.",
+    ),
+    (
         "plan",
-        help="show what a run would do (targets, stores, backup names, limits); submit nothing",
-        description="Print the targets, stores, backup names and limits of a run without submitting anything. "
-        "With --check, also sign in to each deployment and check, read-only, that each store exists and that no "
-        "DR job is already running.",
-    )
-    sources["plan"] = _add_run_flags(plan)
-    plan.add_argument("--check", action="store_true", help="sign in and check stores and running DR jobs (read-only)")
-    resume = commands.add_parser(
+        "show what a run would do (targets, stores, backup names, limits); submit nothing",
+        "Print the targets, stores, backup names and limits of a run without submitting anything. With --check, "
+        "also sign in to each deployment and check, read-only, that each store exists and that no DR job is "
+        "already running.",
+    ),
+    (
         "resume",
-        help="carry on a run that was killed or interrupted: follow its jobs, start what never started",
-        description="Carry on a run the ledger records as unfinished (killed, crashed, or stopped with Ctrl-C). "
-        "Jobs it submitted are followed to their end, not created again; a create whose answer was never "
-        "recorded is first looked for on the server; targets never started are started. Same settings as the "
-        "run unless a flag overrides one; the report covers the whole run.",
-    )
-    resume.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the last unfinished run")
-    sources["resume"] = _add_run_flags(resume)
-    retry = commands.add_parser(
+        "carry on a run that was killed or interrupted: follow its jobs, start what never started",
+        "Carry on a run the ledger records as unfinished (killed, crashed, or stopped with Ctrl-C). Jobs it "
+        "submitted are followed to their end, not created again; a create whose answer was never recorded is "
+        "first looked for on the server; targets never started are started. Same settings as the run unless a "
+        "flag overrides one; the report covers the whole run.",
+    ),
+    (
         "retry",
-        help="a new run over the targets of RUN_ID that did not succeed",
-        description="Start a new run over exactly the targets of RUN_ID that failed, timed out, were not started "
-        "or were interrupted, with that run's settings unless a flag overrides one.",
-    )
-    retry.add_argument("run_id", metavar="RUN_ID")
-    sources["retry"] = _add_run_flags(retry)
+        "a new run over the targets of RUN_ID that did not succeed",
+        "Start a new run over exactly the targets of RUN_ID that failed, timed out, were not started or were "
+        "interrupted, with that run's settings unless a flag overrides one.",
+    ),
+)
+
+
+def _add_run_commands(commands: Commands) -> FlagSources:
+    """run, plan, resume and retry, each with every run setting as a flag."""
+    sources: FlagSources = {}
+    for name, help_text, description in RUN_COMMANDS:
+        # "resolve": the CLI's own --select replaces the generated one (see `_add_run_flags`).
+        command = commands.add_parser(name, help=help_text, description=description, conflict_handler="resolve")
+        if name == "resume":
+            command.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the last unfinished run")
+        elif name == "retry":
+            command.add_argument("run_id", metavar="RUN_ID")
+        elif name == "plan":
+            command.add_argument(
+                "--check", action="store_true", help="sign in and check stores and running DR jobs (read-only)"
+            )
+        sources[name] = _add_run_flags(command)
     return sources
 
 
@@ -142,19 +152,24 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> CliSettingsSource[RunSett
     """One flag per run setting, generated by pydantic-settings from `RunSettings`, so help, names, defaults,
     variables and the `--no-` form of every boolean never drift from the model."""
     parser.add_argument("--settings", type=Path, metavar="FILE", help="settings file (TOML, same keys as the flags)")
-    return CliSettingsSource(
+    source: CliSettingsSource[RunSettings] = CliSettingsSource(
         RunSettings,
         root_parser=parser,
         cli_kebab_case=True,
         cli_implicit_flags=True,
         cli_show_env_vars=True,
         cli_avoid_json=True,
+        cli_hide_none_type=True,
     )
+    # `--select` stays a plain repeated flag: the generated one would split a glob at its commas (gis-[a,b]*).
+    select = RunSettings.model_fields["select"].description
+    parser.add_argument("--select", action="append", metavar="RULE", help=f"{select} [env: ORCHESTRATOR_SELECT]")
+    return source
 
 
 def _flags_given(sources: FlagSources, args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags actually given, so variables and the settings file can fill the rest."""
-    return sources[args.command](parsed_args=args)()
+    return {**sources[args.command](parsed_args=args)(), **_given(args, "select")}
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """The plain values every stage shares: a deployment, a target and what became of it, a run's result.
 
 `TargetState` is the target record, defined here once: the ledger derives its table, its rows and how
-it reads them back from these fields (`ledger.TARGET_COLUMNS`), and the report reads its columns from
-them. A field marked `RUNTIME_ONLY` lives for one process and is not kept; one marked `SERVER_TEXT`
-holds what a server said and is redacted wherever it is written. Adding a field to the record means
-adding it here (and, for old ledgers, naming it in `ledger.ADDED_COLUMNS`).
+it reads them back from these fields (`ledger.TARGET_COLUMNS`); the report's one table of columns
+(`report.REPORT_COLUMNS`) reads them. A field marked `RUNTIME_ONLY` lives for one process and is not
+kept; one marked `SERVER_TEXT` holds what a server said and is redacted wherever it is written. Adding
+a field to the record means adding it here (and, for old ledgers, naming it in `ledger.ADDED_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -224,6 +224,6 @@ class RunResult:
     changes: dict[str, Any] = field(default_factory=dict)  # against the previous runs over the same inventory
 
     @property
-    def cut_short(self) -> bool:
-        """A job may still run on a server: the run stays resumable until it is followed to its end."""
+    def jobs_may_still_run(self) -> bool:
+        """A target was interrupted while its job ran: the run stays resumable until that job is followed."""
         return any(target.outcome is Outcome.INTERRUPTED for target in self.targets)

@@ -112,7 +112,6 @@ class Poller:
         self._due: list[tuple[float, int, _Followed]] = []
         self._sequence = 0
         self._in_flight = 0
-        self._closed = False
         self._wake = anyio.Event()
         self.peak_followed = 0
 
@@ -133,11 +132,6 @@ class Poller:
         self._push(self._next_poll_at(followed), followed)
         await followed.done.wait()
 
-    def close(self) -> None:
-        """No more jobs will come: `run` returns once the followed ones are done."""
-        self._closed = True
-        self._wake.set()
-
     def _push(self, at: float, followed: _Followed) -> None:
         earliest = not self._due or at < self._due[0][0]
         self._sequence += 1
@@ -147,11 +141,10 @@ class Poller:
             self._wake.set()
 
     async def run(self) -> None:
+        """Polls what is due, for as long as the run lasts: its owner cancels it once every job has ended."""
         async with anyio.create_task_group() as polls:
             while True:
                 self._wake = anyio.Event()  # reset before looking, so no push can be missed
-                if self._closed and not self._due and not self._in_flight:
-                    return
                 now = self._clock.now()
                 while self._due and self._due[0][0] <= now and self._in_flight < self._max_in_flight:
                     _, _, followed = heapq.heappop(self._due)

@@ -242,7 +242,7 @@ async def execute(
             except BaseException as stopped:  # cancelled from outside: the report still, then on it goes
                 _write_what_is_known(plan, clock, stopped)
                 raise
-            resumable = control.stop_requested or result.cut_short
+            resumable = control.stop_requested or result.jobs_may_still_run
             state = "interrupted" if resumable else "finished"
             ledger.end_run(plan.run_id, result.finished_at, result.stopped_reason, result.targets, state=state)
             result.changes = past.changes(result.targets)

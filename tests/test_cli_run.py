@@ -209,6 +209,13 @@ def test_warnings_about_the_inventory_are_shown_when_it_is_refused_too(
     assert idle_simulator.new_requests() == 0
 
 
+def test_a_selection_glob_may_hold_a_comma(idle_simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--select name=gis-000[0,2]` is one rule (a character class), not two: the flag is never split."""
+    assert main(["plan", "--inventory", str(idle_simulator.inventory), "--select", "name=gis-000[0,2]"]) == 0
+    out = capsys.readouterr().out
+    assert "gis-0000" in out and "gis-0002" in out and "gis-0001" not in out and "2 targets on 2 deployments" in out
+
+
 def test_an_unwritable_report_dir_exits_2_before_any_request(
     idle_simulator: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -456,7 +456,7 @@ async def _follow(api: HostileDeployment, *, job_id: str = "j1", give_up_at: flo
 
         async def follow_then_close() -> None:
             await poller.follow(target, api, give_up_at)
-            poller.close()
+            tg.cancel_scope.cancel()  # every job followed has ended
 
         tg.start_soon(follow_then_close)
         with anyio.fail_after(10):

@@ -243,3 +243,4 @@ def test_wrong_kinds_of_value_name_the_field_and_the_fix(folder: Path) -> None:
     assert f"{path}:2: deployments[0] (gis-eu-1): retention_days: must be a positive number of days" in problems
     assert f"{path}:16: deployments[1] (gis-us-1): verify_tls: must be true or false" in problems
     assert f"{path}:16: deployments[1] (gis-us-1): passcode_env: must name an environment variable, e.g." in problems
+    assert "variable 5" not in problems  # refused as it is, not then looked up as well

@@ -201,7 +201,7 @@ async def _follow_all(
             async with anyio.create_task_group() as follows:
                 for target in targets:
                     follows.start_soon(poller.follow, target, api, give_up_after)
-            poller.close()
+            tg.cancel_scope.cancel()  # every job followed has ended
 
         tg.start_soon(follow_everything)
         with anyio.fail_after(30):
@@ -359,7 +359,7 @@ async def test_the_poller_holds_no_limiter_while_jobs_wait() -> None:
             async with anyio.create_task_group() as follows:
                 for target in targets:
                     follows.start_soon(poller.follow, target, api, 1000.0)
-            poller.close()
+            tg.cancel_scope.cancel()  # every job followed has ended
 
         tg.start_soon(follow_everything)
         with anyio.fail_after(30):
@@ -411,7 +411,7 @@ async def test_a_job_without_an_id_fails_when_the_dr_status_says_ours_failed(
         while not target.finished:
             await _let_tasks_run()
             clock.advance(1.0)
-        poller.close()
+        tg.cancel_scope.cancel()  # every job followed has ended
     assert target.outcome.value == outcome
     if outcome == "failed":
         assert target.error == "the DR status says this backup failed: disk full" and clock.now() < 60
@@ -482,7 +482,7 @@ async def test_a_job_accepted_before_the_poller_started_is_not_measured() -> Non
                 due = poller.next_due
                 if due is not None:
                     clock.advance(max(due - clock.now(), 0.0))
-        poller.close()
+        tg.cancel_scope.cancel()  # every job followed has ended
     assert target.outcome is Outcome.SUCCEEDED and target.ran_s is None
 
 
@@ -514,6 +514,6 @@ async def test_at_most_max_in_flight_polls_are_under_way_and_the_rest_wait_their
                 while not all(t.finished for t in targets):
                     await _let_tasks_run()
                     clock.advance(10.0)  # every first poll (within poll_initial, 5 s) comes due at once
-        poller.close()
+        tg.cancel_scope.cancel()  # every job followed has ended
     assert all(t.outcome is Outcome.SUCCEEDED for t in targets)
     assert SlowAnswers.peak == 2

@@ -6,12 +6,11 @@ ArcGIS resources a run uses, behind `dr.DeploymentApi`).
 """
 
 from orchestrator.api.answers import envelope_error, interpret
-from orchestrator.api.client import ApiContext, ArcGISClient, ClientFactory, OnRetry, open_api_context, open_clients
+from orchestrator.api.client import ApiContext, ArcGISClient, OnRetry, open_api_context, open_clients
 
 __all__ = [
     "ApiContext",
     "ArcGISClient",
-    "ClientFactory",
     "OnRetry",
     "envelope_error",
     "interpret",

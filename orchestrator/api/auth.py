@@ -36,6 +36,8 @@ class TokenCache:
         """The cached token, or a new one signed in for within the request slot the caller holds."""
         grant = self._fresh()
         if grant is None:  # the common case skips the lock's own cost
+            # One sign-in at a time: another request of this deployment waits here holding its slot, for at
+            # most one sign-in. No deadlock: the sign-in uses the slot its own request holds, never another.
             async with self._lock:
                 grant = self._fresh() or await self._sign_in(link)
         return grant.token

@@ -186,13 +186,10 @@ class ArcGISClient:
         return status if isinstance(status, dict) else {}
 
 
-ClientFactory = Callable[[Deployment], ArcGISClient]
-
-
 @asynccontextmanager
 async def open_clients(
     settings: RunSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
-) -> AsyncIterator[ClientFactory]:
+) -> AsyncIterator[Callable[[Deployment], ArcGISClient]]:
     """A client per deployment, all on one HTTP session for the run (what `runner.run_fleet` takes)."""
     async with open_api_context(settings, clock, rng, on_retry) as context:
         yield lambda deployment: ArcGISClient(deployment, context)

@@ -103,17 +103,21 @@ def _site_key(url: str) -> str:
 def _resolve_one(
     entry: Entry, base: Path, problems: Problems, cache: dict[tuple[str, str], str | None]
 ) -> Deployment | None:
-    """The entry's fields checked against `_Fields` and its secrets read: every problem found is added."""
+    """The entry's fields checked against `rules.Fields` and its secrets read: every problem found is added."""
     before = len(problems.lines)
-    fields = None
+    fields, refused = None, set()
     try:
         fields = Fields.model_validate(entry.values, context={"base": base})
     except ValidationError as invalid:
         for error in invalid.errors():
             key, message = problem(error, entry.label)
+            refused.add(key)
             problems.add(entry.where.get(key, entry.location), message)
-    password = read_secret(entry, "password", base, problems, cache)
-    passcode = read_secret(entry, "passcode", base, problems, cache)
+    # A reference already refused (not text) is not read too: one problem, one message.
+    password, passcode = (
+        None if refused & {f"{kind}_env", f"{kind}_file"} else read_secret(entry, kind, base, problems, cache)
+        for kind in ("password", "passcode")
+    )
     remember(*(secret for secret in (password, passcode) if secret))  # masked wherever the tool writes
     if passcode is not None and len(passcode) < MIN_PASSCODE_LENGTH:
         key = "passcode_env" if "passcode_env" in entry.values else "passcode_file"
