@@ -87,11 +87,20 @@ class RequestSlots:
     def waiting(self) -> int:
         return len(self._urgent) + len(self._normal)
 
+    @property
+    def free(self) -> int:
+        """Slots no request holds and none is waiting for."""
+        return self._free
+
     @asynccontextmanager
     async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
         if self._free > 0 and not self.waiting:
             self._free -= 1
-            await anyio.lowlevel.checkpoint()
+            try:
+                await anyio.lowlevel.checkpoint()
+            except BaseException:  # cancelled as it took the slot: given straight back
+                self._release()
+                raise
         else:
             handed = anyio.Event()
             queue = self._urgent if urgent else self._normal

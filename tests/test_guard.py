@@ -197,3 +197,17 @@ async def until_waiting(slots: RequestSlots, count: int) -> None:
     with anyio.fail_after(5):
         while slots.waiting < count:
             await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.anyio
+async def test_a_request_cancelled_as_it_takes_a_free_slot_gives_it_back() -> None:
+    """Cancelled at the very moment it takes a free slot (the run ending, say): the slot is not lost."""
+    slots = RequestSlots(2)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        async with slots.slot():
+            raise AssertionError("a cancelled request never holds a slot")
+    assert slots.free == 2
+    async with slots.slot(), slots.slot():
+        assert slots.free == 0
+    assert slots.free == 2
