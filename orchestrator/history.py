@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from orchestrator.errors import InputError
 from orchestrator.ledger import Ledger, PastRow, RunRecord
-from orchestrator.model import Outcome, TargetState, store_key
+from orchestrator.model import Outcome, TargetState, duration_s, store_key
 
 PAST_RUNS_COMPARED: Final = 30  # how far back a run looks for each target's previous outcome and durations
 EXPECTED_FROM: Final = 3  # a job's expected duration: the median of this many of its latest measured successes
@@ -63,8 +63,7 @@ def past_of(rows: Iterable[PastRow]) -> Past:
         previous_run_id = previous_run_id or row.run_id
         key = store_key(row.deployment, row.store, row.default_store)
         if key not in outcomes:
-            duration = round(row.finished_at - row.submitted_at, 3) if row.finished_at and row.submitted_at else None
-            outcomes[key] = PastOutcome(row.outcome, duration)
+            outcomes[key] = PastOutcome(row.outcome, duration_s(row.submitted_at, row.finished_at))
         if row.outcome == Outcome.SUCCEEDED.value and row.ran_s is not None:
             durations = measured.setdefault(key, [])
             if len(durations) < EXPECTED_FROM:

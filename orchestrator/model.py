@@ -86,6 +86,13 @@ class Phase(StrEnum):
     DONE = "done"
 
 
+def duration_s(submitted_at: float | None, finished_at: float | None) -> float | None:
+    """A target's duration as reports show it and runs are compared by: first create to end, in ms. Pure."""
+    if submitted_at is None or finished_at is None:
+        return None
+    return round(finished_at - submitted_at, 3)
+
+
 def store_key(deployment: str, store: str, default_store: bool) -> tuple[str, str]:
     """Which target of the inventory this is, across runs: a default store is matched as "the default",
     whatever it resolved to. Pure."""
@@ -141,9 +148,7 @@ class TargetState:
 
     @property
     def duration_s(self) -> float | None:
-        if self.submitted_at is None or self.finished_at is None:
-            return None
-        return round(self.finished_at - self.submitted_at, 3)
+        return duration_s(self.submitted_at, self.finished_at)
 
     def job_started_at(self, otherwise: float) -> float:
         """When its job began running: the server's acceptance, or else the first create attempt."""
