@@ -9,6 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from orchestrator.audit import Audited, verdict_line
 from orchestrator.model import TargetState, iso
 from orchestrator.report import OUTCOMES
 from orchestrator.settings import RunSettings
@@ -83,3 +84,21 @@ def runs_text(listing: Runs) -> str:
         )
     headers = ["run id", "kind", "state", "started", "targets", "ok", "failed", "other", "inventory"]
     return f"{tabulate(rows, headers=headers)}\n\nledger: {listing.ledger}"
+
+
+def audit_lines(audited: Audited) -> list[str]:
+    """The end of an audit: its verdict in one line, the counts, the controls failed, where its report is."""
+    summary = audited.summary
+    counts = [(v, summary[v]) for v in ("compliant", "violation", "unknown") if summary[v]]
+    lines = [tabulate([*counts, ("total", summary["targets"])], headers=["verdict", "targets"], tablefmt="simple")]
+    failed = [f"{control} {count}" for control, count in summary["by_control"].items() if count]
+    if failed:
+        lines.append(f"violations by control: {', '.join(failed)}")
+    if audited.interrupted:
+        lines.append("the audit was interrupted: targets not read are reported unknown")
+    lines += [
+        verdict_line(summary),
+        f"audit id: {audited.audit_id}",
+        f"report: {audited.folder / 'compliance.md'} (also compliance.json, compliance.csv)",
+    ]
+    return lines

@@ -7,6 +7,7 @@ refusal is read does not depend on how it travelled.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
@@ -56,6 +57,43 @@ def is_legacy(version: str) -> bool:
     every request, so remembered."""
     parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
     return bool(parts) and parts < (10, 9, 1)
+
+
+_VERSION: Final = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}")
+
+
+def clean_version(value: Any) -> str | None:
+    """A server's version if it reads as one (ASCII digits and dots, short), else None. Pure."""
+    text = str(value).strip() if isinstance(value, str | int | float) and not isinstance(value, bool) else ""
+    return text if _VERSION.fullmatch(text) else None
+
+
+def same_release(backup_release: str, version: str) -> bool:
+    """Whether a backup's release is the deployment's version: 11.3 is 11.3.0; text that is not a version
+    must match exactly. Pure."""
+
+    def parts(text: str) -> tuple[int, ...] | None:
+        cleaned = clean_version(text)
+        if cleaned is None:
+            return None
+        numbers = [int(p) for p in cleaned.split(".")]
+        while len(numbers) > 1 and numbers[-1] == 0:
+            numbers.pop()
+        return tuple(numbers)
+
+    ours, theirs = parts(backup_release), parts(version)
+    if ours is None or theirs is None:
+        return bool(backup_release) and backup_release.strip() == version.strip()
+    return ours == theirs
+
+
+def default_store_of(stores: list[dict[str, Any]]) -> str | None:
+    """The store a deployment backs up to by default: the one marked default, or its only store. Pure."""
+    named = [s for s in stores if isinstance(s.get("name"), str)]
+    defaults = [str(s["name"]) for s in named if s.get("default") is True]
+    if defaults:
+        return defaults[0]
+    return str(named[0]["name"]) if len(stores) == 1 and named else None
 
 
 class Verdict(StrEnum):

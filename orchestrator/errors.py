@@ -5,7 +5,7 @@
     ├── RunCrashed        an unforeseen error (its cause) broke a run; the report of what is known is written
     └── TargetError       one target's failure, classified; becomes a report row, never stops the run
         ├── (error_class) authentication | configuration | transient | permanent
-        │                 | job_failed | job_timed_out | interrupted | unreachable
+        │                 | job_failed | job_timed_out | interrupted | unreachable | internal
         └── SignInFailed  the sign-in a request needed failed: the request itself was never sent
 
 Only `transient` errors are retried. A `TargetError` whose create request may have reached the
@@ -27,6 +27,7 @@ class ErrorClass(StrEnum):
     JOB_TIMED_OUT = "job_timed_out"  # the job did not end within --job-timeout
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / run deadline before the target ended
     UNREACHABLE = "unreachable"  # the deployment kept failing at the transport level: its circuit is open
+    INTERNAL = "internal"  # an answer nothing here foresaw raised an error: that deployment's, no one else's
 
 
 class OrchestratorError(Exception):

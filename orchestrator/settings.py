@@ -10,7 +10,7 @@ import string
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -18,7 +18,6 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from orchestrator.backoff import Backoff, Retry
@@ -57,14 +56,49 @@ def parse_failure_budget(text: str | None) -> FailureBudget:
     return FailureBudget(count=int(number))
 
 
-class RunSettings(BaseSettings):
-    """Every setting of a fleet run. Each default is explained in the README and in `--help`."""
+class ConnectionSettings(BaseSettings):
+    """What every command that reads or backs up the fleet shares: which deployments, how requests are made,
+    where reports go. `RunSettings` (run, snapshot, plan) and `AuditSettings` build on it."""
 
     model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="forbid", frozen=True)
 
     inventory: Path | None = Field(None, description="inventory file (TOML or CSV)")
     select: tuple[str, ...] = Field((), description="tag=TAG or name=GLOB; repeat to narrow (all must match)")
     concurrency: int = Field(32, ge=1, le=10_000, description="HTTP requests in flight at once, fleet-wide")
+    retries: int = Field(4, ge=0, le=20, description="retries of a request that failed transiently")
+    retry_initial: float = Field(1.0, ge=0, description="first retry after up to this many seconds")
+    retry_max: float = Field(30.0, ge=0, description="longest wait between retries, seconds")
+    request_timeout: float = Field(60.0, gt=0, description="whole HTTP request, seconds")
+    connect_timeout: float = Field(10.0, gt=0, description="TCP and TLS connect, seconds")
+    read_timeout: float = Field(30.0, gt=0, description="longest silence while an answer is awaited or read, seconds")
+    token_minutes: int = Field(60, ge=1, description="token lifetime asked of generateToken, minutes")
+    report_dir: Path = Field(Path("reports"), description="reports go to a folder of their own under REPORT_DIR")
+    breaker_threshold: int = Field(
+        5, ge=1, description="transport failures in a row that mark a deployment unreachable for a while"
+    )
+    breaker_cooldown: float = Field(60.0, gt=0, description="seconds an unreachable deployment is left alone")
+    log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
+    quiet: bool = Field(False, description="only the final summary")
+
+    @property
+    def retry_policy(self) -> Retry:
+        """How transient errors are retried: requests by the client, creates by `submit`."""
+        return Retry(self.retries, Backoff(self.retry_initial, 2.0, self.retry_max))
+
+    def public(self) -> dict[str, Any]:
+        """The settings as written into reports (there is no secret among them)."""
+        return self.model_dump(mode="json")
+
+
+class AuditSettings(ConnectionSettings):
+    """Every setting of a compliance audit: the connection settings and the policy."""
+
+    policy: Path | None = Field(None, description="compliance policy (TOML); default: the inventory's [policy]")
+
+
+class RunSettings(ConnectionSettings):
+    """Every setting of a fleet run. Each default is explained in the README and in `--help`."""
+
     max_running: int = Field(0, ge=0, description="backup jobs running at once, fleet-wide (0: no cap)")
     poll_initial: float = Field(5.0, gt=0, description="first poll of a job after this many seconds (ceiling)")
     poll_max: float = Field(60.0, gt=0, description="longest wait between two polls of one job, seconds")
@@ -78,28 +112,14 @@ class RunSettings(BaseSettings):
     job_timeout: float = Field(7500.0, gt=0, description="give up following a job after this many seconds")
     deadline: float | None = Field(None, gt=0, description="seconds after start: submit nothing new after it")
     max_failures: str | None = Field(None, description="N or P%: stop submitting once reached")
-    retries: int = Field(4, ge=0, le=20, description="retries of a request that failed transiently")
-    retry_initial: float = Field(1.0, ge=0, description="first retry after up to this many seconds")
-    retry_max: float = Field(30.0, ge=0, description="longest wait between retries, seconds")
-    request_timeout: float = Field(60.0, gt=0, description="whole HTTP request, seconds")
-    connect_timeout: float = Field(10.0, gt=0, description="TCP and TLS connect, seconds")
-    read_timeout: float = Field(30.0, gt=0, description="longest silence while an answer is awaited or read, seconds")
-    token_minutes: int = Field(60, ge=1, description="token lifetime asked of generateToken, minutes")
     grace: float = Field(30.0, ge=0, description="after Ctrl-C / SIGTERM, follow running jobs this long")
     name_template: str = Field(
         DEFAULT_NAME_TEMPLATE, description="backup name; {timestamp} {deployment} {store} {run_id}"
     )
     description: str = Field("fleet backup {run_id}", description="backup description; same fields as the name")
-    report_dir: Path = Field(Path("reports"), description="reports go to REPORT_DIR/RUN_ID/")
-    breaker_threshold: int = Field(
-        5, ge=1, description="transport failures in a row that mark a deployment unreachable for a while"
-    )
-    breaker_cooldown: float = Field(60.0, gt=0, description="seconds an unreachable deployment is left alone")
     ledger: Path | None = Field(
         None, description="run ledger (SQLite) for resume, retry and history; default under $XDG_STATE_HOME"
     )
-    log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
-    quiet: bool = Field(False, description="only the final summary")
 
     @field_validator("max_failures")
     @classmethod
@@ -129,53 +149,65 @@ class RunSettings(BaseSettings):
         return parse_failure_budget(self.max_failures)
 
     @property
-    def retry_policy(self) -> Retry:
-        """How transient errors are retried: requests by the client, creates by `submit`."""
-        return Retry(self.retries, Backoff(self.retry_initial, 2.0, self.retry_max))
-
-    @property
     def poll_backoff(self) -> Backoff:
         """The poll schedule of a job about which nothing is known yet."""
         return Backoff(self.poll_initial, self.poll_factor, self.poll_max)
 
-    def public(self) -> dict[str, Any]:
-        """The settings as written into reports (there is no secret among them)."""
-        return self.model_dump(mode="json")
+
+S = TypeVar("S", bound=ConnectionSettings)
 
 
 def load_settings(
     flags: dict[str, Any], settings_file: Path | None = None, base: dict[str, Any] | None = None
 ) -> RunSettings:
-    """Flags (only those given) win over ORCHESTRATOR_* variables, which win over the settings file (TOML,
-    the same keys), which wins over `base` (a past run's settings, for resume and retry), which wins over
-    the defaults. Every problem is an `InputError` naming where the setting came from."""
-    if settings_file is not None:
-        try:
-            settings_file.open("rb").close()  # a missing file is no error to the TOML source: it is here
-        except OSError as exc:
-            raise InputError([f"{settings_file}: cannot read the settings file ({exc.strerror})"]) from None
-    recorded = {k: v for k, v in (base or {}).items() if k in RunSettings.model_fields}
+    """The settings of a run (see `load_command_settings`)."""
+    return load_command_settings(RunSettings, flags, settings_file, base)
 
-    class _Layered(RunSettings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            from_file = [TomlConfigSettingsSource(settings_cls, toml_file=settings_file)] if settings_file else []
-            return init_settings, env_settings, *from_file, InitSettingsSource(settings_cls, recorded)
 
+def load_command_settings(
+    model: type[S], flags: dict[str, Any], settings_file: Path | None = None, base: dict[str, Any] | None = None
+) -> S:
+    """A command's settings (`model`): flags (only those given) win over ORCHESTRATOR_* variables, which win
+    over the settings file (TOML, the same keys), which wins over `base` (a past run's settings, for resume
+    and retry), which wins over the defaults. Every problem is an `InputError` naming where the setting came from.
+
+    One settings file serves every command: a key another command takes (`poll_max` to an audit) is left
+    to it; a key no command takes is refused."""
+    from_file = _settings_file(settings_file, model) if settings_file is not None else {}
+    recorded = {k: v for k, v in (base or {}).items() if k in model.model_fields}
+
+    def sources(
+        cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, from_file),
+            InitSettingsSource(settings_cls, recorded),
+        )
+
+    layered = type("Layered", (model,), {"settings_customise_sources": classmethod(sources)})
     try:
-        loaded = _Layered(**flags)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError([f"{settings_file}: not valid TOML: {exc}"]) from None
+        loaded = layered(**flags)
     except ValidationError as exc:
         where = f"settings (flags, ORCHESTRATOR_* variables{', ' + str(settings_file) if settings_file else ''})"
         raise InputError(
             [f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
         ) from None
-    return RunSettings.model_validate(loaded.model_dump())
+    return model.model_validate(loaded.model_dump())
+
+
+def _settings_file(path: Path, model: type[ConnectionSettings]) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError([f"{path}: cannot read the settings file ({exc.strerror})"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError([f"{path}: not valid TOML: {exc}"]) from None
+    for_others = (set(RunSettings.model_fields) | set(AuditSettings.model_fields)) - set(model.model_fields)
+    return {key: value for key, value in data.items() if key not in for_others}

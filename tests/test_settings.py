@@ -71,3 +71,18 @@ def test_a_settings_file_that_is_not_toml_is_refused_with_its_line(tmp_path: Pat
         caught.value.problems[0].startswith(f"{settings_file}: not valid TOML:")
         and "line 2" in caught.value.problems[0]
     )
+
+
+def test_one_settings_file_serves_run_and_audit(tmp_path: Path) -> None:
+    """A key only `run` takes is left to it by `audit` (and the reverse); a key no command takes is refused."""
+    from orchestrator.settings import AuditSettings, load_command_settings
+
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text('concurrency = 8\npoll_max = 90.0\npolicy = "policy.toml"\n')
+    audit = load_command_settings(AuditSettings, {}, settings_file)
+    run = load_settings({}, settings_file)
+    assert (audit.concurrency, audit.policy) == (8, Path("policy.toml"))
+    assert (run.concurrency, run.poll_max) == (8, 90.0)
+    settings_file.write_text("poll_maxx = 90.0\n")
+    with pytest.raises(InputError, match="poll_maxx"):
+        load_command_settings(AuditSettings, {}, settings_file)

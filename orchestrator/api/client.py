@@ -20,12 +20,13 @@ from orchestrator.api.auth import TokenCache
 from orchestrator.api.transport import Link, Transport, open_transport
 from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
-from orchestrator.dr import is_legacy, legacy_job
+from orchestrator.dr import default_store_of, is_legacy, legacy_job
 from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 from orchestrator.model import Deployment
-from orchestrator.settings import RunSettings
+from orchestrator.settings import ConnectionSettings
 
 _DR: Final = "/admin/system/disasterrecovery"
+NO_DEFAULT_STORE: Final = "no default backup store; name the stores in the inventory"
 
 OnRetry = Callable[[Deployment, TargetError, float], None]
 
@@ -43,7 +44,7 @@ class ApiContext:
         self.retry = self.transport.settings.retry_policy
 
     @property
-    def settings(self) -> RunSettings:
+    def settings(self) -> ConnectionSettings:
         return self.transport.settings
 
     @property
@@ -53,7 +54,7 @@ class ApiContext:
 
 @asynccontextmanager
 async def open_api_context(
-    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
+    settings: ConnectionSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
 ) -> AsyncIterator[ApiContext]:
     async with open_transport(settings, clock) as transport:
         yield ApiContext(transport, rng, on_retry)
@@ -120,13 +121,10 @@ class ArcGISClient:
         return self.version
 
     async def default_store(self) -> str:
-        stores = await self.store_list()
-        defaults = [str(s["name"]) for s in stores if s.get("default") is True and isinstance(s.get("name"), str)]
-        if defaults:
-            return defaults[0]
-        if len(stores) == 1 and isinstance(stores[0].get("name"), str):
-            return str(stores[0]["name"])
-        raise TargetError(ErrorClass.CONFIGURATION, "no default backup store; name the stores in the inventory")
+        default = default_store_of(await self.store_list())
+        if default is None:
+            raise TargetError(ErrorClass.CONFIGURATION, NO_DEFAULT_STORE)
+        return default
 
     async def store_list(self) -> list[dict[str, Any]]:
         body = await self.call(f"{_DR}/stores")
@@ -164,17 +162,21 @@ class ArcGISClient:
         jobs = (await self.call("/admin/jobs")).get("jobs")
         return [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
 
-    async def backup_names(self, store: str) -> set[str]:
+    async def backups(self, store: str, *, urgent: bool = False) -> list[Any]:
+        """Every entry of a store's backups list, as the server sent it."""
         if self.legacy:
-            body = await self.call(f"{_DR}/backuprestore/backups", {"storeName": store}, urgent=True)
+            body = await self.call(f"{_DR}/backuprestore/backups", {"storeName": store}, urgent=urgent)
         else:
-            body = await self.call(f"{_DR}/stores/{quote(store, safe='')}/backups", urgent=True)
+            body = await self.call(f"{_DR}/stores/{quote(store, safe='')}/backups", urgent=urgent)
         backups = body.get("backups")
         if not isinstance(backups, list):
             raise TargetError(ErrorClass.PERMANENT, "backups answer without a backups list")
+        return backups
+
+    async def backup_names(self, store: str) -> set[str]:
         return {
             b["backupName"]
-            for b in backups
+            for b in await self.backups(store, urgent=True)
             if isinstance(b, dict)
             and isinstance(b.get("backupName"), str)
             and b.get("status", "completed") == "completed"
@@ -188,7 +190,7 @@ class ArcGISClient:
 
 @asynccontextmanager
 async def open_clients(
-    settings: RunSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
+    settings: ConnectionSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
 ) -> AsyncIterator[Callable[[Deployment], ArcGISClient]]:
     """A client per deployment, all on one HTTP session for the run (what `runner.run_fleet` takes)."""
     async with open_api_context(settings, clock, rng, on_retry) as context:

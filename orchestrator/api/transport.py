@@ -24,7 +24,7 @@ from orchestrator.clock import Clock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.guard import CircuitBreaker, Pacer, RequestSlots
 from orchestrator.model import Deployment
-from orchestrator.settings import RunSettings
+from orchestrator.settings import ConnectionSettings
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
 THROTTLED: Final = frozenset({429, 503})  # the deployment asks for less: every request to it slows
@@ -37,14 +37,14 @@ class Transport:
     fleet-wide request slots."""
 
     http: aiohttp.ClientSession
-    settings: RunSettings
+    settings: ConnectionSettings
     clock: Clock
     slots: RequestSlots
     timeout: aiohttp.ClientTimeout  # built once: one per request costs CPU at fleet scale
 
 
 @asynccontextmanager
-async def open_transport(settings: RunSettings, clock: Clock) -> AsyncIterator[Transport]:
+async def open_transport(settings: ConnectionSettings, clock: Clock) -> AsyncIterator[Transport]:
     """One HTTP session for a whole run, with the run's cap on requests in flight."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(
@@ -54,7 +54,7 @@ async def open_transport(settings: RunSettings, clock: Clock) -> AsyncIterator[T
         yield Transport(http, settings, clock, RequestSlots(settings.concurrency), timeout)
 
 
-def transport_error(error: BaseException, settings: RunSettings) -> TargetError:
+def transport_error(error: BaseException, settings: ConnectionSettings) -> TargetError:
     """The classified error an aiohttp failure (or a timeout) stands for: the only such mapping. Pure."""
     if isinstance(error, TimeoutError):
         return TargetError(

@@ -29,7 +29,7 @@ from orchestrator.inventory.sources import Entry, Problems, csv_entries, toml_en
 from orchestrator.model import Deployment
 from orchestrator.redact import remember
 
-__all__ = ["FIELDS", "Inventory", "load_inventory", "select"]
+__all__ = ["FIELDS", "Inventory", "Rule", "load_inventory", "matches", "select", "selection_rules"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +145,31 @@ def _resolve_one(
 
 def select(deployments: Iterable[Deployment], selectors: Iterable[str]) -> list[Deployment]:
     """Keep the deployments matching every selector (`tag=TAG`, `name=GLOB`), in inventory order."""
+    selectors = list(selectors)
+    rules = selection_rules(selectors)
+    chosen = [d for d in deployments if matches(d, rules)]
+    if not chosen:
+        raise InputError([f"--select {' '.join(selectors)}: no deployment matched; nothing to do"])
+    return chosen
+
+
+Rule = tuple[str, str]  # (tag | name, value)
+
+
+def selection_rules(selectors: Iterable[str], where: str = "--select") -> list[Rule]:
+    """The rules `--select` (or a policy rule's `select`) names; `InputError` for one not written right."""
     rules = []
     for selector in selectors:
         kind, _, value = selector.partition("=")
         if kind not in ("tag", "name") or not value:
-            raise InputError([f"--select {selector!r}: write tag=TAG or name=GLOB (e.g. --select name=gis-eu-*)"])
+            raise InputError([f"{where} {selector!r}: write tag=TAG or name=GLOB (e.g. name=gis-eu-*)"])
         rules.append((kind, value))
-    chosen = [
-        d
-        for d in deployments
-        if all((value in d.tags) if kind == "tag" else fnmatch.fnmatchcase(d.name, value) for kind, value in rules)
-    ]
-    if not chosen:
-        raise InputError([f"--select {' '.join(selectors)}: no deployment matched; nothing to do"])
-    return chosen
+    return rules
+
+
+def matches(deployment: Deployment, rules: Iterable[Rule]) -> bool:
+    """Whether a deployment matches every rule. Pure."""
+    return all(
+        (value in deployment.tags) if kind == "tag" else fnmatch.fnmatchcase(deployment.name, value)
+        for kind, value in rules
+    )

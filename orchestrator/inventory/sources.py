@@ -11,9 +11,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from orchestrator.inventory.rules import FIELDS, LIST_FIELDS, did_you_mean, unknown_key_message
+
+TOP_LEVEL: Final = ("defaults", "deployments", "policy")
 
 
 @dataclass(slots=True)
@@ -47,10 +49,10 @@ def toml_entries(path: Path, text: str, problems: Problems) -> list[Entry]:
     defaults_line = _header_lines(lines, "[defaults]")
     entry_lines = _header_lines(lines, "[[deployments]]")
     for key in data:
-        if key not in ("defaults", "deployments"):
+        if key not in TOP_LEVEL:  # the [policy] table is the audit's (`audit.policy`)
             problems.add(
                 f"{path}:{_key_line(lines, key)}",
-                f"unknown top-level key {key!r}; {did_you_mean(key, ('defaults', 'deployments'))}",
+                f"unknown top-level key {key!r}; {did_you_mean(key, TOP_LEVEL)}",
             )
     defaults = data.get("defaults", {})
     defaults_at = f"{path}:{defaults_line[0] if defaults_line else 1}"

@@ -1,0 +1,247 @@
+"""The audit's controls, as pure functions: a store's backups list read defensively (`read_backups`), what
+it shows at a moment (`store_facts`), and a target judged against its policy (`judge`).
+
+A good backup is one the server lists as `completed`. Times are the server's epoch milliseconds, read
+as seconds; a value that is not a plausible time is treated as absent, never trusted: an unreadable
+retention date counts as kept for no time at all, so a broken answer can fail a control but never
+pass one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from orchestrator.audit.policy import PolicyValues
+from orchestrator.dr import same_release
+from orchestrator.model import Deployment
+from orchestrator.untrusted import shown
+
+_MS_LIMIT: Final = 10**14  # epoch ms past the year 5000: not a time
+NEVER: Final = -1  # retentionDate of a backup kept forever
+DAY: Final = 86_400.0
+
+
+class Control(StrEnum):
+    RECENT = "recent"
+    RELEASE = "release"
+    RETENTION = "retention"
+    DEPTH = "depth"
+    OFFSITE = "offsite"
+
+
+class Verdict(StrEnum):
+    COMPLIANT = "compliant"
+    VIOLATION = "violation"
+    UNKNOWN = "unknown"  # the audit could not read it
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """One entry of a store's backups list, as far as it could be read."""
+
+    name: str
+    status: str  # lower-case, as listed: completed, failed, ...
+    release: str
+    started_at: float | None
+    completed_at: float | None
+    retention_until: float | None  # None: kept forever
+
+    @property
+    def good(self) -> bool:
+        return self.status == "completed" and self.completed_at is not None
+
+    @property
+    def at(self) -> float | None:
+        """When it ended, or else began: what orders backups of any status."""
+        return self.completed_at if self.completed_at is not None else self.started_at
+
+    def expired(self, now: float) -> bool:
+        return self.retention_until is not None and self.retention_until <= now
+
+
+def read_backups(entries: Any) -> list[Backup]:
+    """A backups list as values; entries that are not objects are left out. Pure."""
+    if not isinstance(entries, list):
+        return []
+    backups = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        completed_at = _epoch(entry.get("completeTime"))
+        status = entry.get("status")
+        backups.append(
+            Backup(
+                name=shown(entry.get("backupName", ""), 200),
+                status=shown(status, 40).lower() if isinstance(status, str) else "",
+                release=shown(entry.get("release", ""), 40) if entry.get("release") is not None else "",
+                started_at=_epoch(entry.get("startTime")),
+                completed_at=completed_at,
+                retention_until=_retention(entry.get("retentionDate"), completed_at),
+            )
+        )
+    return backups
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 < value < _MS_LIMIT:
+        return None
+    return value / 1000
+
+
+def _retention(value: Any, completed_at: float | None) -> float | None:
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool) and value == NEVER):
+        return None  # kept until someone deletes it
+    until = _epoch(value)
+    if until is None:  # unreadable: as if kept no time at all
+        return completed_at if completed_at is not None else 0.0
+    return until
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFacts:
+    """What one store's list shows at the moment of the audit."""
+
+    last_good: Backup | None  # the newest good backup
+    newest: Backup | None  # the newest of any status: a failed one says why the good one is old
+    good_backups: int  # good and not expired
+    days_covered: int  # of the last `window_days` UTC days, those with a good backup
+
+
+def store_facts(backups: list[Backup], now: float, window_days: int) -> StoreFacts:
+    good = [b for b in backups if b.good]
+    dated = [b for b in backups if b.at is not None]
+    today = math.floor(now / DAY)
+    days = {math.floor(b.completed_at / DAY) for b in good if b.completed_at is not None}
+    return StoreFacts(
+        last_good=max(good, key=lambda b: b.completed_at or 0.0, default=None),
+        newest=max(dated, key=lambda b: b.at or 0.0, default=None),
+        good_backups=sum(1 for b in good if not b.expired(now)),
+        days_covered=sum(1 for day in days if today - window_days < day <= today),
+    )
+
+
+def age_hours(backup: Backup | None, now: float) -> float | None:
+    """How long ago it completed, in hours (never below 0: a server clock ahead of ours is not the future)."""
+    if backup is None or backup.completed_at is None:
+        return None
+    return max(0.0, (now - backup.completed_at) / 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    control: Control
+    reason: str
+
+
+def judge(
+    facts: StoreFacts, *, release: str, policy: PolicyValues, now: float, offsite: Offsite | None = None
+) -> list[Violation]:
+    """Every control the target fails, each with a reason a person understands. `offsite`: the evidence
+    from the deployment's other stores, where the policy asks for it. Pure."""
+    found: list[Violation] = []
+    last = facts.last_good
+    age = age_hours(last, now)
+    if last is None or age is None:
+        newest = facts.newest
+        seen = f" (newest: {newest.name}, {newest.status or 'no status'})" if newest is not None else ""
+        found.append(Violation(Control.RECENT, f"no good backup in this store{seen}"))
+    elif age > policy.max_age_hours:
+        found.append(
+            Violation(Control.RECENT, f"newest good backup is {age:.1f} h old (policy: {policy.max_age_hours:g} h)")
+        )
+    if last is not None and policy.require_same_release and not same_release(last.release, release):
+        found.append(
+            Violation(
+                Control.RELEASE,
+                f"newest good backup is release {last.release or '(none)'}, the deployment runs {release}: "
+                "it cannot be restored into it",
+            )
+        )
+    if last is not None and last.completed_at is not None and last.retention_until is not None:
+        kept = (last.retention_until - last.completed_at) / DAY
+        if kept < policy.min_retention_days:
+            found.append(
+                Violation(
+                    Control.RETENTION,
+                    f"newest good backup is kept {max(kept, 0.0):.1f} days after it completed "
+                    f"(policy: at least {policy.min_retention_days:g})",
+                )
+            )
+    if facts.good_backups < policy.min_backups:
+        found.append(
+            Violation(
+                Control.DEPTH, f"{facts.good_backups} unexpired good backups (policy: at least {policy.min_backups})"
+            )
+        )
+    if offsite is not None and not offsite.recent_elsewhere:
+        where = f"a store other than the default store {offsite.default_store!r}"
+        none = "" if offsite.other_stores else " (the deployment has no other store)"
+        found.append(
+            Violation(Control.OFFSITE, f"no good backup younger than {policy.max_age_hours:g} h in {where}{none}")
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Offsite:
+    """What a deployment's stores other than its default one hold, for the `offsite` control."""
+
+    default_store: str
+    other_stores: tuple[str, ...]
+    recent_elsewhere: bool  # a good backup younger than the policy's age in one of them
+
+
+def offsite_evidence(
+    default_store: str, lists: dict[str, list[Backup]], *, max_age_hours: float, now: float
+) -> Offsite:
+    """Whether any store but the default holds a good backup recent enough. Pure."""
+    others = tuple(sorted(store for store in lists if store != default_store))
+    recent = any(
+        (age := age_hours(backup, now)) is not None and age <= max_age_hours and backup.good
+        for store in others
+        for backup in lists[store]
+    )
+    return Offsite(default_store, others, recent)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTarget:
+    """One target (deployment x store) as the audit found it: the compliance report's row, defined once."""
+
+    deployment: Deployment
+    store: str  # as resolved; the inventory's word for the default store until it is
+    verdict: Verdict
+    audited_at: float
+    violations: tuple[Violation, ...] = ()
+    error_class: str = ""
+    error: str = ""
+    current_release: str = ""
+    facts: StoreFacts | None = None
+
+    @property
+    def age_hours(self) -> float | None:
+        return age_hours(self.facts.last_good if self.facts else None, self.audited_at)
+
+
+def audited(
+    deployment: Deployment,
+    store: str,
+    facts: StoreFacts,
+    violations: list[Violation],
+    *,
+    release: str,
+    now: float,
+) -> AuditTarget:
+    verdict = Verdict.VIOLATION if violations else Verdict.COMPLIANT
+    return AuditTarget(deployment, store, verdict, now, tuple(violations), current_release=release, facts=facts)
+
+
+def unknown(
+    deployment: Deployment, store: str, error_class: str, error: str, *, now: float, release: str = ""
+) -> AuditTarget:
+    return AuditTarget(deployment, store, Verdict.UNKNOWN, now, (), error_class, shown(error), release)
