@@ -29,7 +29,7 @@ from orchestrator.model import Outcome, RunResult
 from orchestrator.progress import LiveProgress, LogObserver
 from orchestrator.redact import redact
 from orchestrator.runner import RunControl
-from orchestrator.settings import AuditSettings, ConnectionSettings, RunSettings
+from orchestrator.settings import AuditSettings, ConnectionSettings, RunSettings, SnapshotSettings
 
 T = TypeVar("T")
 
@@ -49,6 +49,7 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sources = _add_run_commands(commands)
+    sources["snapshot"] = _add_snapshot_command(commands)
     sources["audit"] = _add_audit_command(commands)
     _add_ledger_commands(commands)
     _add_simulator_commands(commands, load_flags=_command_word(argv) in SIMULATOR_COMMANDS)
@@ -107,6 +108,20 @@ def _add_run_commands(commands: Commands) -> FlagSources:
             )
         sources[name] = _add_setting_flags(command, RunSettings)
     return sources
+
+
+def _add_snapshot_command(commands: Commands) -> CliSettingsSource[Any]:
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="pre-upgrade mass snapshot: back up every selected deployment and say which are safe to upgrade",
+        description="Before an upgrade wave: check each selected deployment read-only (sign in, version, stores, "
+        "no DR job running), back up the ones that pass (named pre-upgrade-TIMESTAMP-DEPLOYMENT, described "
+        "'pre-upgrade: PURPOSE', kept --retention-days), verify each backup is listed completed and of the "
+        "version read before, and write beside the report ready.toml and not-ready.toml: inventories of the "
+        "deployments that are and are not safe to upgrade. Exit 0 only when every one is ready.",
+        conflict_handler="resolve",
+    )
+    return _add_setting_flags(snapshot, SnapshotSettings)
 
 
 def _add_audit_command(commands: Commands) -> CliSettingsSource[Any]:
@@ -233,6 +248,8 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
             print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
             return EXIT_OK
         return _run(retry)
+    if command == "snapshot":
+        return _run(usecases.prepare_run(_flags_given(sources, args), args.settings, kind="snapshot"))
     if command == "audit":
         return _audit(audit.prepare_audit(_flags_given(sources, args), args.settings))
     if command == "runs":
@@ -380,7 +397,7 @@ def _plan(plan: usecases.RunPlan, check: bool) -> int:
     checks = _run_async(usecases.check_deployments, plan.settings, deployments)
     print()
     print(console.checks_table(checks))
-    return EXIT_OK if all(c.verdict == "ok" for c in checks) else EXIT_SOME_FAILED
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_SOME_FAILED
 
 
 # -- simulate --

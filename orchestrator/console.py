@@ -11,9 +11,10 @@ from tabulate import tabulate
 
 from orchestrator.audit import Audited, verdict_line
 from orchestrator.model import TargetState, iso
+from orchestrator.preflight import Preflight
 from orchestrator.report import OUTCOMES
 from orchestrator.settings import RunSettings
-from orchestrator.usecases import Check, Finished, Runs
+from orchestrator.usecases import Finished, Runs
 
 
 def finished_lines(finished: Finished) -> list[str]:
@@ -24,7 +25,23 @@ def finished_lines(finished: Finished) -> list[str]:
         lines.append(f"stopped submitting early: {result.stopped_reason}")
     if finished.resumable:
         lines.append(f"the run was cut short: `orchestrator resume {result.run_id}` carries it on")
+    lines += readiness_lines(finished)
     lines += [f"run id: {result.run_id}", f"report: {finished.folder / 'report.md'} (also report.json, report.csv)"]
+    return lines
+
+
+def readiness_lines(finished: Finished) -> list[str]:
+    """A snapshot's answer: how many deployments may be upgraded, which may not and why, and the inventories."""
+    readiness = finished.readiness
+    if readiness is None:
+        return []
+    total = readiness["ready"] + readiness["not_ready"]
+    lines = [f"ready for the upgrade: {readiness['ready']} of {total} deployments"]
+    for answer in [a for a in readiness["deployments"] if not a["ready"]][:10]:
+        lines.append(f"  not ready: {answer['deployment']}: {'; '.join(answer['reasons'])}")
+    if readiness["not_ready"] > 10:
+        lines.append(f"  ... and {readiness['not_ready'] - 10} more (see the report)")
+    lines += [f"inventory of {path.stem.replace('-', ' ')}: {path}" for path in finished.inventories]
     return lines
 
 
@@ -50,8 +67,10 @@ def plan_text(settings: RunSettings, targets: list[TargetState], deployments: in
     return f"{table}\n\n{limits}"
 
 
-def checks_table(checks: list[Check]) -> str:
-    return tabulate([(c.deployment, c.version, c.verdict) for c in checks], headers=["deployment", "version", "check"])
+def checks_table(checks: list[Preflight]) -> str:
+    return tabulate(
+        [(c.deployment, c.version or "?", c.verdict) for c in checks], headers=["deployment", "version", "check"]
+    )
 
 
 def runs_text(listing: Runs) -> str:

@@ -21,7 +21,7 @@ import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, Final, Union, get_args, get_origin, get_type_hints
@@ -31,10 +31,13 @@ from orchestrator.model import Deployment, TargetState
 from orchestrator.redact import redact, redact_each
 
 APP_DIR: Final = "arcgis-fleet-backup"
-SCHEMA_VERSION: Final = 2  # raised with every change of the tables (see ADDED_COLUMNS)
+SCHEMA_VERSION: Final = 3  # raised with every change of the tables (see ADDED_COLUMNS)
 # The target columns each schema version added, by the version before: a ledger keeps its history across
-# upgrades of the tool (its types come from the record, like every column's).
-ADDED_COLUMNS: Final = {1: ("ran_s",)}  # 2: how long each job ran, for the poll schedule
+# upgrades of the tool (its types and defaults come from the record, like every column's).
+ADDED_COLUMNS: Final = {
+    1: ("ran_s",),  # 2: how long each job ran, for the poll schedule
+    2: ("version",),  # 3: the deployment's version its backup must be of (snapshot)
+}
 _RUNS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -76,6 +79,7 @@ class Column:
     to_sql: Callable[[Any], Any]
     from_sql: Callable[[Any], Any]
     of_deployment: bool = False
+    default: Any = None  # what rows written before the column existed hold (`_upgrade`)
 
     def value(self, target: TargetState) -> Any:
         value = getattr(target.deployment if self.of_deployment else target, self.field)
@@ -103,6 +107,14 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"no SQL default for {value!r}")  # a new kind of added column: teach _sql_literal
+
+
 def _server_text(encode: Callable[[Any], Any], annotation: Any) -> Callable[[Any], Any]:
     """A server's words pass the redaction layer on their way in: never a secret on disk."""
     if get_origin(annotation) is list:
@@ -126,7 +138,9 @@ def _target_columns() -> tuple[Column, ...]:
         sql, nullable, to_sql, from_sql = _codec(hints[field.name])
         if field.metadata.get("server_text"):
             to_sql = _server_text(to_sql, hints[field.name])
-        columns.append(Column(field.metadata.get("column", field.name), field.name, sql, nullable, to_sql, from_sql))
+        default = None if field.default is MISSING or field.default is None else to_sql(field.default)
+        name = field.metadata.get("column", field.name)
+        columns.append(Column(name, field.name, sql, nullable, to_sql, from_sql, default=default))
     return tuple(columns)
 
 
@@ -403,7 +417,10 @@ def _upgrade(connection: sqlite3.Connection, path: Path) -> None:
         with connection:
             connection.execute("BEGIN IMMEDIATE")
             for name in ADDED_COLUMNS[version]:
-                connection.execute(f"ALTER TABLE targets ADD COLUMN {name} {by_name[name].sql_type}")
+                column = by_name[name]
+                # A column that may not be empty is added with the record's default, which old rows then hold.
+                default = "" if column.nullable else f" NOT NULL DEFAULT {_sql_literal(column.default)}"
+                connection.execute(f"ALTER TABLE targets ADD COLUMN {name} {column.sql_type}{default}")
             connection.execute(f"PRAGMA user_version = {version + 1}")
         version += 1
     if version != SCHEMA_VERSION:

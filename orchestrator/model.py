@@ -123,6 +123,8 @@ class TargetState:
     notes: list[str] = field(default_factory=list, metadata=SERVER_TEXT)
     # How long its job ran, as this run measured it (`poll.measured_run_time`); None when it could not tell.
     ran_s: float | None = None
+    # The deployment's version as read before the backup (a snapshot's preflight): its backup must be of it.
+    version: str = ""
     phase: Phase = field(default=Phase.QUEUED, metadata=RUNTIME_ONLY)
     # 10.9 only: the start of the DR job its status described before our first create (0.0: none), so a
     # job started since can be told for ours (`dr.dr_status_is_ours`).
@@ -167,6 +169,10 @@ class TargetState:
             self.error = error.message
         elif reason:
             self.error = reason
+
+    def refute(self, error: TargetError) -> None:
+        """A success the check after its job did not bear out (a snapshot's backup not restorable): failed."""
+        self.outcome, self.error_class, self.error = Outcome.FAILED, error.error_class.value, error.message
 
     def fail(self, error: TargetError, now: float) -> None:
         outcome = Outcome.TIMED_OUT if error.error_class is ErrorClass.JOB_TIMED_OUT else Outcome.FAILED

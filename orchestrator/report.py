@@ -12,6 +12,8 @@ import json
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Final
@@ -51,10 +53,49 @@ REPORT_COLUMNS: Final[tuple[tuple[str, Callable[[TargetState], Any]], ...]] = (
     ("tls_verified", lambda t: t.deployment.verify_tls),
 )
 COLUMNS: Final = tuple(header for header, _ in REPORT_COLUMNS)
+# A snapshot's report adds the version each backup had to be of, and whether the target counts.
+SNAPSHOT_COLUMNS: Final[tuple[tuple[str, Callable[[TargetState], Any]], ...]] = (
+    *REPORT_COLUMNS,
+    ("version", attrgetter("version")),
+    ("ready", lambda t: t.outcome is Outcome.SUCCEEDED),
+)
 
 
-def row(target: TargetState) -> dict[str, Any]:
-    return {header: value(target) for header, value in REPORT_COLUMNS}
+def columns_of(kind: str) -> tuple[tuple[str, Callable[[TargetState], Any]], ...]:
+    return SNAPSHOT_COLUMNS if kind == "snapshot" else REPORT_COLUMNS
+
+
+def row(target: TargetState, kind: str = "run") -> dict[str, Any]:
+    return {header: value(target) for header, value in columns_of(kind)}
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """One deployment's answer, in a snapshot, to "may it be upgraded now?"."""
+
+    deployment: str
+    ready: bool
+    version: str
+    stores: tuple[str, ...]
+    reasons: tuple[str, ...]  # why not: one per target that did not succeed
+
+
+def readiness(targets: list[TargetState]) -> list[Readiness]:
+    """Per deployment, in inventory order: ready when every one of its targets succeeded. Pure."""
+    answers = []
+    for _, grouped in groupby(targets, key=lambda t: t.deployment.name):
+        group = list(grouped)
+        failing = [t for t in group if t.outcome is not Outcome.SUCCEEDED]
+        answers.append(
+            Readiness(
+                deployment=group[0].deployment.name,
+                ready=not failing,
+                version=next((t.version for t in group if t.version), ""),
+                stores=tuple(t.store or "(default store)" for t in group),
+                reasons=tuple(f"{t.store or '(default store)'}: {t.error or t.outcome.value}" for t in failing),
+            )
+        )
+    return answers
 
 
 def summarize(targets: list[TargetState]) -> dict[str, Any]:
@@ -93,7 +134,7 @@ def report_document(result: RunResult) -> dict[str, Any]:
 
 
 def _document(result: RunResult) -> dict[str, Any]:
-    return {
+    document = {
         "run_id": result.run_id,
         "kind": result.kind,
         "parent_run_id": result.parent_run_id,
@@ -104,13 +145,21 @@ def _document(result: RunResult) -> dict[str, Any]:
         "settings": result.settings.public(),
         "summary": summarize(result.targets),
         "changes": result.changes,
-        "targets": [row(t) for t in result.targets],
+        "targets": [row(t, result.kind) for t in result.targets],
     }
+    if result.kind == "snapshot":
+        answers = readiness(result.targets)
+        document["readiness"] = {
+            "ready": sum(a.ready for a in answers),
+            "not_ready": sum(not a.ready for a in answers),
+            "deployments": [asdict(a) for a in answers],
+        }
+    return document
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]], kind: str = "run") -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[h for h, _ in columns_of(kind)], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -118,10 +167,13 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def markdown_text(document: dict[str, Any]) -> str:
     """What a person reads in the morning: the summary, what changed, the failures by reason, every target."""
+    headers = [h for h, _ in columns_of(document["kind"]) if h != "url"]
+    title = "Pre-upgrade snapshot" if document["kind"] == "snapshot" else "Backup run"
     lines = [
-        f"# Backup run {document['run_id']}",
+        f"# {title} {document['run_id']}",
         "",
         f"Started {document['started_at']}, finished {document['finished_at']}; inventory `{document['inventory']}`.",
+        *_readiness_lines(document.get("readiness")),
         *_summary_lines(document),
         *_changes_lines(document["changes"]),
         *_failure_lines(document["summary"]),
@@ -129,13 +181,26 @@ def markdown_text(document: dict[str, Any]) -> str:
         "## All targets",
         "",
         tabulate(
-            [[_cell(str(r[c])) for c in COLUMNS if c != "url"] for r in document["targets"]],
-            headers=[c for c in COLUMNS if c != "url"],
-            tablefmt="github",
+            [[_cell(str(r[c])) for c in headers] for r in document["targets"]], headers=headers, tablefmt="github"
         ),
         "",
     ]
     return "\n".join(lines)
+
+
+def _readiness_lines(readiness: dict[str, Any] | None) -> list[str]:
+    """A snapshot's answer first: which deployments may be upgraded, and why the others may not."""
+    if readiness is None:
+        return []
+    total = readiness["ready"] + readiness["not_ready"]
+    lines = ["", "## Ready for the upgrade", "", f"**{readiness['ready']} of {total} deployments ready.**", ""]
+    rows = [
+        (a["deployment"], "yes" if a["ready"] else "**no**", a["version"] or "?", ", ".join(a["stores"]),
+         _cell("; ".join(a["reasons"])))
+        for a in readiness["deployments"]
+    ]  # fmt: skip
+    lines.append(tabulate(rows, headers=["deployment", "ready", "version", "stores", "why not"], tablefmt="github"))
+    return lines
 
 
 def _summary_lines(document: dict[str, Any]) -> list[str]:
@@ -205,7 +270,7 @@ def write_reports(result: RunResult, document: dict[str, Any] | None = None) -> 
     folder.mkdir(parents=True, exist_ok=True)
     document = document if document is not None else report_document(result)
     (folder / "report.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    (folder / "report.csv").write_text(csv_text(document["targets"]), encoding="utf-8")
+    (folder / "report.csv").write_text(csv_text(document["targets"], result.kind), encoding="utf-8")
     (folder / "report.md").write_text(markdown_text(document), encoding="utf-8")
     return folder
 

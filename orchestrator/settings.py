@@ -154,6 +154,38 @@ class RunSettings(ConnectionSettings):
         return Backoff(self.poll_initial, self.poll_factor, self.poll_max)
 
 
+SNAPSHOT_NAME_TEMPLATE: Final = "pre-upgrade-{timestamp}-{deployment}"
+
+
+class SnapshotSettings(RunSettings):
+    """A pre-upgrade snapshot: a run's settings, its purpose, and how long its backups are kept."""
+
+    name_template: str = Field(
+        SNAPSHOT_NAME_TEMPLATE, description="backup name; {timestamp} {deployment} {store} {run_id}"
+    )
+    purpose: str = Field("", max_length=200, description="why (required): the backups' description is "
+                         "'pre-upgrade: PURPOSE'")  # fmt: skip
+    retention_days: float = Field(
+        30.0, ge=0, le=36_500, description="days every snapshot is kept (0: never expires), whatever the inventory says"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _described_by_purpose(cls, data: Any) -> Any:
+        """The description says the purpose, unless one was given explicitly."""
+        if isinstance(data, dict) and "description" not in data and isinstance(data.get("purpose"), str):
+            purpose = data["purpose"].replace("{", "{{").replace("}", "}}")  # text, never a name field
+            return {**data, "description": f"pre-upgrade: {purpose}"}
+        return data
+
+    @field_validator("purpose")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(not ch.isprintable() for ch in value):
+            raise ValueError("must be one line of printable text")
+        return value.strip()
+
+
 S = TypeVar("S", bound=ConnectionSettings)
 
 
@@ -209,5 +241,6 @@ def _settings_file(path: Path, model: type[ConnectionSettings]) -> dict[str, Any
         raise InputError([f"{path}: cannot read the settings file ({exc.strerror})"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError([f"{path}: not valid TOML: {exc}"]) from None
-    for_others = (set(RunSettings.model_fields) | set(AuditSettings.model_fields)) - set(model.model_fields)
+    every = (*RunSettings.model_fields, *SnapshotSettings.model_fields, *AuditSettings.model_fields)
+    for_others = set(every) - set(model.model_fields)
     return {key: value for key, value in data.items() if key not in for_others}

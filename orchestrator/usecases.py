@@ -1,5 +1,6 @@
-"""What the commands do, as functions that take settings and return values: `run` (and `resume`, `retry`),
-`plan`, `runs` and `report`. Nothing here prints or chooses an exit code; that is `cli`'s.
+"""What the commands do, as functions that take settings and return values: `run` (and `resume`, `retry`,
+`snapshot`, a run with a preflight before and a verification after: `snapshot.py`), `plan`, `runs` and
+`report`. The audit is `audit`'s. Nothing here prints or chooses an exit code; that is `cli`'s.
 
 A run is prepared first (settings, inventory, targets: every problem an `InputError` before anything
 is sent), then executed under the ledger's lock, its reports written whatever ends it.
@@ -14,21 +15,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-
-from orchestrator.api import ArcGISClient, open_api_context, open_clients
+from orchestrator.api import ArcGISClient, open_api_context
 from orchestrator.clock import Clock, SystemClock
-from orchestrator.dr import dr_job_running
-from orchestrator.errors import InputError, RunCrashed, TargetError
+from orchestrator.errors import InputError, RunCrashed
 from orchestrator.events import Observer, retries_told_to
 from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
 from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, RunRecord, default_ledger_path
 from orchestrator.model import Deployment, RunResult, TargetState, build_targets, new_run_id
+from orchestrator.preflight import Preflight, preflight
 from orchestrator.recorder import LedgerWriter
-from orchestrator.report import check_report_dir, report_document, write_reports
+from orchestrator.report import check_report_dir, readiness, report_document, write_reports
 from orchestrator.runner import RunControl, run_fleet, settle_unfinished
-from orchestrator.settings import RunSettings, load_settings
+from orchestrator.settings import RunSettings, SnapshotSettings, load_command_settings, load_settings
+from orchestrator.snapshot import preflight_targets, verify_targets, write_inventories
 
 T = TypeVar("T")
 
@@ -63,6 +63,8 @@ class Finished:
     folder: Path
     summary: dict[str, Any]
     resumable: bool  # a job may still run on a server: `resume` carries the run on
+    readiness: dict[str, Any] | None = None  # a snapshot's: ready and not ready deployments
+    inventories: tuple[Path, ...] = ()  # a snapshot's ready.toml / not-ready.toml
 
 
 # -- preparing a run --
@@ -85,6 +87,8 @@ def new_plan(
 ) -> RunPlan:
     started_at = (clock or SystemClock()).now()
     run_id = new_run_id(started_at, random.Random())
+    if isinstance(settings, SnapshotSettings):  # a snapshot is kept as long as it says, not as nightly ones are
+        deployments = [replace(d, retention_days=settings.retention_days or None) for d in deployments]
     targets = build_targets(deployments, name_template=settings.name_template, run_id=run_id, started_at=started_at)
     key = inventory_key if inventory_key is not None else str(Path(inventory).resolve())
     return RunPlan(
@@ -104,8 +108,11 @@ def prepare_run(
 ) -> RunPlan:
     """A new run over the inventory's selected deployments; `InputError` before anything is sent. `name`
     and `inventory_key`: how the report names the inventory, and what runs are compared with (default:
-    its path)."""
-    settings = load_settings(flags, settings_file)
+    its path). `kind` "snapshot": a pre-upgrade snapshot (`snapshot`), with its own settings."""
+    settings = load_command_settings(settings_model(kind), flags, settings_file)
+    if isinstance(settings, SnapshotSettings) and not settings.purpose:
+        raise InputError(["snapshot: say why with --purpose TEXT (e.g. --purpose 'upgrade to 12.0, wave 1'); "
+                          "it becomes each backup's description"])  # fmt: skip
     if settings.inventory is None:
         raise InputError(["no inventory: give --inventory FILE (or set ORCHESTRATOR_INVENTORY)"])
     inventory = load_inventory(settings.inventory)
@@ -117,13 +124,19 @@ def prepare_run(
     )  # fmt: skip
 
 
+def settings_model(kind: str) -> type[RunSettings]:
+    """The settings a run of this kind has (as recorded in the ledger, for resume, retry and report)."""
+    return SnapshotSettings if kind == "snapshot" else RunSettings
+
+
 def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Path | None) -> RunPlan:
     """The plan that carries an unfinished run on: its targets as the ledger left them, same settings."""
     if flags.get("select"):
         raise InputError(["resume: --select does not apply; a resumed run keeps its targets (see `retry`)"])
     resumable = _read_ledger(flags, settings_file, lambda ledger: unfinished_run(ledger, run_id))
     record = resumable.record
-    settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory"))
+    base = _without(record.settings, "inventory")
+    settings = load_command_settings(settings_model(record.kind), flags, settings_file, base)
     inventory_path = settings.inventory or Path(record.inventory)
     inventory = load_inventory(inventory_path)
     deployments = {d.name: d for d in inventory.deployments}
@@ -154,7 +167,8 @@ def prepare_retry(
 ) -> RunPlan | NothingToRetry:
     """A new run over exactly the targets of `run_id` that did not succeed."""
     record, recorded = _read_ledger(flags, settings_file, lambda ledger: finished_run(ledger, run_id))
-    settings = load_settings(flags, settings_file, base=_without(record.settings, "inventory", "select"))
+    base = _without(record.settings, "inventory", "select")
+    settings = load_command_settings(settings_model(record.kind), flags, settings_file, base)
     inventory_path = settings.inventory or Path(record.inventory)
     again = to_retry(recorded)
     if not again:
@@ -178,8 +192,9 @@ def prepare_retry(
         raise InputError(
             [f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"], inventory.warnings
         )
+    kind = "snapshot" if record.kind == "snapshot" else "retry"  # a snapshot retried is a snapshot still
     return new_plan(
-        settings, deployments, str(inventory_path), clock=clock, kind="retry", parent_run_id=run_id,
+        settings, deployments, str(inventory_path), clock=clock, kind=kind, parent_run_id=run_id,
         inventory_key=record.inventory, warnings=inventory.warnings,
     )  # fmt: skip
 
@@ -249,7 +264,12 @@ async def execute(
     finally:
         ledger.close()
     document = report_document(result)  # built once: the files, and the summary the caller shows
-    return Finished(result, write_reports(result, document), document["summary"], resumable)
+    folder = write_reports(result, document)
+    inventories: tuple[Path, ...] = ()
+    if plan.kind == "snapshot" and not resumable:
+        answers = readiness(result.targets)
+        inventories = tuple(write_inventories(folder, Path(plan.inventory), answers, plan.run_id))
+    return Finished(result, folder, document["summary"], resumable, document.get("readiness"), inventories)
 
 
 def _record_the_start(ledger: Ledger, plan: RunPlan) -> None:
@@ -274,7 +294,14 @@ async def _run(
     plan: RunPlan, clock: Clock, observer: Observer | None, control: RunControl, ledger: LedgerWriter
 ) -> RunResult:
     on_retry = retries_told_to(observer, clock) if observer is not None else None
-    async with open_clients(plan.settings, clock, random.Random(), on_retry) as clients:
+    snapshot = plan.kind == "snapshot"
+    async with open_api_context(plan.settings, clock, random.Random(), on_retry) as context:
+
+        def clients(deployment: Deployment) -> ArcGISClient:
+            return ArcGISClient(deployment, context)
+
+        if snapshot:
+            await preflight_targets(plan.targets, clients, clock.now())
         result = await run_fleet(
             plan.targets,
             plan.settings,
@@ -287,6 +314,8 @@ async def _run(
             inventory=plan.inventory,
             ledger=ledger,
         )
+        if snapshot and not control.stop_requested:
+            await verify_targets(result.targets, clients)
     result.kind, result.parent_run_id = plan.kind, plan.parent_run_id
     return result
 
@@ -310,15 +339,6 @@ def _innermost(error: BaseException) -> BaseException:
 # -- plan --
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """`plan --check` of one deployment: its version, and "ok" or what is wrong."""
-
-    deployment: str
-    version: str
-    verdict: str
-
-
 def preview(plan: RunPlan) -> list[TargetState]:
     """The plan's targets as `plan` shows them: named as a run starting now would name them, but for its
     run id (RUNID), which only the run itself gets. Pure."""
@@ -327,33 +347,10 @@ def preview(plan: RunPlan) -> list[TargetState]:
     )
 
 
-async def check_deployments(settings: RunSettings, deployments: list[Deployment]) -> list[Check]:
-    """Sign in to each deployment and read its stores and DR status; never submits anything."""
-    results: dict[str, Check] = {}
-    async with (
-        open_api_context(settings, SystemClock(), random.Random()) as context,
-        anyio.create_task_group() as checks,
-    ):
-        for deployment in deployments:
-            checks.start_soon(_check_deployment, ArcGISClient(deployment, context), results)
-    return [results[d.name] for d in deployments]
-
-
-async def _check_deployment(client: ArcGISClient, results: dict[str, Check]) -> None:
-    deployment = client.deployment
-    try:
-        version = await client.detect_version()
-        stores = {str(s.get("name")): s for s in await client.store_list()}
-        wanted = list(deployment.stores) or [await client.default_store()]
-        problems = [f"no store {name!r} (has: {', '.join(sorted(stores))})" for name in wanted if name not in stores]
-        status = await client.dr_status()
-        if dr_job_running(status):
-            problems.append(f"a DR job is running ({status.get('backupName') or 'unnamed'})")
-        results[deployment.name] = Check(deployment.name, version, "; ".join(problems) or "ok")
-    except TargetError as error:
-        results[deployment.name] = Check(
-            deployment.name, client.version or "?", f"{error.error_class.value}: {error.message}"
-        )
+async def check_deployments(settings: RunSettings, deployments: list[Deployment]) -> list[Preflight]:
+    """Sign in to each deployment and read its version, stores and DR status; never submits anything."""
+    async with open_api_context(settings, SystemClock(), random.Random()) as context:
+        return await preflight(deployments, lambda deployment: ArcGISClient(deployment, context))
 
 
 # -- the ledger's commands: runs, report --
@@ -381,8 +378,9 @@ def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
     def read(ledger: Ledger) -> RunResult:
         record, targets = ledger.run(run_id), ledger.targets(run_id)
         # The run's own settings, as recorded: today's environment has no say in yesterday's report.
-        recorded = {k: v for k, v in record.settings.items() if k in RunSettings.model_fields}
-        settings = RunSettings.model_validate({**recorded, **{k: v for k, v in flags.items() if k == "report_dir"}})
+        model = settings_model(record.kind)
+        recorded = {k: v for k, v in record.settings.items() if k in model.model_fields}
+        settings = model.model_validate({**recorded, **{k: v for k, v in flags.items() if k == "report_dir"}})
         ended = [t.finished_at for t in targets if t.finished_at is not None]
         result = RunResult(
             run_id, record.started_at, record.finished_at or max(ended, default=record.started_at), targets,

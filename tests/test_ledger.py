@@ -29,7 +29,7 @@ from orchestrator.cli import main
 from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
 from orchestrator.history import read_past
-from orchestrator.ledger import Ledger, target_row
+from orchestrator.ledger import SCHEMA_VERSION, Ledger, target_row
 from orchestrator.model import Deployment, Outcome, Phase, TargetState, build_targets
 from orchestrator.recorder import LedgerWriter
 from tests.test_cli_run import FAST, Simulator, _simulator
@@ -137,22 +137,23 @@ def test_every_kept_field_of_the_record_round_trips_through_the_ledger(tmp_path:
     assert read.phase is Phase.DONE  # read back ended
 
 
-# The targets table's columns as schema 2 spelled them out by hand, in the order ledgers in the field have them.
-SCHEMA_2_COLUMNS = (
+# The targets table's columns as schema 2 spelled them out by hand, in the order ledgers in the field have them,
+# and the column the upgrade to schema 3 appends.
+SCHEMA_3_COLUMNS = (
     "run_id TEXT NOT NULL", "idx INTEGER NOT NULL", "deployment TEXT NOT NULL", "url TEXT NOT NULL",
     "verify_tls INTEGER NOT NULL", "tags TEXT NOT NULL", "store TEXT NOT NULL", "backup_name TEXT NOT NULL",
     "retention_ms INTEGER", "create_intended INTEGER NOT NULL", "accepted_at REAL", "default_store INTEGER NOT NULL",
     "outcome TEXT NOT NULL", "job_id TEXT NOT NULL", "server_status TEXT NOT NULL", "error_class TEXT NOT NULL",
     "error TEXT NOT NULL", "attempts INTEGER NOT NULL", "polls INTEGER NOT NULL", "submitted_at REAL",
-    "finished_at REAL", "notes TEXT NOT NULL", "ran_s REAL",
+    "finished_at REAL", "notes TEXT NOT NULL", "ran_s REAL", "version TEXT NOT NULL DEFAULT ''",
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("order", ["as schema 2 wrote it", "reversed"])
+@pytest.mark.parametrize("order", ["as schema 2 wrote it, upgraded", "reversed"])
 def test_rows_are_read_by_name_whatever_the_order_of_the_columns_on_disk(tmp_path: Path, order: str) -> None:
     """A targets table created by hand in schema 2's column order, or in any other, reads every field right."""
     path = tmp_path / "l.sqlite3"
-    columns = SCHEMA_2_COLUMNS if order == "as schema 2 wrote it" else tuple(reversed(SCHEMA_2_COLUMNS))
+    columns = SCHEMA_3_COLUMNS if order.startswith("as schema 2") else tuple(reversed(SCHEMA_3_COLUMNS))
     with sqlite3.connect(path) as db:
         db.execute(f"CREATE TABLE targets ({', '.join(columns)}, PRIMARY KEY (run_id, idx))")
     ledger = Ledger.open(path)
@@ -518,6 +519,7 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) ->
     Ledger.open(path).close()
     with sqlite3.connect(path) as db:  # back to what version 1 wrote
         db.execute("ALTER TABLE targets DROP COLUMN ran_s")
+        db.execute("ALTER TABLE targets DROP COLUMN version")
         db.execute(
             "INSERT INTO runs (run_id, kind, parent_run_id, inventory, settings, started_at, state) "
             "VALUES ('r1', 'run', '', 'inv', '{}', 1.0, 'finished')"
@@ -529,8 +531,8 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) ->
     finally:
         ledger.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-        assert "ran_s" in [column[1] for column in db.execute("PRAGMA table_info(targets)")]
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert {"ran_s", "version"} <= {column[1] for column in db.execute("PRAGMA table_info(targets)")}
 
 
 def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
@@ -546,6 +548,23 @@ def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
     assert "nothing to retry" in capsys.readouterr().out
     assert main(["report", "no-such-run"]) == 2
     assert "no run 'no-such-run'" in capsys.readouterr().err
+
+
+def test_a_schema_2_ledger_gains_the_version_column_and_its_rows_read_an_empty_version(tmp_path: Path) -> None:
+    """Rows written before `version` existed read back with the record's default, not NULL."""
+    path = tmp_path / "v2.sqlite3"
+    ledger = Ledger.open(path)
+    _begin(ledger, [_every_field_set()])
+    ledger.close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE targets DROP COLUMN version")
+        db.execute("PRAGMA user_version = 2")
+    ledger = Ledger.open(path)
+    try:
+        (read,) = ledger.targets("r1")
+    finally:
+        ledger.close()
+    assert read.version == "" and read.ran_s == 42.5
 
 
 def test_a_ledger_of_another_schema_is_refused_not_misread(tmp_path: Path) -> None:
