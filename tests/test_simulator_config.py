@@ -18,6 +18,7 @@ from orchestrator.simulator.config import (
     FaultProfile,
     FleetConfig,
     FleetFileError,
+    History,
     Quirks,
     fleet_from_mapping,
     load_fleet_file,
@@ -163,7 +164,7 @@ def test_example_fleet_file_loads_and_shows_every_key() -> None:
     config = load_fleet_file(EXAMPLE)
     assert [plan.name for plan in resolve_fleet(config)][:2] == ["gis-eu-1", "gis-legacy"]
     text = EXAMPLE.read_text()
-    models: list[type[BaseModel]] = [FleetConfig, FaultProfile, ErrorCodes, Quirks, DeploymentSpec]
+    models: list[type[BaseModel]] = [FleetConfig, FaultProfile, History, ErrorCodes, Quirks, DeploymentSpec]
     shown = [
         f"{m.__name__}.{key}" for m in models for key in m.model_fields if f"{key} =" in text or f"[{key}]" in text
     ]

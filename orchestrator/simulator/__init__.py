@@ -8,6 +8,7 @@ from orchestrator.simulator.config import (
     FaultProfile,
     FleetConfig,
     FleetFileError,
+    History,
     load_fleet_file,
     resolve_fleet,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "FaultProfile",
     "FleetConfig",
     "FleetFileError",
+    "History",
     "RunningSimulator",
     "SimulatedFleet",
     "load_fleet_file",

@@ -12,6 +12,9 @@ A fleet file is TOML::
     [faults]                          # overrides on top of the profile, fleet-wide
     http_429 = 0.05
 
+    [history]                         # the backups already there, over the profile's, key by key
+    days = 30
+
     [[deployments]]                   # explicit deployments, each key overrides the fleet's
     name = "gis-eu-1"
     version = "10.9"
@@ -139,6 +142,62 @@ PROFILES: Final[Mapping[str, FaultProfile]] = {
 }
 
 
+class History(_Strict):
+    """The scheduled backups each deployment already has when the fleet starts (see `history.py`).
+
+    Shares marked "per deployment" are drawn once for each deployment, the others once for each backup.
+    """
+
+    days: float = Field(0.0, ge=0, le=366)  # the history spans this many days before the fleet starts (0: none)
+    every_hours: float = Field(24.0, ge=1)  # one scheduled backup per store every this many hours
+    failed: Probability = 0.0  # share of history backups that ended `failed`
+    retention_days: float | None = Field(None, gt=0)  # the usual retention; None (key left out): never expires
+    no_retention: Probability = 0.0  # share of backups kept forever (retentionDate -1) whatever the usual
+    short_retention: Probability = 0.0  # share of backups kept only `short_retention_days`
+    short_retention_days: float = Field(2.0, gt=0)  # how long those few are kept
+    stale: Probability = 0.0  # per deployment: its history stopped `stale_days` before the fleet starts
+    stale_days: float = Field(5.0, gt=0)  # how long before the fleet starts a stale deployment's history stopped
+    # Per deployment: upgraded since its newest backup, so every history backup and `versionCreated` carry the
+    # release before its version (11.3 -> 11.2.0); never for 10.9, the first known release.
+    upgraded: Probability = 0.0
+    other_stores: Probability = 1.0  # per deployment: its non-default stores have history too (else default only)
+
+    @model_validator(mode="after")
+    def _shares_add_up(self) -> History:
+        if self.no_retention + self.short_retention > 1:
+            raise ValueError("no_retention + short_retention is over 1: they are shares of the same backups")
+        return self
+
+
+HISTORIES: Final[Mapping[str, History]] = {
+    "none": History(),
+    # Two weeks of nightly backups, kept 14 days, with a few of each kind of compliance problem.
+    "flaky": History(
+        days=14.0,
+        failed=0.03,
+        retention_days=14.0,
+        no_retention=0.02,
+        short_retention=0.02,
+        stale=0.03,
+        upgraded=0.03,
+        other_stores=0.9,
+    ),
+    # The same fortnight with many more of them.
+    "hostile": History(
+        days=14.0,
+        failed=0.15,
+        retention_days=14.0,
+        no_retention=0.1,
+        short_retention=0.1,
+        stale=0.15,
+        stale_days=10.0,
+        upgraded=0.1,
+        other_stores=0.6,
+    ),
+}
+"""The history each fault profile brings; a fleet's `[history]` and a deployment's `history` go on top."""
+
+
 class ErrorCodes(_Strict):
     """Codes of the refusals the real API does not document ([SIM] in the reference)."""
 
@@ -177,6 +236,7 @@ class DeploymentSpec(_Strict):
     job_timeout_s: float | None = Field(None, gt=0)
     profile: str | None = None
     faults: Overrides = Field(default_factory=dict)
+    history: Overrides = Field(default_factory=dict)  # this deployment's own History keys
     wrong_credentials: bool | None = None
     forbidden: bool = False  # the account signs in but lacks the DR privilege: 403 on DR resources and jobs
     down: tuple[float, float] | None = None  # seconds after fleet start: [opens, closes)
@@ -211,6 +271,7 @@ class FleetConfig(_Strict):
     token_max_minutes: int = Field(20_160, gt=0)  # a longer request is capped, not refused
     profile: str = "none"
     faults: Overrides = Field(default_factory=dict)
+    history: Overrides = Field(default_factory=dict)  # History keys over the profile's, fleet-wide
     error_status: Literal["200", "mirror"] = "200"  # 200 with an error body, or the code in the status line
     error_codes: ErrorCodes = ErrorCodes()
     quirks: Quirks = Quirks()
@@ -255,12 +316,14 @@ class FleetConfig(_Strict):
         if self.count == 0 and not self.deployments:
             raise ValueError("the fleet is empty: set `count` or add [[deployments]]")
         faults_of(self.profile, self.faults)
+        history_of(self.profile, self.history)
         for spec in self.deployments:
             if spec.version is not None:
                 _check_version(spec.version)
             if spec.profile is not None:
                 _check_profile(spec.profile)
             faults_of(spec.profile or self.profile, self.faults, spec.faults)
+            history_of(spec.profile or self.profile, self.history, spec.history)
             _check_stores(spec.stores or self.stores, spec.default_store or self.default_store)
         _check_stores(self.stores, self.default_store)
         return self
@@ -279,6 +342,32 @@ def faults_of(profile: str, *overrides: Overrides) -> FaultProfile:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         raise ValueError(f"faults.{field}: {first['msg']}") from None
+
+
+def history_of(profile: str, *overrides: Overrides) -> History:
+    """A profile's history with overrides on top, key by key, validated like the history itself."""
+    if not any(overrides):
+        return HISTORIES[profile]  # shared, like the fault profile
+    merged: dict[str, Any] = HISTORIES[profile].model_dump()
+    for override in overrides:
+        merged.update(override)
+    try:
+        return History.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"history.{field or '(table)'}: {first['msg']}") from None
+
+
+def previous_version(version: str) -> str | None:
+    """The release before `version` among the known ones (11.3 -> 11.2, 10.9.1 -> 10.9), None for the first."""
+    index = KNOWN_VERSIONS.index(version)
+    return KNOWN_VERSIONS[index - 1] if index else None
+
+
+def full_version(version: str) -> str:
+    """`fullVersion` as the server spells it: three parts (11.3 -> 11.3.0, 10.9.1 stays)."""
+    return version if version.count(".") == 2 else f"{version}.0"
 
 
 def _check_version(version: str) -> None:
@@ -345,6 +434,7 @@ class DeploymentPlan:
     job_timeout_s: float
     faults: FaultProfile
     down: tuple[float, float] | None
+    history: History = HISTORIES["none"]
 
     @property
     def legacy_only(self) -> bool:
@@ -381,6 +471,7 @@ def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
     sizes = random.Random(f"sizes:{config.seed}")  # its own stream: turning it on shifts no other draw
     for index, spec in enumerate((*config.deployments, *generated)):
         faults = faults_of(spec.profile or config.profile, config.faults, spec.faults)
+        history = history_of(spec.profile or config.profile, config.history, spec.history)
         stores = spec.stores or config.stores
         default_store = spec.default_store or config.default_store or stores[0]
         # Every draw happens for every deployment, so one deployment's overrides never shift another's.
@@ -402,6 +493,7 @@ def resolve_fleet(config: FleetConfig) -> list[DeploymentPlan]:
                 job_timeout_s=spec.job_timeout_s or config.job_timeout_s,
                 faults=faults,
                 down=spec.down if spec.down is not None else down_window,
+                history=history,
             )
         )
     return plans

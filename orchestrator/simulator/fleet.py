@@ -96,8 +96,10 @@ class SimulatedFleet:
             if deployment is None or job.deployment == deployment
         ]
 
-    def backups(self, deployment: str | None = None) -> list[dict[str, Any]]:
-        """Every backup that exists now, after the retention cleaner has run."""
+    def backups(self, deployment: str | None = None, *, history: bool = False) -> list[dict[str, Any]]:
+        """The backups created through the API (by the orchestrator, or a test) that exist now, after the
+        retention cleaner has run: what a run made. `history=True` adds the seeded history, as the stores
+        list it (`scheduleType` tells them apart: `MANUAL` created, `SCHEDULED` seeded)."""
         self.settle()
         return [
             {"deployment": d.name, **backup.to_json()}
@@ -105,6 +107,7 @@ class SimulatedFleet:
             if deployment is None or d.name == deployment
             for store in d.backups.values()
             for backup in store.values()
+            if history or backup.schedule_type == "MANUAL"
         ]
 
     def describe(self) -> list[dict[str, Any]]:
@@ -121,6 +124,13 @@ class SimulatedFleet:
                 "down": list(d.plan.down) if d.plan.down else None,
                 "timeout_s": d.timeout_s,
                 "token_lifetime_s": d.plan.faults.token_lifetime_s,
+                "history": {  # what was seeded before the fleet started: the truth an audit is checked against
+                    "seeded": d.history.seeded,
+                    "stores": list(d.history.stores),
+                    "stale": d.history.stale,
+                    "upgraded_from": d.history.upgraded_from,
+                    "version_created": d.history.registered_at,
+                },
             }
             for d in self.deployments.values()
         ]

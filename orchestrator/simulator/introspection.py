@@ -1,5 +1,9 @@
 """`/_simulator/...`: what the simulated fleet saw, for tests and benchmarks (read-only, but for a manual
 clock's `advance`). Deployment names are DNS labels, so none can be `_simulator`.
+
+`stats`, `fleet` (each deployment as planned, with the facts of its seeded history), `requests`, `creates`,
+`jobs`, `backups` (the backups created through the API that exist now; `history=true` adds the seeded
+scheduled ones), each filtered by `deployment=NAME` and paged by `offset` and `limit`.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ async def introspect(fleet: SimulatedFleet, request: web.Request, segments: tupl
     elif what == "jobs":
         rows = fleet.jobs(wanted)
     elif what == "backups":
-        rows = fleet.backups(wanted)
+        rows = fleet.backups(wanted, history=request.query.get("history", "false").lower() in ("1", "true", "yes"))
     else:
         return web.json_response({"error": "unknown; try stats, fleet, requests, creates, jobs, backups"}, status=404)
     if records is not None:  # page first, convert after: a page costs its size, not the whole log's

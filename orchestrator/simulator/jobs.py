@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 NEVER_EXPIRES: Final = -1
 STAGE_NAMES: Final = (
@@ -52,20 +52,24 @@ def ms(seconds: float) -> int:
 
 @dataclass(slots=True)
 class Backup:
+    """A backup in a store's list: made by a job created through the API, or seeded history (`history.py`)."""
+
     name: str
     store: str
     release: str
     description: str
     started_at: float
-    completed_at: float
+    completed_at: float  # when it completed, or failed
     retention_ms: int
+    status: Literal["completed", "failed"] = "completed"  # only seeded history has failed ones
+    schedule_type: Literal["MANUAL", "SCHEDULED"] = "MANUAL"  # SCHEDULED: seeded history
 
     def to_json(self) -> dict[str, Any]:
         start, end = ms(self.started_at), ms(self.completed_at)
         middle = (start + end) // 2
         return {
             "backupName": self.name,
-            "status": "completed",
+            "status": self.status,
             "release": self.release,
             "siteName": "arcgis",
             "description": self.description,
@@ -74,10 +78,11 @@ class Backup:
             "backupStore": self.store,
             "retentionDate": self.retention_ms,
             "backupType": "FULL",
-            "scheduleType": "MANUAL",
+            "scheduleType": self.schedule_type,
             "namespace": "arcgis",
             "relationalStore": [{"startTime": start, "endTime": middle, "status": "completed"}],
-            "objectStore": [{"startTime": middle, "endTime": end, "status": "completed"}],
+            # A failed backup failed staging its object store, after the relational one.
+            "objectStore": [{"startTime": middle, "endTime": end, "status": self.status}],
         }
 
 

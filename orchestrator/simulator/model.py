@@ -13,7 +13,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from orchestrator.simulator.config import DeploymentPlan, ErrorCodes, Quirks, version_tuple
+from orchestrator.simulator.config import DeploymentPlan, ErrorCodes, Quirks, full_version, version_tuple
+from orchestrator.simulator.history import SeededHistory, seed_history
 from orchestrator.simulator.jobs import (
     NEVER_EXPIRES,
     STAGE_NAMES,
@@ -46,6 +47,7 @@ class Deployment:
     jobs: dict[str, Job] = field(default_factory=dict)
     backups: dict[str, dict[str, Backup]] = field(default_factory=dict)
     last_dr_job: Job | None = None
+    history: SeededHistory = field(init=False)  # the backups seeded before the fleet started, and why
     _unsettled: list[Job] = field(default_factory=list)
     _next_expiry: float = math.inf
     _job_counter: int = 0
@@ -54,7 +56,11 @@ class Deployment:
 
     def __post_init__(self) -> None:
         self.timeout_s = self.plan.job_timeout_s
-        self.backups = {store: {} for store in self.plan.stores}
+        # The store lists start with the history (none, and no draw at all, when the plan's has no days).
+        self.history, self.backups = seed_history(
+            self.plan, self.seed, self.fleet_started_at, self.quirks.backup_release_suffix
+        )
+        self._next_expiry = self.history.earliest_expiry
 
     # -- randomness, one seeded stream per purpose so draws of one kind never shift the other --
     @property
@@ -75,7 +81,7 @@ class Deployment:
 
     @property
     def full_version(self) -> str:
-        return self.plan.version if self.plan.version.count(".") == 2 else f"{self.plan.version}.0"
+        return full_version(self.plan.version)
 
     def is_down(self, now: float) -> bool:
         if self.plan.down is None:
@@ -168,9 +174,14 @@ class Deployment:
             raise ApiError(498, "Invalid token.")
 
     # -- stores and backups --
-    def store(self, name: str) -> dict[str, Any]:
+    def check_store(self, name: str) -> None:
         if name not in self.backups:
             raise ApiError(self.codes.unknown_store, f"Backup store '{name}' does not exist.")
+
+    def store(self, name: str) -> dict[str, Any]:
+        """A store's entry, as in the stores list; newer releases' keys (`versionCreated`, `providerID`,
+        `serviceID`) included, which Esri's admin CLI prints."""
+        self.check_store(name)
         identity = deterministic_id(self.seed, self.name, name, length=20)
         return {
             "default": name == self.plan.default_store,
@@ -180,10 +191,13 @@ class Deployment:
             "identityKey": deterministic_id("key", identity, length=43) + "=",
             "rootDir": "rootdir",
             "type": "HOSTED",
+            "versionCreated": self.history.registered_at,
+            "providerID": deterministic_id("provider", identity),
+            "serviceID": deterministic_id("service", identity),
         }
 
     def backup(self, store: str, name: str) -> Backup:
-        self.store(store)
+        self.check_store(store)
         found = self.backups[store].get(name)
         if found is None:
             raise ApiError(self.codes.not_found, f"Backup '{name}' does not exist in store '{store}'.")
@@ -201,7 +215,7 @@ class Deployment:
         operation_uri: str,
         now: float,
     ) -> Job:
-        self.store(store)
+        self.check_store(store)
         if not name:
             raise ApiError(400, "Unable to create backup.", ["'name' must be specified."])
         if len(passcode) < MIN_PASSCODE_LENGTH:

@@ -211,11 +211,11 @@ def _dispatch(
         case Endpoint.STORE:
             return deployment.store(route.store)
         case Endpoint.STORE_VALIDATE:
-            deployment.store(route.store)
+            deployment.check_store(route.store)
             return {"isReady": True, "status": "success"}
         case Endpoint.BACKUPS | Endpoint.LEGACY_BACKUPS:
             store = _store_of(route, params, deployment)
-            deployment.store(store)
+            deployment.check_store(store)
             return {"backups": [b.to_json() for b in deployment.backups[store].values()]}
         case Endpoint.BACKUP | Endpoint.LEGACY_BACKUP:
             store = _store_of(route, params, deployment)
