@@ -333,7 +333,7 @@ def _warn(warnings: Sequence[str]) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from orchestrator.simulator import commands as simulated
 
-    async def demo() -> usecases.Finished:
+    async def demo() -> tuple[usecases.Finished, audit.Audited]:
         async with simulated.demo_plan(args.deployments, args.profile, args.seed, args.report_dir, args.quiet) as (
             plan,
             served,
@@ -341,9 +341,14 @@ def _demo(args: argparse.Namespace) -> int:
             if not args.quiet:
                 where = f"{served.deployments} deployments ({args.profile} profile) on {served.base_url}"
                 print(f"demo: a simulated fleet of {where}", file=sys.stderr)
-            return await _execute_shown(plan)
+            finished = await _execute_shown(plan)
+            # Then the compliance audit of the same fleet, its backup history included.
+            return finished, await audit.run_audit(simulated.demo_audit_plan(plan))
 
-    code = _finished(_run_async(demo))
+    finished, audited = _run_async(demo)
+    code = _finished(finished)
+    print("\nthen the compliance audit of the same fleet, its backup history included:")
+    print("\n".join(console.audit_lines(audited)))
     if code == EXIT_SOME_FAILED and args.profile != "none":
         # The demo worked: its failures are the ones the fault profile injects on purpose.
         print(f"(the failures above were injected by the {args.profile!r} fault profile; a real run exits 1)")

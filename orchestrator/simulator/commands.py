@@ -10,10 +10,12 @@ import argparse
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from orchestrator.audit import AuditPlan, prepare_audit
+from orchestrator.settings import AuditSettings
 from orchestrator.simulator.config import PROFILES, FleetConfig, FleetFileError, fleet_from_mapping, load_fleet_file
 from orchestrator.simulator.fleet import SimulatedFleet
 from orchestrator.simulator.inventory_file import write_inventory
@@ -63,6 +65,13 @@ def add_simulate_arguments(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--job-seconds", type=float, metavar="S", help="median backup job duration (default 2.0)")
     sim.add_argument(
+        "--history",
+        type=float,
+        metavar="DAYS",
+        help="days of scheduled backups each deployment already has when the fleet starts, 0 for none "
+        "(default: the profile's: 14 for flaky and hostile, none for none)",
+    )
+    sim.add_argument(
         "--error-status",
         choices=["200", "mirror"],
         help="HTTP status of ArcGIS errors: 200 with an error body (default, as real servers do) "
@@ -103,6 +112,8 @@ def fleet_config(args: argparse.Namespace) -> FleetConfig:
         overrides["faults"] = {"token_lifetime_s": args.token_lifetime}
     if args.job_seconds is not None:
         overrides["job_duration"] = {"dist": "lognormal", "median": args.job_seconds, "sigma": 0.35}
+    if args.history is not None:
+        overrides["history"] = {"days": args.history}
     if args.fleet is not None:
         return load_fleet_file(args.fleet, **overrides)
     overrides.setdefault("count", 20)
@@ -191,3 +202,10 @@ async def demo_plan(
                 inventory_key=f"demo:{count}:{profile}",
             )
             yield plan, served
+
+
+def demo_audit_plan(plan: RunPlan) -> AuditPlan:
+    """The compliance audit of the demo's fleet, with the demo run's inventory and connection settings."""
+    settings = plan.settings.public()
+    flags = {key: value for key, value in settings.items() if key in AuditSettings.model_fields and key != "select"}
+    return replace(prepare_audit(flags, None), inventory=plan.inventory)
