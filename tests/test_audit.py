@@ -200,3 +200,32 @@ def test_bad_input_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     problems = caught.value.problems
     assert any(p.startswith(f"{inventory}:1:") and "url" in p for p in problems)
     assert any(p.startswith(f"{policy}:2: [policy]: max_age_hours") for p in problems)
+
+
+async def test_the_audit_finds_what_the_seeded_history_holds(start_fleet: FleetStarter, tmp_path: Path) -> None:
+    """Against 120 deployments with a seeded history (stale, upgraded, without offsite copies): a stale one
+    fails `recent`, an upgraded one `release`, one without history in its second store `offsite`; and a
+    deployment with none of these is compliant or fails only for a failed or short-kept newest backup."""
+    history = {"days": 10, "stale": 0.1, "upgraded": 0.1, "other_stores": 0.8, "failed": 0.05,
+               "retention_days": 14, "short_retention": 0.05}  # fmt: skip
+    async with start_fleet(count=120, seed=4, stores=["default", "s3"], history=history) as (fleet, sim, clock):
+        inventory = inventory_for(
+            tmp_path, fleet, {p.name: sim.url_of(p.name) for p in fleet.plans},
+            policy="[policy]\nrequire_offsite = true\n",
+        )  # fmt: skip
+        truth = {row["name"]: row["history"] for row in fleet.describe()}
+        audited = await audit(tmp_path, inventory, clock)
+    assert audited.summary["unknown"] == 0
+    failed: dict[str, set[str]] = {}
+    for target in audited.targets:
+        failed.setdefault(target.deployment.name, set()).update(v.control.value for v in target.violations)
+    stale = {name for name, seeded in truth.items() if seeded["stale"]}
+    upgraded = {name for name, seeded in truth.items() if seeded["upgraded_from"]}
+    no_offsite = {name for name, seeded in truth.items() if seeded["stores"] == ["default"]}
+    assert stale and upgraded and no_offsite
+    assert all("recent" in failed[name] for name in stale)
+    assert all("release" in failed[name] for name in upgraded)
+    assert all("offsite" in failed[name] for name in no_offsite - stale)
+    plain = set(truth) - stale - upgraded - no_offsite
+    assert all(failed[name] <= {"recent", "retention", "depth", "offsite"} for name in plain)
+    assert any(not failed[name] for name in plain)
