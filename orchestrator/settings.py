@@ -77,7 +77,6 @@ class ConnectionSettings(BaseSettings):
         5, ge=1, description="transport failures in a row that mark a deployment unreachable for a while"
     )
     breaker_cooldown: float = Field(60.0, gt=0, description="seconds an unreachable deployment is left alone")
-    log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
     quiet: bool = Field(False, description="only the final summary")
 
     @property
@@ -120,6 +119,7 @@ class RunSettings(ConnectionSettings):
     ledger: Path | None = Field(
         None, description="run ledger (SQLite) for resume, retry and history; default under $XDG_STATE_HOME"
     )
+    log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
 
     @field_validator("max_failures")
     @classmethod
