@@ -58,20 +58,29 @@ async def verify_targets(targets: list[TargetState], clients: Clients) -> None:
     """Each succeeded target's backup looked up in its store's list (each list read once): not there, not
     `completed`, or of another release than the deployment's, and the target fails with the reason."""
     for group in _by_deployment([t for t in targets if t.outcome is Outcome.SUCCEEDED]):
-        client = clients(group[0].deployment)
-        listed: dict[str, dict[str, Any]] = {}
-        for target in group:
-            try:
-                version = target.version or clean_version(await client.detect_version()) or ""
-                if target.store not in listed:
-                    listed[target.store] = {b.name: b for b in read_backups(await client.backups(target.store))}
-                problem = _unrestorable(listed[target.store].get(target.backup_name), target, version)
-            except TargetError as error:
-                target.refute(TargetError(error.error_class, f"the backup could not be verified: {error.message}"))
-                continue
-            target.version = version
-            if problem:
-                target.refute(TargetError(ErrorClass.PERMANENT, problem))
+        try:
+            await _verify_deployment(group, clients(group[0].deployment))
+        except Exception as error:  # an answer nothing foresaw: this deployment's targets, no one else's
+            unverified = TargetError(ErrorClass.INTERNAL, f"the backup could not be verified ({type(error).__name__})")
+            for target in group:
+                if target.outcome is Outcome.SUCCEEDED:
+                    target.refute(unverified)
+
+
+async def _verify_deployment(group: list[TargetState], client: ArcGISClient) -> None:
+    listed: dict[str, dict[str, Any]] = {}
+    for target in group:
+        try:
+            version = target.version or clean_version(await client.detect_version()) or ""
+            if target.store not in listed:
+                listed[target.store] = {b.name: b for b in read_backups(await client.backups(target.store))}
+            problem = _unrestorable(listed[target.store].get(target.backup_name), target, version)
+        except TargetError as error:
+            target.refute(TargetError(error.error_class, f"the backup could not be verified: {error.message}"))
+            continue
+        target.version = version
+        if problem:
+            target.refute(TargetError(ErrorClass.PERMANENT, problem))
 
 
 def _unrestorable(backup: Any, target: TargetState, version: str) -> str:

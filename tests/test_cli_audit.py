@@ -3,6 +3,11 @@ policy (nothing sent)."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +54,32 @@ def test_a_bad_policy_exits_2_and_sends_nothing(
     err = capsys.readouterr().err
     assert f"{policy}:2: [policy]: unknown key 'min_backup'; did you mean 'min_backups'?" in err
     assert simulator.stats()["requests"] == before
+
+
+@pytest.fixture
+def hanging_simulator(tmp_path: Path) -> Iterator[Simulator]:
+    """Two simulated deployments that never answer."""
+    fleet = tmp_path / "hang.toml"
+    fleet.write_text("count = 2\n[faults]\nhang = 1.0\nhang_s = 60\n")
+    yield from _simulator(tmp_path, "--fleet", str(fleet))
+
+
+def test_ctrl_c_ends_the_audit_with_exit_3_and_a_report_of_every_target(
+    hanging_simulator: Simulator, tmp_path: Path
+) -> None:
+    """Interrupted while the deployments do not answer: exit 3, and every target is in the report, unknown."""
+    command = [sys.executable, "-m", "orchestrator", "audit", "--inventory", str(hanging_simulator.inventory),
+               "--report-dir", str(tmp_path / "r")]  # fmt: skip
+    audit = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert audit.stderr is not None
+    assert audit.stderr.readline().startswith("audit: 2 targets on 2 deployments")
+    while hanging_simulator.stats()["peak_requests_in_flight"] < 2:  # both deployments asked, neither answering
+        time.sleep(0.05)
+    audit.send_signal(signal.SIGINT)
+    out, err = audit.communicate(timeout=30)
+    assert audit.returncode == 3, err
+    assert "stopping the audit" in err and "the audit was interrupted" in out
+    (report,) = (tmp_path / "r").glob("audit-*/compliance.json")
+    document = json.loads(report.read_text())
+    assert [t["error_class"] for t in document["targets"]] == ["interrupted", "interrupted"]
+    assert document["summary"]["unknown"] == 2

@@ -155,3 +155,40 @@ def test_a_snapshot_needs_a_purpose(tmp_path: Path, capsys: pytest.CaptureFixtur
     inventory.write_text('[[deployments]]\nname = "a"\nurl = "https://127.0.0.1:9/a"\n')
     assert main(["snapshot", "--inventory", str(inventory)]) == 2
     assert "say why with --purpose TEXT" in capsys.readouterr().err
+
+
+class Answers:
+    """A deployment's answers to the verification, as plain values (the real client is tested above)."""
+
+    def __init__(self, deployment: Any, listed: Any) -> None:
+        self.deployment, self.listed = deployment, listed
+
+    async def detect_version(self) -> str:
+        return "11.3"
+
+    async def backups(self, store: str) -> Any:
+        if isinstance(self.listed, Exception):
+            raise self.listed
+        return self.listed
+
+
+async def test_an_answer_that_breaks_verification_fails_only_its_own_deployment() -> None:
+    """An exception nothing foresaw while one deployment is verified fails its targets (`internal`), and the
+    next deployment is verified as usual."""
+    from orchestrator.model import build_targets
+    from orchestrator.snapshot import verify_targets
+    from tests.conftest import make_deployment
+
+    targets = build_targets([make_deployment("broken"), make_deployment("fine")], name_template="b-{deployment}",
+                            run_id="r", started_at=1e9)  # fmt: skip
+    for target in targets:
+        target.outcome, target.version = Outcome.SUCCEEDED, "11.3.0"
+    listed = [{"backupName": "b-fine", "status": "completed", "release": "11.3", "completeTime": 1_000_000_000_000}]
+    answers = {
+        "broken": Answers(targets[0].deployment, ValueError("odd")),
+        "fine": Answers(targets[1].deployment, listed),
+    }
+    await verify_targets(targets, lambda deployment: answers[deployment.name])  # type: ignore[arg-type,return-value]
+    assert (targets[0].outcome, targets[0].error_class) == (Outcome.FAILED, "internal")
+    assert "could not be verified (ValueError)" in targets[0].error
+    assert targets[1].outcome is Outcome.SUCCEEDED
