@@ -290,7 +290,11 @@ async def _execute_shown(plan: usecases.RunPlan) -> usecases.Finished:
         print(f"{verb} {plan.run_id}: {len(plan.targets)} targets on {deployments} deployments", file=sys.stderr)
     outcome: usecases.Finished | Exception
     async with anyio.create_task_group() as signals:
-        signals.start_soon(_watch_signals, control, settings.grace)
+        stopping = (
+            f"stopping: nothing new is submitted; running jobs are followed for {settings.grace:g} s "
+            "(Ctrl-C again to stop at once; the report is written either way)"
+        )
+        signals.start_soon(_watch_signals, control, stopping, "stopping now; writing the report")
         try:
             with progress if progress is not None else nullcontext():
                 outcome = await usecases.execute(plan, observer=Observers(*observers), control=control)
@@ -305,18 +309,15 @@ async def _execute_shown(plan: usecases.RunPlan) -> usecases.Finished:
     return outcome
 
 
-async def _watch_signals(control: RunControl, grace: float) -> None:
+async def _watch_signals(control: RunControl, first: str, second: str | None = None) -> None:
+    """Ctrl-C / SIGTERM: the first asks `control` to stop (saying `first`), a second one to stop at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async for _ in received:
             if not control.stop_requested:
-                print(
-                    f"\nstopping: nothing new is submitted; running jobs are followed for {grace:g} s "
-                    "(Ctrl-C again to stop at once; the report is written either way)",
-                    file=sys.stderr,
-                )
+                print(f"\n{first}", file=sys.stderr)
                 control.stop()
-            else:
-                print("\nstopping now; writing the report", file=sys.stderr)
+            elif second is not None:
+                print(f"\n{second}", file=sys.stderr)
                 control.abort()
 
 
@@ -376,15 +377,8 @@ def _audit(plan: audit.AuditPlan) -> int:
 async def _audit_watched(plan: audit.AuditPlan) -> audit.Audited:
     """The audit, stopped by Ctrl-C / SIGTERM: what was read is reported, the rest is `unknown`."""
     control = RunControl()
-
-    async def watch() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-            async for _ in received:
-                print("\nstopping the audit: what was read is reported", file=sys.stderr)
-                control.stop()
-
     async with anyio.create_task_group() as signals:
-        signals.start_soon(watch)
+        signals.start_soon(_watch_signals, control, "stopping the audit: what was read is reported")
         audited = await audit.run_audit(plan, control=control)
         signals.cancel_scope.cancel()
     return audited

@@ -96,6 +96,16 @@ def default_store_of(stores: list[dict[str, Any]]) -> str | None:
     return str(named[0]["name"]) if len(stores) == 1 and named else None
 
 
+def store_names(stores: list[dict[str, Any]]) -> list[str]:
+    """The names in a stores list, sorted. Pure."""
+    return sorted(str(s["name"]) for s in stores if isinstance(s.get("name"), str))
+
+
+def no_such_store(store: str, names: list[str]) -> str:
+    """Why a store asked for is not there, naming those that are. Pure."""
+    return f"no store {store!r} (has: {', '.join(names) or 'none'})"
+
+
 class Verdict(StrEnum):
     WAIT = "wait"  # not finished, or not saying: poll again later
     CONFIRM = "confirm"  # says COMPLETED: look for the backup

@@ -17,6 +17,9 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from orchestrator.redact import redact
+from orchestrator.untrusted import shown
+
 
 class ErrorClass(StrEnum):
     AUTHENTICATION = "authentication"  # bad credentials, missing privilege, token refused after renewal
@@ -54,7 +57,8 @@ class RunCrashed(OrchestratorError):
 
 
 class TargetError(OrchestratorError):
-    """A classified failure of one request or job on one deployment. The message never holds a secret."""
+    """A classified failure of one request or job on one deployment. The message never holds a secret, and
+    is cleaned where it is made: much of it is a server's words, and it reaches terminals and files."""
 
     def __init__(
         self,
@@ -65,9 +69,10 @@ class TargetError(OrchestratorError):
         ambiguous: bool = False,
         code: int | None = None,
     ) -> None:
+        message = shown(redact(message)) if message else message  # no secret, no control character, not huge
         super().__init__(message)
         self.error_class = error_class
-        self.message = message
+        self.message = message or "(no message)"
         self.retry_after = retry_after
         self.ambiguous = ambiguous  # the request may have been carried out although no answer came
         self.code = code

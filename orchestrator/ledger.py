@@ -36,7 +36,7 @@ SCHEMA_VERSION: Final = 3  # raised with every change of the tables (see ADDED_C
 # upgrades of the tool (its types and defaults come from the record, like every column's).
 ADDED_COLUMNS: Final = {
     1: ("ran_s",),  # 2: how long each job ran, for the poll schedule
-    2: ("version",),  # 3: the deployment's version its backup must be of (snapshot)
+    2: ("version", "verified"),  # 3: the version a snapshot's backup must be of, and whether it was
 }
 _RUNS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (

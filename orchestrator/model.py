@@ -125,6 +125,8 @@ class TargetState:
     ran_s: float | None = None
     # The deployment's version as read before the backup (a snapshot's preflight): its backup must be of it.
     version: str = ""
+    # A snapshot's backup was found in its store's list, completed and of `version` (`snapshot.verify_targets`).
+    verified: bool = False
     phase: Phase = field(default=Phase.QUEUED, metadata=RUNTIME_ONLY)
     # 10.9 only: the start of the DR job its status described before our first create (0.0: none), so a
     # job started since can be told for ours (`dr.dr_status_is_ours`).

@@ -13,7 +13,7 @@ import anyio
 
 from orchestrator.api import ArcGISClient
 from orchestrator.api.client import NO_DEFAULT_STORE
-from orchestrator.dr import clean_version, default_store_of, dr_job_running
+from orchestrator.dr import clean_version, default_store_of, dr_job_running, no_such_store, store_names
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import Deployment
 from orchestrator.untrusted import shown
@@ -62,19 +62,15 @@ async def _check(client: ArcGISClient, results: dict[str, Preflight]) -> None:
 
 async def _checked(client: ArcGISClient) -> Preflight:
     deployment = client.deployment
-    raw = await client.detect_version()  # signs in
-    version = clean_version(raw)
-    if version is None:
-        raise TargetError(ErrorClass.PERMANENT, f"the server's version {shown(raw, 40)!r} is not a version")
+    version = await client.release()  # signs in
     entries = await client.store_list()
-    stores = sorted(str(s["name"]) for s in entries if isinstance(s.get("name"), str))
+    stores = store_names(entries)
     problems: list[tuple[ErrorClass, str]] = []
     if not deployment.stores and default_store_of(entries) is None:
         problems.append((ErrorClass.CONFIGURATION, NO_DEFAULT_STORE))
     for store in deployment.stores:
         if store not in stores:
-            has = ", ".join(shown(s, 80) for s in stores) or "none"
-            problems.append((ErrorClass.CONFIGURATION, f"no store {store!r} (has: {has})"))
+            problems.append((ErrorClass.CONFIGURATION, shown(no_such_store(store, stores))))
     status = await client.dr_status()
     if dr_job_running(status):
         running = shown(status.get("backupName") or "unnamed", 120)

@@ -23,6 +23,7 @@ from tabulate import tabulate
 from orchestrator.errors import InputError
 from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
+from orchestrator.untrusted import csv_cell
 
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 SLOWEST: Final = 5
@@ -57,8 +58,19 @@ COLUMNS: Final = tuple(header for header, _ in REPORT_COLUMNS)
 SNAPSHOT_COLUMNS: Final[tuple[tuple[str, Callable[[TargetState], Any]], ...]] = (
     *REPORT_COLUMNS,
     ("version", attrgetter("version")),
-    ("ready", lambda t: t.outcome is Outcome.SUCCEEDED),
+    ("ready", lambda t: is_ready(t)),
 )
+
+
+def is_ready(target: TargetState) -> bool:
+    """A snapshot's target counts: it succeeded and its backup was verified."""
+    return target.outcome is Outcome.SUCCEEDED and target.verified
+
+
+def _why_not_ready(target: TargetState) -> str:
+    if target.outcome is Outcome.SUCCEEDED:
+        return "backed up, not verified: the snapshot was cut short; resume it"
+    return target.error or target.outcome.value
 
 
 def columns_of(kind: str) -> tuple[tuple[str, Callable[[TargetState], Any]], ...]:
@@ -81,18 +93,18 @@ class Readiness:
 
 
 def readiness(targets: list[TargetState]) -> list[Readiness]:
-    """Per deployment, in inventory order: ready when every one of its targets succeeded. Pure."""
+    """Per deployment, in inventory order: ready when every one of its targets counts (`is_ready`). Pure."""
     answers = []
     for _, grouped in groupby(targets, key=lambda t: t.deployment.name):
         group = list(grouped)
-        failing = [t for t in group if t.outcome is not Outcome.SUCCEEDED]
+        failing = [t for t in group if not is_ready(t)]
         answers.append(
             Readiness(
                 deployment=group[0].deployment.name,
                 ready=not failing,
                 version=next((t.version for t in group if t.version), ""),
                 stores=tuple(t.store or "(default store)" for t in group),
-                reasons=tuple(f"{t.store or '(default store)'}: {t.error or t.outcome.value}" for t in failing),
+                reasons=tuple(f"{t.store or '(default store)'}: {_why_not_ready(t)}" for t in failing),
             )
         )
     return answers
@@ -161,7 +173,7 @@ def csv_text(rows: list[dict[str, Any]], kind: str = "run") -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[h for h, _ in columns_of(kind)], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({header: csv_cell(value) for header, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 

@@ -169,21 +169,25 @@ class SnapshotSettings(RunSettings):
         30.0, ge=0, le=36_500, description="days every snapshot is kept (0: never expires), whatever the inventory says"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _described_by_purpose(cls, data: Any) -> Any:
-        """The description says the purpose, unless one was given explicitly."""
-        if isinstance(data, dict) and "description" not in data and isinstance(data.get("purpose"), str):
-            purpose = data["purpose"].replace("{", "{{").replace("}", "}}")  # text, never a name field
-            return {**data, "description": f"pre-upgrade: {purpose}"}
-        return data
-
     @field_validator("purpose")
     @classmethod
     def _printable(cls, value: str) -> str:
         if any(not ch.isprintable() for ch in value):
             raise ValueError("must be one line of printable text")
         return value.strip()
+
+
+def snapshot_identity(settings: SnapshotSettings, chosen: dict[str, Any]) -> SnapshotSettings:
+    """A snapshot's backups are named and described as a snapshot's: `name_template` and `description` come
+    from `chosen` (the flags given, or the snapshot's own record on resume and retry), never from the
+    ORCHESTRATOR_* variables or a settings file it shares with the nightly run."""
+    purpose = settings.purpose.replace("{", "{{").replace("}", "}}")  # text, never a name field
+    return settings.model_copy(
+        update={
+            "name_template": chosen.get("name_template", SNAPSHOT_NAME_TEMPLATE),
+            "description": chosen.get("description", f"pre-upgrade: {purpose}"),
+        }
+    )
 
 
 S = TypeVar("S", bound=ConnectionSettings)

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
+
+import anyio
 
 from orchestrator.api import ArcGISClient
-from orchestrator.audit.controls import read_backups
-from orchestrator.dr import clean_version, same_release
+from orchestrator.audit.controls import Backup, read_backups
+from orchestrator.dr import same_release
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.inventory.subset import subset_document, write_subset
 from orchestrator.model import Deployment, Outcome, TargetState
@@ -55,23 +57,31 @@ def _untouched(target: TargetState) -> bool:
 
 
 async def verify_targets(targets: list[TargetState], clients: Clients) -> None:
-    """Each succeeded target's backup looked up in its store's list (each list read once): not there, not
-    `completed`, or of another release than the deployment's, and the target fails with the reason."""
-    for group in _by_deployment([t for t in targets if t.outcome is Outcome.SUCCEEDED]):
-        try:
-            await _verify_deployment(group, clients(group[0].deployment))
-        except Exception as error:  # an answer nothing foresaw: this deployment's targets, no one else's
-            unverified = TargetError(ErrorClass.INTERNAL, f"the backup could not be verified ({type(error).__name__})")
-            for target in group:
-                if target.outcome is Outcome.SUCCEEDED:
-                    target.refute(unverified)
+    """Each succeeded target's backup not yet verified is looked up in its store's list (each list read once,
+    the deployments concurrently): not there, not `completed`, or of another release than the version read
+    before, and the target fails with the reason; otherwise it is `verified`."""
+    async with anyio.create_task_group() as checks:
+        for group in _by_deployment([t for t in targets if t.outcome is Outcome.SUCCEEDED and not t.verified]):
+            checks.start_soon(_verify_deployment, group, clients(group[0].deployment))
 
 
 async def _verify_deployment(group: list[TargetState], client: ArcGISClient) -> None:
-    listed: dict[str, dict[str, Any]] = {}
+    try:
+        await _verify_each(group, client)
+    except Exception as error:  # an answer nothing foresaw: this deployment's targets, no one else's
+        unverified = TargetError(ErrorClass.INTERNAL, f"the backup could not be verified ({type(error).__name__})")
+        for target in group:
+            if target.outcome is Outcome.SUCCEEDED and not target.verified:
+                target.refute(unverified)
+
+
+async def _verify_each(group: list[TargetState], client: ArcGISClient) -> None:
+    listed: dict[str, dict[str, Backup]] = {}
     for target in group:
         try:
-            version = target.version or clean_version(await client.detect_version()) or ""
+            if target.version and not client.version:
+                client.version = target.version  # read in preflight: it also says which paths (10.9) to use
+            version = target.version or await client.release()
             if target.store not in listed:
                 listed[target.store] = {b.name: b for b in read_backups(await client.backups(target.store))}
             problem = _unrestorable(listed[target.store].get(target.backup_name), target, version)
@@ -81,9 +91,11 @@ async def _verify_deployment(group: list[TargetState], client: ArcGISClient) -> 
         target.version = version
         if problem:
             target.refute(TargetError(ErrorClass.PERMANENT, problem))
+        else:
+            target.verified = True
 
 
-def _unrestorable(backup: Any, target: TargetState, version: str) -> str:
+def _unrestorable(backup: Backup | None, target: TargetState, version: str) -> str:
     """Why a snapshot's backup would not restore the deployment as it runs now ("" when it would). Pure."""
     where = f"backup {target.backup_name} in store {target.store}"
     if backup is None:

@@ -9,11 +9,13 @@ is sent), then executed under the ledger's lock, its reports written whatever en
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+import anyio
 
 from orchestrator.api import ArcGISClient, open_api_context
 from orchestrator.clock import Clock, SystemClock
@@ -27,7 +29,13 @@ from orchestrator.preflight import Preflight, preflight
 from orchestrator.recorder import LedgerWriter
 from orchestrator.report import check_report_dir, readiness, report_document, write_reports
 from orchestrator.runner import RunControl, run_fleet, settle_unfinished
-from orchestrator.settings import RunSettings, SnapshotSettings, load_command_settings, load_settings
+from orchestrator.settings import (
+    RunSettings,
+    SnapshotSettings,
+    load_command_settings,
+    load_settings,
+    snapshot_identity,
+)
 from orchestrator.snapshot import preflight_targets, verify_targets, write_inventories
 
 T = TypeVar("T")
@@ -109,7 +117,7 @@ def prepare_run(
     """A new run over the inventory's selected deployments; `InputError` before anything is sent. `name`
     and `inventory_key`: how the report names the inventory, and what runs are compared with (default:
     its path). `kind` "snapshot": a pre-upgrade snapshot (`snapshot`), with its own settings."""
-    settings = load_command_settings(settings_model(kind), flags, settings_file)
+    settings = _identified(load_command_settings(settings_model(kind), flags, settings_file), flags)
     if isinstance(settings, SnapshotSettings) and not settings.purpose:
         raise InputError(["snapshot: say why with --purpose TEXT (e.g. --purpose 'upgrade to 12.0, wave 1'); "
                           "it becomes each backup's description"])  # fmt: skip
@@ -124,6 +132,11 @@ def prepare_run(
     )  # fmt: skip
 
 
+def _identified(settings: RunSettings, chosen: dict[str, Any]) -> RunSettings:
+    """A snapshot's settings with its own name and description (`settings.snapshot_identity`)."""
+    return snapshot_identity(settings, chosen) if isinstance(settings, SnapshotSettings) else settings
+
+
 def settings_model(kind: str) -> type[RunSettings]:
     """The settings a run of this kind has (as recorded in the ledger, for resume, retry and report)."""
     return SnapshotSettings if kind == "snapshot" else RunSettings
@@ -136,7 +149,8 @@ def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Pat
     resumable = _read_ledger(flags, settings_file, lambda ledger: unfinished_run(ledger, run_id))
     record = resumable.record
     base = _without(record.settings, "inventory")
-    settings = load_command_settings(settings_model(record.kind), flags, settings_file, base)
+    settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
+                           {**base, **flags})  # fmt: skip
     inventory_path = settings.inventory or Path(record.inventory)
     inventory = load_inventory(inventory_path)
     deployments = {d.name: d for d in inventory.deployments}
@@ -168,7 +182,8 @@ def prepare_retry(
     """A new run over exactly the targets of `run_id` that did not succeed."""
     record, recorded = _read_ledger(flags, settings_file, lambda ledger: finished_run(ledger, run_id))
     base = _without(record.settings, "inventory", "select")
-    settings = load_command_settings(settings_model(record.kind), flags, settings_file, base)
+    settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
+                           {**base, **flags})  # fmt: skip
     inventory_path = settings.inventory or Path(record.inventory)
     again = to_retry(recorded)
     if not again:
@@ -296,12 +311,16 @@ async def _run(
     on_retry = retries_told_to(observer, clock) if observer is not None else None
     snapshot = plan.kind == "snapshot"
     async with open_api_context(plan.settings, clock, random.Random(), on_retry) as context:
+        known: dict[str, ArcGISClient] = {}
 
         def clients(deployment: Deployment) -> ArcGISClient:
-            return ArcGISClient(deployment, context)
+            """One client per deployment for the whole run: a snapshot's stages share its token and version."""
+            if deployment.name not in known:
+                known[deployment.name] = ArcGISClient(deployment, context)
+            return known[deployment.name]
 
         if snapshot:
-            await preflight_targets(plan.targets, clients, clock.now())
+            await _unless_stopped(control, preflight_targets(plan.targets, clients, clock.now()))
         result = await run_fleet(
             plan.targets,
             plan.settings,
@@ -315,9 +334,23 @@ async def _run(
             ledger=ledger,
         )
         if snapshot and not control.stop_requested:
-            await verify_targets(result.targets, clients)
+            await _unless_stopped(control, verify_targets(result.targets, clients))
     result.kind, result.parent_run_id = plan.kind, plan.parent_run_id
     return result
+
+
+async def _unless_stopped(control: RunControl, stage: Coroutine[Any, Any, None]) -> None:
+    """A stage of its own (a snapshot's preflight or verification), ended at once by Ctrl-C / SIGTERM: what
+    it did not reach stays as it was (not started, not verified) for `resume`."""
+    async with anyio.create_task_group() as group:
+
+        async def stop_when_asked() -> None:
+            await control.stopped()
+            group.cancel_scope.cancel()
+
+        group.start_soon(stop_when_asked)
+        await stage
+        group.cancel_scope.cancel()
 
 
 def _write_what_is_known(plan: RunPlan, clock: Clock, crash: BaseException) -> Path:

@@ -229,3 +229,54 @@ async def test_the_audit_finds_what_the_seeded_history_holds(start_fleet: FleetS
     plain = set(truth) - stale - upgraded - no_offsite
     assert all(failed[name] <= {"recent", "retention", "depth", "offsite"} for name in plain)
     assert any(not failed[name] for name in plain)
+
+
+async def test_a_misspelt_store_does_not_hide_what_the_others_show(start_fleet: FleetStarter, tmp_path: Path) -> None:
+    """An inventory store the deployment lacks is unknown on its own; the other targets are judged, offsite
+    included, from the stores it does have."""
+    async with start_fleet(deployments=[{"name": "gis-a", "stores": ["default", "s3"]}]) as (fleet, sim, clock):
+        put_backup(fleet, "gis-a", "local", age_h=1)
+        put_backup(fleet, "gis-a", "remote", age_h=100, store="s3")
+        inventory = inventory_for(tmp_path, fleet, {"gis-a": sim.url_of("gis-a")},
+                                  policy="[policy]\nrequire_offsite = true\n")  # fmt: skip
+        inventory.write_text(inventory.read_text().replace('["default", "s3"]', '["default", "typo"]'))
+        audited = await audit(tmp_path, inventory, clock)
+    default, typo = audited.targets
+    assert [v.control.value for v in default.violations] == ["offsite"] and default.verdict.value == "violation"
+    assert typo.verdict.value == "unknown" and "no store 'typo' (has: default, s3)" in typo.error
+
+
+def test_offsite_that_cannot_be_judged_leaves_the_other_controls_judged() -> None:
+    """A store that could not be read, or no default store: `offsite` is undecided (unknown, with why) unless
+    another store already shows a recent good backup; never a pass."""
+    from orchestrator.audit.controls import Backup as Listed
+    from orchestrator.audit.controls import audited as judged
+    from orchestrator.audit.controls import store_facts
+    from orchestrator.audit.policy import PolicyValues
+    from orchestrator.audit.survey import judge_offsite
+    from orchestrator.errors import ErrorClass, TargetError
+    from tests.conftest import make_deployment
+
+    now = 1e9
+    fresh = Listed("b", "completed", "11.3", now - 60, now - 30, None)
+    policy = PolicyValues(require_offsite=True)
+    refused = {"s3": TargetError(ErrorClass.AUTHENTICATION, "403 forbidden")}
+    evidence, undecided = judge_offsite(policy, "default", ["default", "s3"], {"default": [fresh]}, refused, now)
+    assert evidence is None and undecided is not None and "cannot read store 's3'" in undecided.message
+    facts = store_facts([fresh], now, 7)
+    target = judged(make_deployment(), "default", facts, [], release="11.3", now=now, undecided=undecided)
+    assert (target.verdict.value, target.error_class) == ("unknown", "authentication") and target.facts == facts
+    evidence, undecided = judge_offsite(policy, "default", ["default", "s3", "gcs"], {"default": [], "gcs": [fresh]},
+                                        refused, now)  # fmt: skip
+    assert evidence is not None and evidence.recent_elsewhere and undecided is None
+    evidence, undecided = judge_offsite(policy, None, ["a", "b"], {"a": [fresh]}, {}, now)
+    assert evidence is None and undecided is not None and "no default backup store" in undecided.message
+    assert judge_offsite(PolicyValues(), None, [], {}, refused, now) == (None, None)
+
+
+def test_an_inventory_that_is_not_toml_is_reported_once(tmp_path: Path) -> None:
+    inventory = tmp_path / "fleet.toml"
+    inventory.write_text("[[deployments\n")
+    with pytest.raises(InputError) as caught:
+        prepare_audit({"inventory": inventory, "report_dir": tmp_path}, None)
+    assert len(caught.value.problems) == 1 and "not valid TOML" in caught.value.problems[0]

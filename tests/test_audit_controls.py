@@ -117,6 +117,18 @@ def test_days_covered_counts_utc_days_of_the_window_with_a_good_backup() -> None
     assert store_facts(backups, NOW, 8).days_covered == 4
 
 
+def test_a_backup_said_to_end_in_the_future_is_not_believed() -> None:
+    """A completion time past our clock (beyond the skew allowed) passes nothing, and hides nothing: the real
+    newest backup is judged, for `recent`, `release` and `offsite` alike."""
+    future = Backup("from-2926", "completed", "11.3", NOW + 3e10, NOW + 3e10, None)
+    old = backup(100, release="11.2", kept_days=30, name="real")
+    assert controls_failed([future, old]) == {Control.RECENT, Control.RELEASE}
+    assert store_facts([future, old], NOW, 7).last_good == old
+    assert not offsite_evidence("default", {"default": [], "s3": [future]}, max_age_hours=24, now=NOW).recent_elsewhere
+    skewed = backup(-4 / 60)  # four minutes ahead: a server clock a little fast is believed
+    assert controls_failed([skewed]) == set() and store_facts([skewed], NOW, 7).last_good == skewed
+
+
 def test_a_compliant_store_fails_no_control() -> None:
     """Recent, same release, kept long enough, deep enough: no violation at all."""
     assert controls_failed([backup(2, kept_days=30)]) == set()

@@ -116,3 +116,16 @@ def test_the_inventory_may_carry_the_policy_table(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("[policy]", "[polcy]"))
     with pytest.raises(InputError, match="did you mean 'policy'"):
         load_inventory(path)
+
+
+def test_a_selection_in_the_defaults_and_every_bad_selector_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[policy]\nselect = ["tag=prod"]\n\n[[policy.rules]]\nselect = ["region=eu", "zone=a"]\n')
+    with pytest.raises(InputError) as caught:
+        load_policy(path, in_inventory=False)
+    assert caught.value.problems == [
+        f"{path}:2: [policy]: select belongs in a [[policy.rules]] entry (the [policy] table's values apply to "
+        "every deployment)",
+        f"{path}:5: [[policy.rules]] #1: select 'region=eu': write tag=TAG or name=GLOB (e.g. name=gis-eu-*)",
+        f"{path}:5: [[policy.rules]] #1: select 'zone=a': write tag=TAG or name=GLOB (e.g. name=gis-eu-*)",
+    ]

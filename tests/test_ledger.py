@@ -146,6 +146,7 @@ SCHEMA_3_COLUMNS = (
     "outcome TEXT NOT NULL", "job_id TEXT NOT NULL", "server_status TEXT NOT NULL", "error_class TEXT NOT NULL",
     "error TEXT NOT NULL", "attempts INTEGER NOT NULL", "polls INTEGER NOT NULL", "submitted_at REAL",
     "finished_at REAL", "notes TEXT NOT NULL", "ran_s REAL", "version TEXT NOT NULL DEFAULT ''",
+    "verified INTEGER NOT NULL DEFAULT 0",
 )  # fmt: skip
 
 
@@ -520,6 +521,7 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) ->
     with sqlite3.connect(path) as db:  # back to what version 1 wrote
         db.execute("ALTER TABLE targets DROP COLUMN ran_s")
         db.execute("ALTER TABLE targets DROP COLUMN version")
+        db.execute("ALTER TABLE targets DROP COLUMN verified")
         db.execute(
             "INSERT INTO runs (run_id, kind, parent_run_id, inventory, settings, started_at, state) "
             "VALUES ('r1', 'run', '', 'inv', '{}', 1.0, 'finished')"
@@ -550,7 +552,7 @@ def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
     assert "no run 'no-such-run'" in capsys.readouterr().err
 
 
-def test_a_schema_2_ledger_gains_the_version_column_and_its_rows_read_an_empty_version(tmp_path: Path) -> None:
+def test_a_schema_2_ledger_gains_the_snapshot_columns_and_its_rows_read_their_defaults(tmp_path: Path) -> None:
     """Rows written before `version` existed read back with the record's default, not NULL."""
     path = tmp_path / "v2.sqlite3"
     ledger = Ledger.open(path)
@@ -558,13 +560,14 @@ def test_a_schema_2_ledger_gains_the_version_column_and_its_rows_read_an_empty_v
     ledger.close()
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE targets DROP COLUMN version")
+        db.execute("ALTER TABLE targets DROP COLUMN verified")
         db.execute("PRAGMA user_version = 2")
     ledger = Ledger.open(path)
     try:
         (read,) = ledger.targets("r1")
     finally:
         ledger.close()
-    assert read.version == "" and read.ran_s == 42.5
+    assert read.version == "" and read.verified is False and read.ran_s == 42.5
 
 
 def test_a_ledger_of_another_schema_is_refused_not_misread(tmp_path: Path) -> None:

@@ -161,9 +161,9 @@ class Answers:
     """A deployment's answers to the verification, as plain values (the real client is tested above)."""
 
     def __init__(self, deployment: Any, listed: Any) -> None:
-        self.deployment, self.listed = deployment, listed
+        self.deployment, self.listed, self.version = deployment, listed, ""
 
-    async def detect_version(self) -> str:
+    async def release(self) -> str:
         return "11.3"
 
     async def backups(self, store: str) -> Any:
@@ -191,4 +191,55 @@ async def test_an_answer_that_breaks_verification_fails_only_its_own_deployment(
     await verify_targets(targets, lambda deployment: answers[deployment.name])  # type: ignore[arg-type,return-value]
     assert (targets[0].outcome, targets[0].error_class) == (Outcome.FAILED, "internal")
     assert "could not be verified (ValueError)" in targets[0].error
-    assert targets[1].outcome is Outcome.SUCCEEDED
+    assert targets[1].outcome is Outcome.SUCCEEDED and targets[1].verified
+
+
+async def test_every_version_10_9_included_can_be_ready_and_the_csv_is_safe(tmp_path: Path) -> None:
+    """10.9 has only the legacy paths: its backups are verified there too, so every deployment of a mixed
+    fleet is ready; a report cell a spreadsheet would run as a formula is written as text."""
+    versions = {"10.9": 1, "10.9.1": 1, "11.4": 1, "12.0": 1}
+    async with fleet_with_inventory(tmp_path, count=8, seed=2, versions=versions) as (fleet, _, inventory):
+        finished = await usecases.execute(snapshot_plan(inventory, tmp_path, name_template="=cmd-{deployment}"))
+        seen = {p.version for p in fleet.plans}
+    assert "10.9" in seen and exit_code(finished.result) == 0, [(t.key, t.error) for t in finished.result.targets]
+    assert all(t.verified for t in finished.result.targets)
+    csv_lines = (finished.folder / "report.csv").read_text().splitlines()
+    assert all(",'=cmd-gis-" in line for line in csv_lines[1:])
+
+
+def test_an_unverified_success_is_not_ready() -> None:
+    """A snapshot cut before its verification: its backups exist, but no deployment is called ready."""
+    from orchestrator.model import build_targets
+    from orchestrator.report import readiness
+    from tests.conftest import make_deployment
+
+    (target,) = build_targets([make_deployment("a")], name_template="b", run_id="r", started_at=1e9)
+    target.outcome = Outcome.SUCCEEDED
+    (answer,) = readiness([target])
+    assert not answer.ready and "not verified" in answer.reasons[0]
+    target.verified = True
+    assert readiness([target])[0].ready
+
+
+def test_the_nightly_runs_name_and_description_do_not_leak_into_a_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settings file or variables the nightly run uses leave a snapshot's names and description alone;
+    flags given to the snapshot itself still win."""
+    inventory = tmp_path / "fleet.toml"
+    secret = tmp_path / "secret"
+    secret.write_text("a-long-enough-secret\n")
+    secret.chmod(0o600)
+    inventory.write_text('[defaults]\nusername = "a"\npassword_file = "secret"\npasscode_file = "secret"\n\n'
+                         '[[deployments]]\nname = "a"\nurl = "https://127.0.0.1:9/a"\n')  # fmt: skip
+    shared = tmp_path / "settings.toml"
+    shared.write_text('name_template = "nightly-{deployment}"\n')
+    monkeypatch.setenv("ORCHESTRATOR_DESCRIPTION", "nightly {run_id}")
+    flags = {"inventory": inventory, "purpose": "wave {1}"}
+    settings = usecases.prepare_run(flags, shared, kind="snapshot").settings
+    assert (settings.name_template, settings.description) == (
+        "pre-upgrade-{timestamp}-{deployment}",
+        "pre-upgrade: wave {{1}}",
+    )
+    settings = usecases.prepare_run({**flags, "name_template": "x-{deployment}"}, shared, kind="snapshot").settings
+    assert settings.name_template == "x-{deployment}"

@@ -20,7 +20,7 @@ from orchestrator.api.auth import TokenCache
 from orchestrator.api.transport import Link, Transport, open_transport
 from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
-from orchestrator.dr import default_store_of, is_legacy, legacy_job
+from orchestrator.dr import clean_version, default_store_of, is_legacy, legacy_job
 from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 from orchestrator.model import Deployment
 from orchestrator.settings import ConnectionSettings
@@ -119,6 +119,16 @@ class ArcGISClient:
         version = root.get("fullVersion") or root.get("currentVersion")
         self.version = str(version) if version is not None else ""
         return self.version
+
+    async def release(self) -> str:
+        """Its version, checked: ASCII digits and dots, or else the deployment's permanent failure (a backup
+        is compared with it, so a version that is not one must stop here). Signs in, as `detect_version`."""
+        raw = await self.detect_version()
+        version = clean_version(raw)
+        if version is None:
+            raise TargetError(ErrorClass.PERMANENT, f"the server's version {raw[:40]!r} is not a version")
+        self.version = version
+        return version
 
     async def default_store(self) -> str:
         default = default_store_of(await self.store_list())

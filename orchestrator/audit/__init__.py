@@ -76,7 +76,7 @@ def prepare_audit(flags: dict[str, Any], settings_file: Path | None) -> AuditPla
     try:
         if settings.policy is not None:
             policy = load_policy(settings.policy, in_inventory=False)
-        elif settings.inventory.is_file():
+        elif not problems:  # an inventory that could not be read is not read again for its [policy]
             policy = load_policy(settings.inventory, in_inventory=True)
     except InputError as error:
         problems += error.problems

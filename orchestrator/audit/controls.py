@@ -15,7 +15,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 from orchestrator.audit.policy import PolicyValues
-from orchestrator.dr import same_release
+from orchestrator.dr import CLOCK_SKEW_S, same_release
+from orchestrator.errors import TargetError
 from orchestrator.model import Deployment
 from orchestrator.untrusted import shown
 
@@ -112,7 +113,15 @@ class StoreFacts:
     days_covered: int  # of the last `window_days` UTC days, those with a good backup
 
 
+def believable(backups: list[Backup], now: float) -> list[Backup]:
+    """The entries that can be true at `now`: one said to end later than the server's clock may be from ours
+    (`dr.CLOCK_SKEW_S`) is not believed, or it would pass `recent` and hide the real newest backup. Pure."""
+    latest = now + CLOCK_SKEW_S
+    return [b for b in backups if (b.at is None or b.at <= latest) and (b.started_at or 0.0) <= latest]
+
+
 def store_facts(backups: list[Backup], now: float, window_days: int) -> StoreFacts:
+    backups = believable(backups, now)
     good = [b for b in backups if b.good]
     dated = [b for b in backups if b.at is not None]
     today = math.floor(now / DAY)
@@ -204,7 +213,7 @@ def offsite_evidence(
     recent = any(
         (age := age_hours(backup, now)) is not None and age <= max_age_hours and backup.good
         for store in others
-        for backup in lists[store]
+        for backup in believable(lists[store], now)
     )
     return Offsite(default_store, others, recent)
 
@@ -236,9 +245,13 @@ def audited(
     *,
     release: str,
     now: float,
+    undecided: TargetError | None = None,
 ) -> AuditTarget:
-    verdict = Verdict.VIOLATION if violations else Verdict.COMPLIANT
-    return AuditTarget(deployment, store, verdict, now, tuple(violations), current_release=release, facts=facts)
+    """A target that was read: in violation of what it fails; else compliant, unless a control could not be
+    judged (`undecided`, then `unknown` with why); the why is said in either case."""
+    verdict = Verdict.VIOLATION if violations else Verdict.UNKNOWN if undecided else Verdict.COMPLIANT
+    error_class, error = (undecided.error_class.value, undecided.message) if undecided else ("", "")
+    return AuditTarget(deployment, store, verdict, now, tuple(violations), error_class, error, release, facts)
 
 
 def unknown(

@@ -146,7 +146,10 @@ def _values(values: dict[str, Any], where: Any, problems: list[str]) -> PolicyVa
     except ValidationError as invalid:
         for error in invalid.errors():
             key = str(error["loc"][0]) if error["loc"] else ""
-            if error["type"] == "extra_forbidden":
+            if error["type"] == "extra_forbidden" and key == "select":
+                problems.append(f"{where(key)}: select belongs in a [[policy.rules]] entry (the [policy] table's "
+                                "values apply to every deployment)")  # fmt: skip
+            elif error["type"] == "extra_forbidden":
                 known = (*KEYS, "select", "rules")
                 problems.append(f"{where(key)}: unknown key {key!r}; {did_you_mean(key, known)}")
             else:
@@ -161,10 +164,11 @@ def _rule(raw: dict[str, Any], where: Any, problems: list[str]) -> PolicyRule | 
     if not isinstance(select, list) or not select or not all(isinstance(s, str) for s in select):
         problems.append(f"{where('select')}: select: {_FIXES['select']}")
     else:
-        try:
-            rules = selection_rules(select, where="select")
-        except InputError as error:
-            problems.extend(f"{where('select')}: {problem}" for problem in error.problems)
+        for selector in select:  # each one's problem, not only the first's
+            try:
+                rules += selection_rules([selector], where="select")
+            except InputError as error:
+                problems.extend(f"{where('select')}: {problem}" for problem in error.problems)
     overrides = {k: v for k, v in raw.items() if k != "select"}
     checked = _values(overrides, where, problems)
     if len(problems) > before or checked is None:

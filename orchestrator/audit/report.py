@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +81,8 @@ FIXES: Final = {
     Control.RELEASE: "back it up at its current release: {run}",
     Control.RETENTION: "raise its `retention_days` in the inventory to at least the policy's, then {run}",
     Control.DEPTH: "keep the nightly run going until enough backups are kept (or raise their retention); now: {run}",
-    Control.OFFSITE: "add a second store to its `stores` in the inventory (e.g. an S3 one), then {run}",
+    Control.OFFSITE: "back it up to a store other than its default one (name it in its `stores` in the inventory; "
+    "register one if it has none), then {run}",
 }
 
 
@@ -185,7 +187,8 @@ def markdown_text(document: dict[str, Any]) -> str:
 
 
 def fix_command(inventory: str, deployment: str) -> str:
-    return f"`orchestrator run --inventory {inventory} --select name={deployment}`"
+    """The command that backs one deployment up now, quoted for a shell."""
+    return f"`orchestrator run --inventory {shlex.quote(inventory)} --select {shlex.quote('name=' + deployment)}`"
 
 
 def _violation_lines(rows: list[dict[str, Any]], inventory: str) -> list[str]:

@@ -19,6 +19,7 @@ from orchestrator.api.client import NO_DEFAULT_STORE, ApiContext
 from orchestrator.audit.controls import (
     AuditTarget,
     Backup,
+    Offsite,
     audited,
     judge,
     offsite_evidence,
@@ -27,10 +28,9 @@ from orchestrator.audit.controls import (
     unknown,
 )
 from orchestrator.audit.policy import Policy, PolicyValues
-from orchestrator.dr import clean_version, default_store_of
+from orchestrator.dr import default_store_of, no_such_store, store_names
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import DEFAULT_STORE, Deployment
-from orchestrator.untrusted import shown
 
 Found = dict[tuple[str, str], AuditTarget]  # by (deployment, the inventory's store: "" for the default)
 INTERRUPTED: Final = "interrupted"
@@ -65,16 +65,12 @@ async def _read_and_judge(
     client: ArcGISClient, wanted: tuple[str, ...], policy: PolicyValues, now: float
 ) -> list[AuditTarget]:
     deployment = client.deployment
-    raw_version = await client.detect_version()  # signs in
-    release = clean_version(raw_version)
-    if release is None:
-        raise TargetError(ErrorClass.PERMANENT, f"the server's version {shown(raw_version, 40)!r} is not a version")
+    release = await client.release()  # signs in
     known_stores: list[str] | None = None
     default: str | None = None
     if DEFAULT_STORE in wanted or policy.require_offsite:
         entries = await client.store_list()
-        known_stores = [str(s["name"]) for s in entries if isinstance(s.get("name"), str)]
-        default = default_store_of(entries)
+        known_stores, default = store_names(entries), default_store_of(entries)
     resolved: dict[str, str | None] = {store: store or default for store in wanted}
     to_read = {s for s in resolved.values() if s is not None}
     if policy.require_offsite and known_stores is not None:
@@ -83,36 +79,47 @@ async def _read_and_judge(
     errors: dict[str, TargetError] = {}
     for name in sorted(to_read):
         if known_stores is not None and name not in known_stores:
-            has = ", ".join(sorted(known_stores)) or "none"
-            errors[name] = TargetError(ErrorClass.CONFIGURATION, f"no store {name!r} on the deployment (has: {has})")
+            errors[name] = TargetError(ErrorClass.CONFIGURATION, no_such_store(name, known_stores))
             continue
         try:
             lists[name] = read_backups(await client.backups(name))
         except TargetError as error:
             errors[name] = error
-    offsite = None
-    if policy.require_offsite:
-        if default is None:  # offsite of what? not a pass
-            raise TargetError(ErrorClass.CONFIGURATION, f"offsite: {NO_DEFAULT_STORE}")
-        offsite = offsite_evidence(default, lists, max_age_hours=policy.max_age_hours, now=now)
+    offsite, undecided = judge_offsite(policy, default, known_stores or [], lists, errors, now)
     targets = []
     for asked, store in resolved.items():
         if store is None:
             targets.append(unknown(deployment, asked, ErrorClass.CONFIGURATION.value, NO_DEFAULT_STORE, now=now,
                                    release=release))  # fmt: skip
-            continue
-        if store in errors:
+        elif store in errors:
             refused = errors[store]
             targets.append(unknown(deployment, store, refused.error_class.value, refused.message, now=now,
                                    release=release))  # fmt: skip
-            continue
-        unreadable = sorted(s for s in errors if s != default)
-        if offsite is not None and not offsite.recent_elsewhere and unreadable:
-            reason = f"offsite: cannot read store {unreadable[0]!r}: {errors[unreadable[0]].message}"
-            targets.append(unknown(deployment, store, errors[unreadable[0]].error_class.value, reason, now=now,
-                                   release=release))  # fmt: skip
-            continue
-        facts = store_facts(lists[store], now, policy.window_days)
-        violations = judge(facts, release=release, policy=policy, now=now, offsite=offsite)
-        targets.append(audited(deployment, store, facts, violations, release=release, now=now))
+        else:
+            facts = store_facts(lists[store], now, policy.window_days)
+            violations = judge(facts, release=release, policy=policy, now=now, offsite=offsite)
+            targets.append(audited(deployment, store, facts, violations, release=release, now=now, undecided=undecided))
     return targets
+
+
+def judge_offsite(
+    policy: PolicyValues,
+    default: str | None,
+    stores: list[str],
+    lists: dict[str, list[Backup]],
+    errors: dict[str, TargetError],
+    now: float,
+) -> tuple[Offsite | None, TargetError | None]:
+    """The `offsite` evidence where the policy asks for it, or why it cannot be judged: no default store
+    to tell offsite from, or a store of the deployment that could not be read, while none read holds a
+    recent good backup. Pure."""
+    if not policy.require_offsite:
+        return None, None
+    if default is None:
+        return None, TargetError(ErrorClass.CONFIGURATION, f"offsite: {NO_DEFAULT_STORE}")
+    evidence = offsite_evidence(default, lists, max_age_hours=policy.max_age_hours, now=now)
+    unreadable = sorted(s for s in errors if s != default and s in stores)
+    if evidence.recent_elsewhere or not unreadable:
+        return evidence, None
+    first = errors[unreadable[0]]
+    return None, TargetError(first.error_class, f"offsite: cannot read store {unreadable[0]!r}: {first.message}")
