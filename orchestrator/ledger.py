@@ -31,12 +31,13 @@ from orchestrator.model import Deployment, TargetState
 from orchestrator.redact import redact, redact_each
 
 APP_DIR: Final = "arcgis-fleet-backup"
-SCHEMA_VERSION: Final = 3  # raised with every change of the tables (see ADDED_COLUMNS)
+SCHEMA_VERSION: Final = 4  # raised with every change of the tables (see ADDED_COLUMNS)
 # The target columns each schema version added, by the version before: a ledger keeps its history across
 # upgrades of the tool (its types and defaults come from the record, like every column's).
 ADDED_COLUMNS: Final = {
     1: ("ran_s",),  # 2: how long each job ran, for the poll schedule
-    2: ("version", "verified"),  # 3: the version a snapshot's backup must be of, and whether it was
+    2: ("version",),  # 3: the version a snapshot's backup must be of
+    3: ("verified",),  # 4: whether it was found so
 }
 _RUNS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (

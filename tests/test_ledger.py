@@ -138,8 +138,8 @@ def test_every_kept_field_of_the_record_round_trips_through_the_ledger(tmp_path:
 
 
 # The targets table's columns as schema 2 spelled them out by hand, in the order ledgers in the field have them,
-# and the column the upgrade to schema 3 appends.
-SCHEMA_3_COLUMNS = (
+# and the columns the upgrades to schemas 3 and 4 append.
+SCHEMA_4_COLUMNS = (
     "run_id TEXT NOT NULL", "idx INTEGER NOT NULL", "deployment TEXT NOT NULL", "url TEXT NOT NULL",
     "verify_tls INTEGER NOT NULL", "tags TEXT NOT NULL", "store TEXT NOT NULL", "backup_name TEXT NOT NULL",
     "retention_ms INTEGER", "create_intended INTEGER NOT NULL", "accepted_at REAL", "default_store INTEGER NOT NULL",
@@ -154,7 +154,7 @@ SCHEMA_3_COLUMNS = (
 def test_rows_are_read_by_name_whatever_the_order_of_the_columns_on_disk(tmp_path: Path, order: str) -> None:
     """A targets table created by hand in schema 2's column order, or in any other, reads every field right."""
     path = tmp_path / "l.sqlite3"
-    columns = SCHEMA_3_COLUMNS if order.startswith("as schema 2") else tuple(reversed(SCHEMA_3_COLUMNS))
+    columns = SCHEMA_4_COLUMNS if order.startswith("as schema 2") else tuple(reversed(SCHEMA_4_COLUMNS))
     with sqlite3.connect(path) as db:
         db.execute(f"CREATE TABLE targets ({', '.join(columns)}, PRIMARY KEY (run_id, idx))")
     ledger = Ledger.open(path)
@@ -552,16 +552,21 @@ def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
     assert "no run 'no-such-run'" in capsys.readouterr().err
 
 
-def test_a_schema_2_ledger_gains_the_snapshot_columns_and_its_rows_read_their_defaults(tmp_path: Path) -> None:
-    """Rows written before `version` existed read back with the record's default, not NULL."""
-    path = tmp_path / "v2.sqlite3"
+@pytest.mark.parametrize("schema", [2, 3])
+def test_an_older_ledger_gains_the_snapshot_columns_and_its_rows_read_their_defaults(
+    tmp_path: Path, schema: int
+) -> None:
+    """Rows written before `version` (schema 3) or `verified` (schema 4) existed read back with the record's
+    defaults, not NULL."""
+    path = tmp_path / "old.sqlite3"
     ledger = Ledger.open(path)
     _begin(ledger, [_every_field_set()])
     ledger.close()
     with sqlite3.connect(path) as db:
-        db.execute("ALTER TABLE targets DROP COLUMN version")
+        if schema == 2:
+            db.execute("ALTER TABLE targets DROP COLUMN version")
         db.execute("ALTER TABLE targets DROP COLUMN verified")
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {schema}")
     ledger = Ledger.open(path)
     try:
         (read,) = ledger.targets("r1")

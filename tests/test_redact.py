@@ -16,7 +16,7 @@ from orchestrator.ledger import Ledger
 from orchestrator.model import Outcome, build_targets
 from orchestrator.progress import LogObserver
 from orchestrator.recorder import LedgerWriter
-from orchestrator.redact import MASK, Secrets, redact_all
+from orchestrator.redact import MASK, Secrets, redact_all, remember
 from orchestrator.report import write_reports
 from orchestrator.runner import run_fleet
 from orchestrator.settings import load_settings
@@ -124,3 +124,16 @@ def _everything_written(report_folder: Path, ledger_folder: Path, log: str) -> d
     ledger = b"".join(path.read_bytes() for path in ledger_folder.glob("ledger.sqlite3*"))
     reports = {path.name: path.read_text() for path in report_folder.iterdir()}
     return {"log": log, **reports, "ledger": ledger.decode("utf-8", "replace")}
+
+
+def test_a_failure_message_is_redacted_and_cleaned_where_it_is_made() -> None:
+    """A server's words in a TargetError lose known secrets, terminal escapes and their excess length at once,
+    so no sink (terminal, report, ledger) can receive them raw."""
+    from orchestrator.errors import ErrorClass, TargetError
+
+    remember("hunter2-passcode")
+    error = TargetError(ErrorClass.PERMANENT, "\x1b[2J\x1b]8;;http://x/phish\x07bad hunter2-passcode " + "x" * 5000)
+    assert "\x1b" not in error.message and "\x07" not in error.message
+    assert "hunter2-passcode" not in error.message and "[redacted]" in error.message
+    assert len(error.message) <= 500 and str(error) == error.message
+    assert TargetError(ErrorClass.PERMANENT, "\x1b\x07").message == "(no message)"
