@@ -101,7 +101,7 @@ async def test_a_snapshot_says_exactly_which_deployments_are_ready(tmp_path: Pat
         "gis-store",
     ]
     assert load_inventory(not_ready).deployments[-1].stores == ("default", "missing")
-    assert main(["plan", "--inventory", str(ready)]) == 0
+    assert main(["plan", "--inventory", str(ready)]) == 0 and main(["plan", "--inventory", str(not_ready)]) == 0
     document = json.loads((finished.folder / "report.json").read_text())
     assert document["kind"] == "snapshot" and document["targets"][0]["ready"] is True
     assert document["targets"][0]["version"] == "11.3.0"
