@@ -7,18 +7,23 @@ refusal is read does not depend on how it travelled.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from typing import Any, Final, Protocol
 
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.untrusted import shown
 
 # 10.9's DR states that end a job, and the job status each stands for.
 LEGACY_DONE_STATES: Final = {"success": "COMPLETED", "completed_with_warnings": "COMPLETED", "failed": "FAILED"}
 IDLE_DR_STATES: Final = frozenset({"no_op", *LEGACY_DONE_STATES})  # any other state means a DR job runs
 FAILED_STATUSES: Final = frozenset({"FAILED", "CANCELLED", "TIMED OUT", "TIME OUT", "TIMEDOUT", "ERROR"})
+NEVER_EXPIRES: Final = -1  # the retentionDate of a backup kept until someone deletes it
+_MS_LIMIT: Final = 10**14  # epoch ms past the year 5000: not a time
 CLOCK_SKEW_S: Final = 300.0  # how far the server's clock may be from ours when matching a job to a create
 
 
@@ -104,6 +109,72 @@ def store_names(stores: list[dict[str, Any]]) -> list[str]:
 def no_such_store(store: str, names: list[str]) -> str:
     """Why a store asked for is not there, naming those that are. Pure."""
     return f"no store {store!r} (has: {', '.join(names) or 'none'})"
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """One entry of a store's backups list, as far as it could be read."""
+
+    name: str
+    status: str  # lower-case, as listed: completed, failed, ...
+    release: str
+    started_at: float | None
+    completed_at: float | None
+    retention_until: float | None  # None: kept forever
+
+    @property
+    def good(self) -> bool:
+        return self.status == "completed" and self.completed_at is not None
+
+    @property
+    def at(self) -> float | None:
+        """When it ended, or else began: what orders backups of any status."""
+        return self.completed_at if self.completed_at is not None else self.started_at
+
+    def expired(self, now: float) -> bool:
+        return self.retention_until is not None and self.retention_until <= now
+
+
+def read_backups(entries: Any) -> list[Backup]:
+    """A store's backups list as values, read defensively: entries that are not objects are left out; times
+    are the server's epoch milliseconds, as seconds, and one that is not a plausible time is absent; an
+    unreadable retention date counts as kept for no time at all (never as forever). Pure."""
+    if not isinstance(entries, list):
+        return []
+    backups = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        completed_at = _epoch(entry.get("completeTime"))
+        status = entry.get("status")
+        backups.append(
+            Backup(
+                name=shown(entry.get("backupName", ""), 200),
+                status=shown(status, 40).lower() if isinstance(status, str) else "",
+                release=shown(entry.get("release", ""), 40) if entry.get("release") is not None else "",
+                started_at=_epoch(entry.get("startTime")),
+                completed_at=completed_at,
+                retention_until=_retention(entry.get("retentionDate"), completed_at),
+            )
+        )
+    return backups
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 < value < _MS_LIMIT:
+        return None
+    return value / 1000
+
+
+def _retention(value: Any, completed_at: float | None) -> float | None:
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool) and value == NEVER_EXPIRES):
+        return None  # kept until someone deletes it
+    until = _epoch(value)
+    if until is None:  # unreadable: as if kept no time at all
+        return completed_at if completed_at is not None else 0.0
+    return until
 
 
 class Verdict(StrEnum):

@@ -21,8 +21,7 @@ from typing import Final
 import anyio
 
 from orchestrator.api import ArcGISClient
-from orchestrator.audit.controls import Backup, read_backups
-from orchestrator.dr import same_release
+from orchestrator.dr import Backup, read_backups, same_release
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.inventory.subset import subset_document, write_subset
 from orchestrator.model import Deployment, Outcome, TargetState

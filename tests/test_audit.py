@@ -249,11 +249,11 @@ async def test_a_misspelt_store_does_not_hide_what_the_others_show(start_fleet: 
 def test_offsite_that_cannot_be_judged_leaves_the_other_controls_judged() -> None:
     """A store that could not be read, or no default store: `offsite` is undecided (unknown, with why) unless
     another store already shows a recent good backup; never a pass."""
-    from orchestrator.audit.controls import Backup as Listed
     from orchestrator.audit.controls import audited as judged
     from orchestrator.audit.controls import store_facts
     from orchestrator.audit.policy import PolicyValues
     from orchestrator.audit.survey import judge_offsite
+    from orchestrator.dr import Backup as Listed
     from orchestrator.errors import ErrorClass, TargetError
     from tests.conftest import make_deployment
 

@@ -10,17 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.audit.controls import (
-    DAY,
-    Backup,
-    Control,
-    judge,
-    offsite_evidence,
-    read_backups,
-    store_facts,
-)
+from orchestrator.audit.controls import DAY, Control, judge, offsite_evidence, store_facts
 from orchestrator.audit.policy import PolicyValues
-from orchestrator.dr import clean_version, same_release
+from orchestrator.dr import Backup, clean_version, read_backups, same_release
 
 NOW = 1_795_741_200.0  # 2026-11-27T01:00:00Z
 HOUR = 3600.0

@@ -1,10 +1,9 @@
-"""The audit's controls, as pure functions: a store's backups list read defensively (`read_backups`), what
-it shows at a moment (`store_facts`), and a target judged against its policy (`judge`).
+"""The audit's controls, as pure functions: what a store's backups list (`dr.read_backups`) shows at a
+moment (`store_facts`), and a target judged against its policy (`judge`).
 
-A good backup is one the server lists as `completed`. Times are the server's epoch milliseconds, read
-as seconds; a value that is not a plausible time is treated as absent, never trusted: an unreadable
-retention date counts as kept for no time at all, so a broken answer can fail a control but never
-pass one.
+A good backup is one the server lists as `completed`. What cannot be true is not believed: a value that is
+not a plausible time is absent (`dr.read_backups`), a backup said to end in the future is left out
+(`believable`), so a broken answer can fail a control but never pass one.
 """
 
 from __future__ import annotations
@@ -12,16 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from orchestrator.audit.policy import PolicyValues
-from orchestrator.dr import CLOCK_SKEW_S, same_release
+from orchestrator.dr import CLOCK_SKEW_S, Backup, same_release
 from orchestrator.errors import TargetError
 from orchestrator.model import Deployment
 from orchestrator.untrusted import shown
 
-_MS_LIMIT: Final = 10**14  # epoch ms past the year 5000: not a time
-NEVER: Final = -1  # retentionDate of a backup kept forever
 DAY: Final = 86_400.0
 
 
@@ -37,70 +34,6 @@ class Verdict(StrEnum):
     COMPLIANT = "compliant"
     VIOLATION = "violation"
     UNKNOWN = "unknown"  # the audit could not read it
-
-
-@dataclass(frozen=True, slots=True)
-class Backup:
-    """One entry of a store's backups list, as far as it could be read."""
-
-    name: str
-    status: str  # lower-case, as listed: completed, failed, ...
-    release: str
-    started_at: float | None
-    completed_at: float | None
-    retention_until: float | None  # None: kept forever
-
-    @property
-    def good(self) -> bool:
-        return self.status == "completed" and self.completed_at is not None
-
-    @property
-    def at(self) -> float | None:
-        """When it ended, or else began: what orders backups of any status."""
-        return self.completed_at if self.completed_at is not None else self.started_at
-
-    def expired(self, now: float) -> bool:
-        return self.retention_until is not None and self.retention_until <= now
-
-
-def read_backups(entries: Any) -> list[Backup]:
-    """A backups list as values; entries that are not objects are left out. Pure."""
-    if not isinstance(entries, list):
-        return []
-    backups = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        completed_at = _epoch(entry.get("completeTime"))
-        status = entry.get("status")
-        backups.append(
-            Backup(
-                name=shown(entry.get("backupName", ""), 200),
-                status=shown(status, 40).lower() if isinstance(status, str) else "",
-                release=shown(entry.get("release", ""), 40) if entry.get("release") is not None else "",
-                started_at=_epoch(entry.get("startTime")),
-                completed_at=completed_at,
-                retention_until=_retention(entry.get("retentionDate"), completed_at),
-            )
-        )
-    return backups
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not (isinstance(value, int) or math.isfinite(value)) or not 0 < value < _MS_LIMIT:
-        return None
-    return value / 1000
-
-
-def _retention(value: Any, completed_at: float | None) -> float | None:
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool) and value == NEVER):
-        return None  # kept until someone deletes it
-    until = _epoch(value)
-    if until is None:  # unreadable: as if kept no time at all
-        return completed_at if completed_at is not None else 0.0
-    return until
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from typing import Any, Final
 
 from tabulate import tabulate
 
-from orchestrator.audit.controls import AuditTarget, Backup, Control, StoreFacts, Verdict
+from orchestrator.audit.controls import AuditTarget, Control, StoreFacts, Verdict
+from orchestrator.dr import Backup
 from orchestrator.model import iso
 from orchestrator.redact import redact_all
 from orchestrator.untrusted import csv_cell, md_cell

@@ -18,17 +18,15 @@ from orchestrator.api import ArcGISClient
 from orchestrator.api.client import NO_DEFAULT_STORE, ApiContext
 from orchestrator.audit.controls import (
     AuditTarget,
-    Backup,
     Offsite,
     audited,
     judge,
     offsite_evidence,
-    read_backups,
     store_facts,
     unknown,
 )
 from orchestrator.audit.policy import Policy, PolicyValues
-from orchestrator.dr import default_store_of, no_such_store, store_names
+from orchestrator.dr import Backup, default_store_of, no_such_store, read_backups, store_names
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import DEFAULT_STORE, Deployment
 
