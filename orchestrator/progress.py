@@ -14,7 +14,7 @@ from rich.table import Table
 from orchestrator.clock import Clock
 from orchestrator.events import Event, EventKind
 from orchestrator.model import Outcome, Phase, TargetState, iso
-from orchestrator.redact import redact
+from orchestrator.redact import MASK, redact, redact_all
 
 _QUIET_KINDS = frozenset({EventKind.POLLED})
 
@@ -30,14 +30,30 @@ class LogObserver:
     def on_event(self, event: Event) -> None:
         if event.kind in _QUIET_KINDS and not self._verbose:
             return
-        fields = _fields(event)
+        # Each value masked before it is written: once serialised, a secret holding `"`, `\\` or a
+        # non-ASCII character is escaped, and a log shipper reading the line decodes it back.
+        fields: dict[str, Any] = redact_all(_fields(event))
         if self._json:
-            line = json.dumps(fields)
+            line = _json_line(fields)
         else:
             parts = [fields.pop("ts"), fields.pop("event")]
             parts += [f"{key}={value}" for key, value in fields.items() if value not in ("", None)]
-            line = " ".join(str(p) for p in parts)
-        print(redact(line), file=self._stream, flush=True)
+            line = redact(" ".join(str(p) for p in parts))  # and the line, as a backstop
+        print(line, file=self._stream, flush=True)
+
+
+def _json_line(fields: dict[str, Any]) -> str:
+    """The record as one JSON line, masked again as a whole (a backstop); if that mask broke the JSON (it cut
+    an escape in two), the line says only when and what, never a half-masked value."""
+    line = json.dumps(fields)
+    masked = redact(line)
+    if masked == line:
+        return line
+    try:
+        json.loads(masked)
+    except ValueError:
+        return json.dumps({"ts": fields["ts"], "event": fields["event"], "withheld": MASK})
+    return masked
 
 
 def _fields(event: Event) -> dict[str, Any]:

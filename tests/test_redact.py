@@ -3,12 +3,20 @@ even when a careless server repeats the request, secrets and all, in its error m
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import random
+import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
+from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from orchestrator.api import open_clients
 from orchestrator.clock import SystemClock
@@ -59,11 +67,106 @@ def test_tokens_are_masked_without_growing_the_pattern_every_line_is_matched_aga
         ("Authorization: Bearer abc.def-ghi", f"Authorization: Bearer {MASK}"),
         ("X-Esri-Authorization: bearer Zm9vYmFy==", f"X-Esri-Authorization: bearer {MASK}"),
         ("nothing secret here: tokens, passwords", "nothing secret here: tokens, passwords"),
+        ("?f=json&access_token=at-1&api_key=ak-2", f"?f=json&access_token={MASK}&api_key={MASK}"),
+        ("?apikey=ak-3&sig=s1g&signature=s2g", f"?apikey={MASK}&sig={MASK}&signature={MASK}"),
+        ("client_secret=cs-4 key=k-5 X-Api-Key=k-6", f"client_secret={MASK} key={MASK} X-Api-Key={MASK}"),
+        ("ACCESS_TOKEN=at-7&Sig=s-8&PassCode=p-9", f"ACCESS_TOKEN={MASK}&Sig={MASK}&PassCode={MASK}"),
+        ("next=%2Fadmin%3Faccess_token%3Dat-10%26f%3Djson", f"next=%2Fadmin%3Faccess_token%3D{MASK}%26f%3Djson"),
+        ('{"error": "password=a\\"b, then"}', f'{{"error": "password={MASK}, then"}}'),
+        ("monkey=banana keyword=x design=plain", "monkey=banana keyword=x design=plain"),
     ],
 )
 def test_shapes_that_carry_a_secret_are_masked_whatever_the_value(text: str, expected: str) -> None:
-    """`token=`, `password=`, `passcode=` and `Bearer` values are masked even if never registered."""
+    """`token=`, `access_token=`, `api_key=`, `sig=`, `password=`... (any case, `=` or `%3D`) and `Bearer` values
+    are masked even if never registered; a JSON escape is masked whole; `monkey=` is not a key."""
     assert Secrets().redact(text) == expected
+
+
+SECRET: Final = 'Pä ss"wo\\rd/&<ö>'  # a space, a quote, a backslash, a slash, HTML's specials, non-ASCII
+
+
+def _lower_hex(encoded: str) -> str:
+    return re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)
+
+
+def _numeric(secret: str, template: str) -> str:
+    return "".join(c if c.isascii() and c.isalnum() else template.format(ord(c)) for c in secret)
+
+
+# Each form a server may echo a secret in; every one differs from the secret as written (but the first).
+FORMS: Final[dict[str, Callable[[str], str]]] = {
+    "literal": lambda s: s,
+    "percent-encoded, %20": lambda s: quote(s, safe=""),
+    "percent-encoded, +": lambda s: quote_plus(s, safe=""),
+    "percent-encoded, lower-case hex": lambda s: _lower_hex(quote(s, safe="")),
+    "percent-encoded, + and lower-case hex": lambda s: _lower_hex(quote_plus(s, safe="")),
+    "percent-encoded, / kept": lambda s: quote(s),
+    "JSON, \\uXXXX": lambda s: json.dumps(s)[1:-1],
+    'JSON raw, \\" and \\\\': lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
+    "JSON, \\/": lambda s: json.dumps(s)[1:-1].replace("/", "\\/"),
+    "HTML named": lambda s: html.escape(s),
+    "HTML numeric": lambda s: _numeric(s, "&#{};"),
+    "HTML numeric, hex": lambda s: _numeric(s, "&#x{:X};"),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_known_secret_is_masked_in_each_form_a_server_may_echo_it_in(form: str) -> None:
+    """Percent-encoded (%20 or +, either case of hex), JSON-escaped (\\u00f6 or raw, \\", \\\\, \\/) or HTML-escaped
+    (named or numeric): the secret, spaces, quotes, backslashes and non-ASCII included, is masked whole."""
+    encoded = FORMS[form](SECRET)
+    assert form == "literal" or encoded != SECRET  # the form is one of its own, not the literal again
+    secrets = Secrets()
+    secrets.add(SECRET)
+    assert secrets.redact(f"refused: {encoded}; try again") == f"refused: {MASK}; try again"
+
+
+def test_a_known_secret_is_masked_whole_before_a_shape_could_cut_it_at_a_space() -> None:
+    """`password=correct horse battery` with that password known: all of it masked, not only its first word."""
+    secrets = Secrets()
+    secrets.add("correct horse battery")
+    assert secrets.redact("echo: password=correct horse battery&f=json") == f"echo: password={MASK}&f=json"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Invalid%20token%3A%20tok-12345.abc%20expired", f"Invalid%20token%3A%20{MASK}%20expired"),
+        ("Invalid+token+tok-12345.abc+expired", f"Invalid+token+{MASK}+expired"),
+        ("\\u0022tok-12345.abc\\u0022", f"\\u0022{MASK}\\u0022"),
+        ("grant=tok-12345.abc", f"grant={MASK}"),
+        ("b64%2Bt0k%2Fen%3D%3D and b64%2bt0k%2fen%3d%3d", f"{MASK} and {MASK}"),
+        ("tok-12345.abcd is another", "tok-12345.abcd is another"),
+    ],
+)
+def test_a_known_token_is_found_whole_in_an_encoded_text(text: str, expected: str) -> None:
+    """A token after a `%20`, a form-encoded space or a `\\u0022`, after `name=`, or with its `+/=` percent-encoded
+    is still a whole word of the lookup, and masked; a longer word holding it is not a token."""
+    secrets = Secrets()
+    secrets.add_token("tok-12345.abc")
+    secrets.add_token("b64+t0k/en==")
+    assert secrets.redact(text) == expected
+
+
+_PRINTABLE: Final = st.characters(exclude_categories=("C", "Zl", "Zp"))
+
+
+@given(
+    st.text(_PRINTABLE, min_size=8, max_size=40),
+    st.text(max_size=40),
+    st.text(max_size=40),
+    st.sampled_from(list(FORMS)),
+)
+def test_no_form_of_a_known_secret_survives_whatever_surrounds_it(
+    secret: str, before: str, after: str, form: str
+) -> None:
+    """For any printable secret of 8 characters or more, in any form, amid any text: no form of it is left."""
+    assume(secret not in MASK)
+    secrets = Secrets()
+    secrets.add(secret)
+    masked = secrets.redact(before + FORMS[form](secret) + after)
+    for name, encode in FORMS.items():
+        assert encode(secret) not in masked, f"the {name} form survived"
 
 
 def test_every_string_of_a_document_is_redacted() -> None:

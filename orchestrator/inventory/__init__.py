@@ -24,7 +24,7 @@ from pydantic import SecretStr, ValidationError
 
 from orchestrator.errors import InputError
 from orchestrator.inventory.references import read_secret
-from orchestrator.inventory.rules import FIELDS, MIN_PASSCODE_LENGTH, Fields, problem
+from orchestrator.inventory.rules import FIELDS, MIN_PASSCODE_LENGTH, Fields, problem, shown_url
 from orchestrator.inventory.sources import Entry, Problems, csv_entries, toml_entries
 from orchestrator.model import Deployment
 from orchestrator.redact import remember
@@ -82,7 +82,7 @@ def _resolve(entries: list[Entry], base: Path, problems: Problems) -> list[Deplo
             # Two entries for one deployment would run two DR jobs on it at once; the server refuses one.
             problems.add(
                 entry.where.get("url", entry.location),
-                f"{entry.label}: url: {deployment.url} is also deployment {seen_urls[same_site]}; "
+                f"{entry.label}: url: {shown_url(deployment.url)} is also deployment {seen_urls[same_site]}; "
                 "list each deployment once, with all its stores in `stores`",
             )
             continue

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -37,21 +37,33 @@ def _fix(message: str) -> PydanticCustomError:
 
 
 def _root_url(value: str) -> str:
-    """The deployment's root URL: https (http for loopback only), its web context, nothing else."""
+    """The deployment's root URL: https (http for loopback only), its web context, nothing else.
+
+    A message shows the URL without its credentials, query and fragment (`shown_url`): they may hold a
+    password, a token or a signature, and a message is printed, logged and kept.
+    """
     if not value:
         raise _fix(_FIXES["url"])
     parts = urlsplit(value)
+    shown = shown_url(value)
     if parts.username or parts.password:
         raise _fix("must not hold credentials; reference them with password_env or password_file")
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise _fix(f'{value!r} is not an https URL; write url = "https://host/context"')
+        raise _fix(f'{shown!r} is not an https URL; write url = "https://host/context"')
     if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise _fix(f"{value!r} uses http; use https (http is allowed for loopback addresses only)")
+        raise _fix(f"{shown!r} uses http; use https (http is allowed for loopback addresses only)")
     if parts.query or parts.fragment:
-        raise _fix("must not hold a query, a fragment or credentials; give the plain root URL")
+        raise _fix(f"{shown!r} must not hold a query or a fragment; give the plain root URL")
     if parts.path.strip("/") == "":
-        raise _fix(f"{value!r} has no web context; write the root including it, e.g. https://{parts.netloc}/arcgis")
+        raise _fix(f"{shown!r} has no web context; write the root including it, e.g. {shown.rstrip('/')}/arcgis")
     return value.rstrip("/")
+
+
+def shown_url(value: str) -> str:
+    """A URL as a message may show it: scheme, host, port and path; never its userinfo, query or fragment."""
+    parts = urlsplit(value)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _names(value: Any) -> Any:
