@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Union, get_args, get_origin, get_type_hints
 
 from orchestrator.errors import InputError
+from orchestrator.files import UnsafePath, named_dir, open_private, private_file, private_if_present, same_file
 from orchestrator.model import Deployment, TargetState
 from orchestrator.redact import redact, redact_each
 
@@ -227,14 +228,27 @@ class Ledger:
 
     @classmethod
     def open(cls, path: Path) -> Ledger:
+        """The ledger at `path`, made if missing. Its folder is made 0700 (less if the umask asks); the file is
+        0600, never a link, and SQLite makes its -wal and -shm files with the file's own mode."""
+        connection = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            named_dir(path.parent)
+            for companion in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                private_if_present(companion)  # left by a run killed before this version: made 0600
+            made = private_file(path)
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            same_file(path, made)  # not swapped for a link between the check and SQLite's open
             connection.execute("PRAGMA journal_mode=WAL")
             _upgrade(connection, path)
             connection.executescript(_RUNS_SCHEMA + _TARGETS_SCHEMA + ";")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except UnsafePath as error:
+            if connection is not None:
+                connection.close()
+            raise InputError([f"ledger {error.path}: {error.problem}; {error.fix} (--ledger PATH)"]) from None
         except (OSError, sqlite3.Error) as error:
+            if connection is not None:
+                connection.close()
             raise InputError([f"ledger {path}: cannot open it ({error}); choose another with --ledger PATH"]) from None
         return cls(path, connection)
 
@@ -243,8 +257,17 @@ class Ledger:
 
     @contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
-        """Held for a run's life: a second run on the same ledger is refused, not interleaved."""
-        handle = self._lock_path.open("a+")
+        """Held for a run's life: a second run on the same ledger is refused, not interleaved. The lock file
+        names the run: it is 0600 and never opened through a link (`files.open_private`)."""
+        try:
+            descriptor = open_private(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        except UnsafePath as error:
+            raise InputError([f"ledger lock {error.path}: {error.problem}; {error.fix} (--ledger PATH)"]) from None
+        except OSError as error:
+            raise InputError(
+                [f"ledger lock {self._lock_path}: cannot open it ({error.strerror}); choose another with --ledger PATH"]
+            ) from None
+        handle = os.fdopen(descriptor, "a+")
         try:
             if not _try_lock(handle, fcntl.LOCK_EX):
                 handle.seek(0)

@@ -21,9 +21,10 @@ from typing import Any, Final
 from tabulate import tabulate
 
 from orchestrator.errors import InputError
+from orchestrator.files import UnsafePath, named_dir, private_dir, write_private
 from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
-from orchestrator.untrusted import csv_cell
+from orchestrator.untrusted import csv_cell, md_cell
 
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 SLOWEST: Final = 5
@@ -184,7 +185,8 @@ def markdown_text(document: dict[str, Any]) -> str:
     lines = [
         f"# {title} {document['run_id']}",
         "",
-        f"Started {document['started_at']}, finished {document['finished_at']}; inventory `{document['inventory']}`.",
+        f"Started {document['started_at']}, finished {document['finished_at']}; "
+        f"inventory `{md_cell(document['inventory'])}`.",
         *_readiness_lines(document.get("readiness")),
         *_summary_lines(document),
         *_changes_lines(document["changes"]),
@@ -192,9 +194,7 @@ def markdown_text(document: dict[str, Any]) -> str:
         "",
         "## All targets",
         "",
-        tabulate(
-            [[_cell(str(r[c])) for c in headers] for r in document["targets"]], headers=headers, tablefmt="github"
-        ),
+        tabulate([[md_cell(r[c]) for c in headers] for r in document["targets"]], headers=headers, tablefmt="github"),
         "",
     ]
     return "\n".join(lines)
@@ -207,8 +207,8 @@ def _readiness_lines(readiness: dict[str, Any] | None) -> list[str]:
     total = readiness["ready"] + readiness["not_ready"]
     lines = ["", "## Ready for the upgrade", "", f"**{readiness['ready']} of {total} deployments ready.**", ""]
     rows = [
-        (a["deployment"], "yes" if a["ready"] else "**no**", a["version"] or "?", ", ".join(a["stores"]),
-         _cell("; ".join(a["reasons"])))
+        (md_cell(a["deployment"]), "yes" if a["ready"] else "**no**", md_cell(a["version"] or "?"),
+         md_cell(", ".join(a["stores"])), md_cell("; ".join(a["reasons"])))
         for a in readiness["deployments"]
     ]  # fmt: skip
     lines.append(tabulate(rows, headers=["deployment", "ready", "version", "stores", "why not"], tablefmt="github"))
@@ -221,13 +221,13 @@ def _summary_lines(document: dict[str, Any]) -> list[str]:
     counts = [(o, summary[o]) for o in OUTCOMES] + [("**total**", summary["total"])]
     lines.append(tabulate(counts, headers=["outcome", "targets"], tablefmt="github"))
     if document["stopped_reason"]:
-        lines += ["", f"**Submitting stopped early**: {document['stopped_reason']}."]
+        lines += ["", f"**Submitting stopped early**: {md_cell(document['stopped_reason'])}."]
     if summary["tls_not_verified"]:
-        names = ", ".join(summary["tls_not_verified"])
+        names = md_cell(", ".join(summary["tls_not_verified"]))
         lines += ["", f"**TLS not verified** (`verify_tls = false` in the inventory) for: {names}."]
     if summary["by_tag"]:
         tags = sorted(summary["by_tag"].items())
-        by_tag = [(tag, *(counts.get(o, 0) for o in OUTCOMES)) for tag, counts in tags]
+        by_tag = [(md_cell(tag), *(counts.get(o, 0) for o in OUTCOMES)) for tag, counts in tags]
         lines += ["", "By tag:", "", tabulate(by_tag, headers=["tag", *OUTCOMES], tablefmt="github")]
     return lines
 
@@ -239,8 +239,8 @@ def _failure_lines(summary: dict[str, Any]) -> list[str]:
             (
                 f["count"],
                 f["error_class"],
-                _cell(f["reason"]),
-                _cell(", ".join(f["targets"][:10]) + (" ..." if f["count"] > 10 else "")),
+                md_cell(f["reason"]),
+                md_cell(", ".join(f["targets"][:10]) + (" ..." if f["count"] > 10 else "")),
             )
             for f in summary["failures_by_reason"]
         ]
@@ -248,7 +248,7 @@ def _failure_lines(summary: dict[str, Any]) -> list[str]:
     else:
         lines.append("None: every target succeeded.")
     if summary["slowest"]:
-        slowest = ", ".join(f"{s['target']} ({s['duration_s']:.1f} s)" for s in summary["slowest"])
+        slowest = md_cell(", ".join(f"{s['target']} ({s['duration_s']:.1f} s)" for s in summary["slowest"]))
         lines += ["", f"Slowest successful targets: {slowest}"]
     return lines
 
@@ -261,38 +261,41 @@ def _changes_lines(changes: dict[str, Any]) -> list[str]:
         return [*lines, "", "No target changed: the same ones succeeded, none markedly slower."]
     if changes["newly_failing"]:
         lines += ["", f"**Newly failing** ({len(changes['newly_failing'])}):", ""]
-        lines += [f"- {c['target']}: {c['outcome']}: {_cell(c['error'])}" for c in changes["newly_failing"]]
+        lines += [f"- {md_cell(c['target'])}: {c['outcome']}: {md_cell(c['error'])}" for c in changes["newly_failing"]]
     if changes["recovered"]:
         lines += ["", f"**Recovered** ({len(changes['recovered'])}):", ""]
-        lines += [f"- {c['target']} (was {c['previous_outcome']})" for c in changes["recovered"]]
+        lines += [f"- {md_cell(c['target'])} (was {c['previous_outcome']})" for c in changes["recovered"]]
     if slower := changes["slower"]:
         lines += ["", f"**Markedly slower** ({len(changes['slower'])}):", ""]
-        lines += [f"- {c['target']}: {c['duration_s']:.1f} s (was {c['previous_duration_s']:.1f} s)" for c in slower]
+        lines += [
+            f"- {md_cell(c['target'])}: {c['duration_s']:.1f} s (was {c['previous_duration_s']:.1f} s)" for c in slower
+        ]
     return lines
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def write_reports(result: RunResult, document: dict[str, Any] | None = None) -> Path:
     """Write report.json, report.csv and report.md under REPORT_DIR/RUN_ID/; return that folder.
-    `document`: the run's `report_document`, when the caller has built it already."""
-    folder = result.settings.report_dir / result.run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    `document`: the run's `report_document`, when the caller has built it already.
+    The folder is the user's own (0700) and each file 0600, never written through a link (`files`)."""
+    folder = private_dir(result.settings.report_dir / result.run_id)
     document = document if document is not None else report_document(result)
-    (folder / "report.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    (folder / "report.csv").write_text(csv_text(document["targets"], result.kind), encoding="utf-8")
-    (folder / "report.md").write_text(markdown_text(document), encoding="utf-8")
+    write_private(folder / "report.json", json.dumps(document, indent=2) + "\n")
+    write_private(folder / "report.csv", csv_text(document["targets"], result.kind))
+    write_private(folder / "report.md", markdown_text(document))
     return folder
 
 
 def check_report_dir(report_dir: Path) -> None:
-    """Refuse a report folder that cannot be written, before the run sends anything."""
+    """Refuse a report folder that cannot be written, before the run sends anything. The folder named may be a
+    link (the user chose it); made when missing, it is 0700 (`files.named_dir`)."""
     try:
-        report_dir.mkdir(parents=True, exist_ok=True)
+        named_dir(report_dir)
         with tempfile.NamedTemporaryFile(dir=report_dir, prefix=".write-check-"):
             pass
+    except UnsafePath as error:
+        raise InputError(
+            [f"report_dir {report_dir}: cannot write there (it {error.problem}); choose another with --report-dir"]
+        ) from None
     except OSError as error:
         raise InputError(
             [f"report_dir {report_dir}: cannot write there ({error.strerror}); choose another with --report-dir"]

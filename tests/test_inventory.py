@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,11 +211,39 @@ def test_shipped_examples_load_and_document_every_field(name: str, monkeypatch: 
 
 
 def test_credentials_in_a_url_are_refused_without_being_echoed(folder: Path) -> None:
+    """A URL holding a user and password is refused, and the password is not in the message."""
     text = GOOD.replace("https://gis-eu-1.example.com/arcgis/", "http://admin:Hunter2-secret@gis.example.com/arcgis")
     with pytest.raises(InputError) as caught:
         load_inventory(_write(folder, text))
     assert "must not hold credentials" in caught.value.problems[0]
     assert "Hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "http://gis.example.com/arcgis?access_token=AT-leak&api_key=AK-leak&sig=SIG-leak#FRAG-leak",
+            "'http://gis.example.com/arcgis' uses http; use https",
+        ),
+        ("http://gis.example.com/arcgis#access_token=FRAG-leak", "'http://gis.example.com/arcgis' uses http"),
+        (
+            "https://gis.example.com/arcgis?token=T-leak&Signature=SIG-leak#FRAG-leak",
+            "'https://gis.example.com/arcgis' must not hold a query or a fragment",
+        ),
+        ("ftp://gis.example.com/arcgis?password=P-leak", "'ftp://gis.example.com/arcgis' is not an https URL"),
+        ("https://gis.example.com?client_secret=CS-leak", "'https://gis.example.com' must not hold a query"),
+    ],
+)
+def test_a_url_in_a_message_never_shows_its_query_or_fragment(folder: Path, url: str, message: str) -> None:
+    """Whatever is wrong with a URL, its message shows scheme, host and path only: a query or a fragment
+    (tokens, API keys, signatures) is never echoed into the terminal, the logs or the ledger."""
+    path = _write(folder, GOOD.replace("https://gis-eu-1.example.com/arcgis/", url))
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    (problem,) = caught.value.problems
+    assert message in problem
+    assert "leak" not in str(caught.value) and "?" not in problem and "#" not in problem
 
 
 def test_one_deployment_listed_twice_under_two_names_is_refused(folder: Path) -> None:
@@ -244,3 +275,82 @@ def test_wrong_kinds_of_value_name_the_field_and_the_fix(folder: Path) -> None:
     assert f"{path}:16: deployments[1] (gis-us-1): verify_tls: must be true or false" in problems
     assert f"{path}:16: deployments[1] (gis-us-1): passcode_env: must name an environment variable, e.g." in problems
     assert "variable 5" not in problems  # refused as it is, not then looked up as well
+
+
+# -- secret files: one line of a regular file, read without hanging --
+
+_LOAD_GUARDED = """
+import json, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))  # reading /dev/zero whole ends here, fast
+from orchestrator.errors import InputError
+from orchestrator.inventory import load_inventory
+try:
+    load_inventory(Path(sys.argv[1]))
+except InputError as error:
+    print(json.dumps(error.problems))
+else:
+    print("[]")
+"""
+
+
+def _problems_of_a_guarded_load(path: Path) -> list[str]:
+    """load_inventory in a child process with a timeout and a memory cap, so a hang or a runaway read fails the
+    test instead of the test session."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_GUARDED, str(path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    problems: list[str] = json.loads(done.stdout)
+    return problems
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_a_secret_file_that_is_not_a_regular_file_is_a_problem_not_a_hang(folder: Path, kind: str) -> None:
+    """A FIFO (which would block the run forever), /dev/zero (which would fill memory) or a folder as
+    passcode_file is an inventory problem at its line, naming what it is and the fix."""
+    secret = {"fifo": folder / "secrets" / "pipe", "dev-zero": Path("/dev/zero"), "folder": folder / "secrets"}[kind]
+    if kind == "fifo":
+        os.mkfifo(secret)
+    path = _write(folder, GOOD.replace('"secrets/passcode"', f'"{secret}"'))
+    what = {"fifo": "a named pipe (FIFO)", "dev-zero": "a character device", "folder": "a folder"}[kind]
+    assert _problems_of_a_guarded_load(path) == [
+        f"{path}:2: [defaults]: passcode_file: {secret} is {what}, not a regular file; "
+        "point it at a regular file holding the secret on one line"
+    ]
+
+
+def test_a_secret_file_with_a_second_line_is_a_problem_naming_the_line(folder: Path) -> None:
+    """Two lines (here behind a link) are not sent as one passcode: a problem naming file:line of the second,
+    and neither line is echoed."""
+    two_lines = folder / "secrets" / "two-lines"
+    two_lines.write_text("first-line-secret\n\nsecond-line-secret\n")
+    os.chmod(two_lines, 0o600)
+    (folder / "secrets" / "link").symlink_to(two_lines)
+    path = _write(folder, GOOD.replace('"secrets/passcode"', '"secrets/link"'))
+    problems = _problems_of_a_guarded_load(path)
+    assert problems == [
+        f"{path}:2: [defaults]: passcode_file: a second line at {two_lines}:3; the file must hold the secret "
+        "alone, on one line (a final newline is fine): remove the other lines"
+    ]
+    assert "line-secret" not in "".join(problems)
+
+
+def test_a_secret_file_over_64_kib_is_a_problem(folder: Path) -> None:
+    """A secret file is read up to a cap: a huge one is refused, not loaded whole."""
+    (folder / "secrets" / "passcode").write_text("x" * (64 * 1024 + 1))
+    with pytest.raises(InputError) as caught:
+        load_inventory(_write(folder, GOOD))
+    assert caught.value.problems == [
+        f"{folder / 'inventory.toml'}:2: [defaults]: passcode_file: {folder / 'secrets' / 'passcode'} is over 64 KiB, "
+        "too large for a secret; point it at a regular file holding the secret on one line"
+    ]
+
+
+def test_a_secret_file_behind_a_link_to_one_line_still_works(folder: Path) -> None:
+    """Kubernetes mounts secrets as links to regular files: a link to a one-line file (newline ended) is read."""
+    (folder / "secrets" / "..data").mkdir()
+    (folder / "secrets" / "passcode").rename(folder / "secrets" / "..data" / "passcode")
+    (folder / "secrets" / "passcode").symlink_to(Path("..data") / "passcode")
+    (eu, _) = load_inventory(_write(folder, GOOD)).deployments
+    assert eu.passcode.get_secret_value() == "long-enough-passcode"

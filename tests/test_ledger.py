@@ -33,6 +33,7 @@ from orchestrator.ledger import SCHEMA_VERSION, Ledger, target_row
 from orchestrator.model import Deployment, Outcome, Phase, TargetState, build_targets
 from orchestrator.recorder import LedgerWriter
 from tests.test_cli_run import FAST, Simulator, _simulator
+from tests.test_files import UMASKS, mode_of, umask_of
 
 SECRET_PASSWORD = "hunter2-password"
 SECRET_PASSCODE = "passcode-never-on-disk"
@@ -585,3 +586,69 @@ def test_a_ledger_of_another_schema_is_refused_not_misread(tmp_path: Path) -> No
     assert "written by another version" in refused.value.problems[0] and "--ledger" in refused.value.problems[0]
     Ledger.open(tmp_path / "new.sqlite3").close()
     Ledger.open(tmp_path / "new.sqlite3").close()  # its own schema: opened again without complaint
+
+
+# -- the ledger's files: private, never through a link --
+
+
+@pytest.mark.parametrize("mask", UMASKS, ids=oct)
+def test_the_ledger_its_wal_shm_and_lock_are_0600_in_a_0700_folder(tmp_path: Path, mask: int) -> None:
+    """The ledger names every deployment and run (and the lock, the run id): only its owner reads them,
+    whatever the umask; SQLite's -wal and -shm files follow the ledger's own mode."""
+    path = tmp_path / "state" / "app" / "l.sqlite3"
+    with umask_of(mask):
+        ledger = Ledger.open(path)
+        try:
+            with ledger.lock("r1"):
+                _begin(ledger, _targets())
+                files = sorted(p.name for p in path.parent.iterdir())
+                modes = {name: mode_of(path.parent / name) for name in files}
+        finally:
+            ledger.close()
+    assert files == ["l.sqlite3", "l.sqlite3-shm", "l.sqlite3-wal", "l.sqlite3.lock"]
+    assert set(modes.values()) == {0o600}
+    assert mode_of(tmp_path / "state") == mode_of(path.parent) == 0o700
+
+
+def test_a_ledger_left_readable_by_an_older_version_is_made_0600(tmp_path: Path) -> None:
+    """A ledger (and the -wal, -shm a killed run left) written 0644 before this version is tightened on open."""
+    path = tmp_path / "l.sqlite3"
+    Ledger.open(path).close()
+    for name in ("l.sqlite3", "l.sqlite3-wal", "l.sqlite3-shm"):
+        (tmp_path / name).touch()
+        os.chmod(tmp_path / name, 0o644)
+    Ledger.open(path).close()
+    assert mode_of(path) == 0o600
+    assert all(mode_of(p) == 0o600 for p in tmp_path.glob("l.sqlite3-*"))
+
+
+@pytest.mark.parametrize("name", ["l.sqlite3", "l.sqlite3-wal", "l.sqlite3-shm"])
+def test_a_link_planted_at_the_ledger_is_refused_and_its_target_unchanged(tmp_path: Path, name: str) -> None:
+    """A link where the ledger (or its -wal, -shm) goes is refused before SQLite opens anything, naming the
+    path and the fix; the file it points at is unchanged."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / name).symlink_to(victim)
+    with pytest.raises(InputError) as refused:
+        Ledger.open(tmp_path / "l.sqlite3")
+    (problem,) = refused.value.problems
+    assert problem.startswith(f"ledger {tmp_path / name}: is a symbolic link") and "--ledger PATH" in problem
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_link_planted_at_the_ledger_lock_is_refused_and_its_target_unchanged(tmp_path: Path) -> None:
+    """The lock file (which names the run) is never opened through a link: a planted one is refused before
+    the run starts, and the file it points at is neither truncated nor written."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    ledger = Ledger.open(tmp_path / "l.sqlite3")
+    (tmp_path / "l.sqlite3.lock").symlink_to(victim)
+    try:
+        with pytest.raises(InputError) as refused, ledger.lock("r1"):
+            pass
+    finally:
+        ledger.close()
+    (problem,) = refused.value.problems
+    assert problem.startswith(f"ledger lock {tmp_path / 'l.sqlite3.lock'}: is a symbolic link")
+    assert "remove it" in problem and "--ledger PATH" in problem
+    assert victim.read_text() == "precious\n"

@@ -23,6 +23,7 @@ from tabulate import tabulate
 
 from orchestrator.audit.controls import AuditTarget, Control, StoreFacts, Verdict
 from orchestrator.dr import Backup
+from orchestrator.files import private_dir, write_private
 from orchestrator.model import iso
 from orchestrator.redact import redact_all
 from orchestrator.untrusted import csv_cell, md_cell
@@ -224,10 +225,10 @@ def _unknown_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_compliance(document: dict[str, Any], report_dir: Path) -> Path:
-    """Write compliance.json, .csv and .md under REPORT_DIR/audit-AUDIT_ID/; return that folder."""
-    folder = report_dir / f"audit-{document['audit_id']}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "compliance.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    (folder / "compliance.csv").write_text(csv_text(document["targets"]), encoding="utf-8")
-    (folder / "compliance.md").write_text(markdown_text(document), encoding="utf-8")
+    """Write compliance.json, .csv and .md under REPORT_DIR/audit-AUDIT_ID/; return that folder. The folder
+    is the user's own (0700) and each file 0600, never written through a link (`files`)."""
+    folder = private_dir(report_dir / f"audit-{document['audit_id']}")
+    write_private(folder / "compliance.json", json.dumps(document, indent=2) + "\n")
+    write_private(folder / "compliance.csv", csv_text(document["targets"]))
+    write_private(folder / "compliance.md", markdown_text(document))
     return folder

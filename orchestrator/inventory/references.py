@@ -7,8 +7,11 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Final
 
 from orchestrator.inventory.sources import Entry, Problems
+
+SECRET_FILE_CAP: Final = 64 * 1024  # bytes: a password or passcode is far shorter; /dev/zero is not read whole
 
 
 def read_secret(
@@ -50,15 +53,61 @@ def _owner(entry: Entry, where: str) -> str:
 
 
 def _read_secret_file(path: Path, key: str, where: str, problems: Problems) -> str | None:
+    """The one line of the regular file at `path` (a link to one is fine: Kubernetes mounts secrets so). A
+    FIFO, a device, a folder, a huge file or a second line is a problem: a run must not hang, fill memory
+    or send two lines as one secret. The value is never in a message."""
+    fix, data = "point it at a regular file holding the secret on one line", b""
     try:
-        value = path.read_text(encoding="utf-8").strip()
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode  # looked at before opening: a FIFO or a device is never opened
+        if stat.S_ISREG(mode):
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                mode = os.fstat(fd).st_mode  # what was opened, not what the name showed a moment before
+                data = _read_capped(fd) if stat.S_ISREG(mode) else b""
+            finally:
+                os.close(fd)
     except OSError as exc:
         problems.add(where, f"{key}: cannot read {path} ({exc.strerror}); check the path and its permissions")
         return None
-    if not value:
+    if not stat.S_ISREG(mode):
+        problems.add(where, f"{key}: {path} is {_kind(mode)}, not a regular file; {fix}")
+        return None
+    if len(data) > SECRET_FILE_CAP:
+        problems.add(where, f"{key}: {path} is over {SECRET_FILE_CAP // 1024} KiB, too large for a secret; {fix}")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.add(where, f"{key}: {path} is not UTF-8 text; {fix}")
+        return None
+    filled = [number for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not filled:
         problems.add(where, f"{key}: {path} is empty")
+        return None
+    if len(filled) > 1:
+        problems.add(
+            where,
+            f"{key}: a second line at {path}:{filled[1]}; the file must hold the secret alone, on one line "
+            "(a final newline is fine): remove the other lines",
+        )
         return None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         problems.warnings.append(f"{where}: {key}: {path} is readable by other users; chmod 600 it")
-    return value
+    return text.strip()
+
+
+def _read_capped(fd: int) -> bytes:
+    """The file's bytes, but never more than one past the cap."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= SECRET_FILE_CAP and (chunk := os.read(fd, SECRET_FILE_CAP + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((words for test, words in kinds if test(mode)), "not a file")

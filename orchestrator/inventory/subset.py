@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import tomli_w
 
+from orchestrator.files import write_private
 from orchestrator.inventory.sources import Problems, csv_entries
 
 PATH_KEYS: Final = ("password_file", "passcode_file", "ca_bundle")
@@ -38,8 +39,9 @@ def subset_document(path: Path, names: Collection[str]) -> dict[str, Any]:
 
 
 def write_subset(path: Path, document: dict[str, Any], heading: str) -> None:
+    """`document` as TOML under a comment `heading`, at `path` in a private folder: 0600, never through a link."""
     lines = "".join(f"# {line}\n" for line in heading.splitlines())
-    path.write_text(lines + "\n" + tomli_w.dumps(document), encoding="utf-8")
+    write_private(path, lines + "\n" + tomli_w.dumps(document))
 
 
 def _absolute(values: dict[str, Any], base: Path) -> dict[str, Any]:
