@@ -1,17 +1,18 @@
 """Backoff as pure formulas: exponential with full jitter, capped, and Retry-After honoured; and the retry
-policy of transient errors as a value.
+policy of transient errors as a value, bounded by time first and by a count of attempts second.
 
-Tested by stepping the attempt number with a seeded `random.Random`, never by sleeping.
+Tested by stepping the attempt number and the time elapsed, with a seeded `random.Random`, never by sleeping.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from orchestrator.errors import TargetError
+from orchestrator.errors import ErrorClass, TargetError
 
 MAX_RETRY_AFTER: Final = 600.0  # a server asking for more than 10 minutes is not waited for longer
 
@@ -63,17 +64,40 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
 
 
+def retryable(error: TargetError) -> bool:
+    """Whether an error may go away by itself: transient, or an attempt that did not reach the deployment
+    (a connection never made, or its circuit open), which a deployment coming back up ends."""
+    return error.transient or error.error_class is ErrorClass.UNREACHABLE
+
+
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """How transient errors are retried: at most `retries` times after the first attempt, each after
-    `delay` (the server's Retry-After, or a draw of the backoff). The caller sleeps, holding nothing."""
+    """How transient errors are retried: for up to `budget` seconds from the first attempt, and at most
+    `retries` times after it, each retry after `delay` (the server's Retry-After, or a draw of the backoff,
+    cut to what is left of the budget). The caller sleeps, holding nothing.
+
+    The budget decides; the count is a guard against a server that asks for no wait at all. A retry is
+    never planned past the budget: a Retry-After (or an open circuit's cooldown) that ends after it gives up
+    at once, rather than waiting for nothing.
+    """
 
     retries: int
     backoff: Backoff
+    budget: float = math.inf  # seconds from the first attempt's start
 
-    def again(self, error: TargetError, attempt: int) -> bool:
-        """Whether attempt `attempt` (0-based) failing with `error` is worth another one."""
-        return error.transient and attempt < self.retries
+    def left(self, elapsed: float) -> float:
+        """Seconds of the budget left `elapsed` seconds after the first attempt began (never negative)."""
+        return max(0.0, self.budget - elapsed)
 
-    def delay(self, error: TargetError, attempt: int, rng: random.Random) -> float:
-        return retry_delay(self.backoff, attempt, rng, error.retry_after)
+    def again(self, error: TargetError, attempt: int, elapsed: float = 0.0) -> bool:
+        """Whether attempt `attempt` (0-based), failing with `error` `elapsed` seconds after the first attempt
+        began, is worth another one."""
+        if not retryable(error) or attempt >= self.retries:
+            return False
+        left = self.left(elapsed)
+        wanted = error.retry_after
+        return left > 0 and (wanted is None or min(max(wanted, 0.0), MAX_RETRY_AFTER) <= left)
+
+    def delay(self, error: TargetError, attempt: int, rng: random.Random, elapsed: float = 0.0) -> float:
+        """The wait before the next attempt: never beyond the budget, so its last retry comes at its end."""
+        return min(retry_delay(self.backoff, attempt, rng, error.retry_after), self.left(elapsed))

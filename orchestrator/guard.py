@@ -5,6 +5,8 @@
   for `cooldown` seconds; then one request may try again (half-open), and one answer closes it.
 - `Pacer`: the spacing between requests to one deployment. It doubles (and honours Retry-After) when
   the deployment says 429 or 503, and halves with every plain answer, down to none at all.
+- `last_word`: what a request (or a create) that failed until its retries ran out tells of its deployment:
+  `unreachable` only when no attempt reached it at all, else the error as it came.
 
 And fleet-wide, `RequestSlots`: the run's cap on requests in flight, where following a job goes first.
 """
@@ -20,6 +22,7 @@ from typing import Final
 import anyio
 
 from orchestrator.backoff import MAX_RETRY_AFTER
+from orchestrator.errors import ErrorClass, TargetError
 
 MAX_GAP_S: Final = 30.0  # the widest spacing a throttled deployment gets between two requests
 MIN_GAP_S: Final = 0.05  # below this, the spacing falls to none: the deployment has recovered
@@ -67,6 +70,31 @@ class Pacer:
     def answered(self) -> None:
         half = self.gap / 2
         self.gap = half if half >= MIN_GAP_S else 0.0
+
+
+def reached(error: TargetError) -> bool:
+    """Whether the attempt that failed with `error` reached the deployment. Pure.
+
+    Not reached: a connection never made (refused, no such host, no connection within the connect timeout)
+    and a request its open circuit kept off the network: both are `unreachable` as they happen
+    (`api.transport`). Everything else reached it: any HTTP answer, even a proxy's 502 or 503, and a
+    connection accepted then lost or left silent."""
+    return error.error_class is not ErrorClass.UNREACHABLE
+
+
+def last_word(error: TargetError, reached_once: bool) -> TargetError:
+    """The error a request or a create ends with once its retries are spent, `error` being the last attempt's
+    and `reached_once` whether any attempt of it reached the deployment. Pure.
+
+    `unreachable` only when nothing reached the deployment for the whole retry budget (so a stopped server
+    or a wrong address reads as such, not as "will fix itself"); a deployment that answered anything in
+    that time, and then refused a connection, was up moments ago: its failure stays `transient`."""
+    if error.error_class is not ErrorClass.UNREACHABLE or not reached_once:
+        return error
+    kind = type(error)  # a failed sign-in stays one: the request behind it was never sent
+    return kind(
+        ErrorClass.TRANSIENT, error.message, retry_after=error.retry_after, ambiguous=error.ambiguous, code=error.code
+    )
 
 
 class RequestSlots:

@@ -5,10 +5,11 @@ Read once, at the edge (`cli`); everything else takes the frozen `RunSettings` o
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -65,7 +66,19 @@ class ConnectionSettings(BaseSettings):
     inventory: Path | None = Field(None, description="inventory file (TOML or CSV)")
     select: tuple[str, ...] = Field((), description="tag=TAG or name=GLOB; repeat to narrow (all must match)")
     concurrency: int = Field(32, ge=1, le=10_000, description="HTTP requests in flight at once, fleet-wide")
-    retries: int = Field(4, ge=0, le=20, description="retries of a request that failed transiently")
+    retries: int = Field(
+        100,
+        ge=0,
+        le=10_000,
+        description="at most this many retries of a request or create that failed transiently (0: none); "
+        "a guard: --retry-for ends them first",
+    )
+    retry_for: float = Field(
+        300.0,
+        ge=0,
+        description="retry a request or create that failed transiently for up to this many seconds from its "
+        "first attempt (never longer than --job-timeout or --deadline)",
+    )
     retry_initial: float = Field(1.0, ge=0, description="first retry after up to this many seconds")
     retry_max: float = Field(30.0, ge=0, description="longest wait between retries, seconds")
     request_timeout: float = Field(60.0, gt=0, description="whole HTTP request, seconds")
@@ -82,7 +95,7 @@ class ConnectionSettings(BaseSettings):
     @property
     def retry_policy(self) -> Retry:
         """How transient errors are retried: requests by the client, creates by `submit`."""
-        return Retry(self.retries, Backoff(self.retry_initial, 2.0, self.retry_max))
+        return Retry(self.retries, Backoff(self.retry_initial, 2.0, self.retry_max), self.retry_for)
 
     def public(self) -> dict[str, Any]:
         """The settings as written into reports (there is no secret among them)."""
@@ -147,6 +160,14 @@ class RunSettings(ConnectionSettings):
     @property
     def failure_budget(self) -> FailureBudget:
         return parse_failure_budget(self.max_failures)
+
+    @property
+    def retry_policy(self) -> Retry:
+        """As for every command, with a budget no longer than the job timeout or the run's deadline: retrying
+        one request or create must not outlast the whole of either."""
+        policy = super().retry_policy
+        budget = min(policy.budget, self.job_timeout, self.deadline if self.deadline is not None else math.inf)
+        return replace(policy, budget=budget)
 
     @property
     def poll_backoff(self) -> Backoff:

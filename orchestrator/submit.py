@@ -24,6 +24,7 @@ from orchestrator.clock import Clock
 from orchestrator.dr import DeploymentApi, dr_status_is_ours, dr_status_started, is_duplicate_name, is_our_create_job
 from orchestrator.errors import TargetError
 from orchestrator.failpoints import failpoint
+from orchestrator.guard import last_word, reached
 from orchestrator.model import DEFAULT_STORE, Outcome, Phase, TargetState
 from orchestrator.poll import Poller
 
@@ -56,9 +57,34 @@ class Gate:
     reason: str = ""
     outcome: Outcome = Outcome.SKIPPED  # what an unsubmitted target becomes once closed
 
+    _closed: anyio.Event | None = field(default=None, repr=False, compare=False)  # made by the first waiter
+
     def close(self, reason: str, outcome: Outcome = Outcome.SKIPPED) -> None:
         if self.open:
             self.open, self.reason, self.outcome = False, reason, outcome
+            if self._closed is not None:
+                self._closed.set()
+
+    async def sleep(self, clock: Clock, seconds: float) -> None:
+        """Wait `seconds` on `clock`, or less: until the gate closes (a create waiting to be retried is not
+        retried after the deadline, nor kept waiting by Ctrl-C)."""
+        if not self.open:
+            return
+        if self._closed is None:
+            self._closed = anyio.Event()
+        closed = self._closed
+        async with anyio.create_task_group() as race:
+
+            async def sleep_then_stop() -> None:
+                await clock.sleep(seconds)
+                race.cancel_scope.cancel()
+
+            async def closed_then_stop() -> None:
+                await closed.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(sleep_then_stop)
+            race.start_soon(closed_then_stop)
 
 
 @dataclass(slots=True)
@@ -175,14 +201,24 @@ def _end(
 class _Attempts:
     """What the create attempts of one target have met so far."""
 
+    started_at: float | None = None  # the first attempt: the retry budget counts from here
+    queued: float = 0.0  # seconds since then spent waiting for a running-job slot, which the budget leaves out
     retries: int = 0  # retries made after transient refusals
     # Why an earlier create may have reached the server (None while none can have): a lost answer in this
     # run, or an intent on record from a run that was cut off.
     possibly_created: str | None = None
     last_error: TargetError | None = None
+    reached_once: bool = False  # some attempt reached the deployment (see `guard.last_word`)
+    spent: bool = False  # the retry policy allows no further attempt: the last error is the outcome
 
-    def met(self, error: TargetError) -> None:
+    def elapsed(self, now: float) -> float:
+        """Seconds of the retry budget used: since the first attempt, less the waits for a running slot."""
+        return 0.0 if self.started_at is None else now - self.started_at - self.queued
+
+    def met(self, error: TargetError, retry: Retry, now: float) -> None:
         self.last_error = error
+        self.reached_once = self.reached_once or reached(error)
+        self.spent = not retry.again(error, self.retries, self.elapsed(now))  # decided once, here
         if self.possibly_created is None and error.ambiguous:
             self.possibly_created = error.message
 
@@ -200,7 +236,12 @@ async def submission(target: TargetState, api: DeploymentApi, ctx: WorkerContext
         return
     attempts = _Attempts(possibly_created=RESUMED_CUT if target.create_intended else None)
     while True:
+        asked_at = ctx.clock.now()
         async with ctx.running_limiter:
+            if attempts.started_at is None:
+                attempts.started_at = ctx.clock.now()
+            else:
+                attempts.queued += ctx.clock.now() - asked_at
             step = await _next_step(target, api, ctx, attempts)
             if isinstance(step, Submitted):
                 yield step
@@ -208,13 +249,13 @@ async def submission(target: TargetState, api: DeploymentApi, ctx: WorkerContext
         if isinstance(step, Stopped):
             yield step
             return
-        if not ctx.retry.again(step, attempts.retries):
-            raise step
+        if attempts.spent:
+            raise last_word(step, attempts.reached_once)
         if ctx.gate.open:
-            delay = ctx.retry.delay(step, attempts.retries, ctx.rng)
+            delay = ctx.retry.delay(step, attempts.retries, ctx.rng, attempts.elapsed(ctx.clock.now()))
             attempts.retries += 1
-            await ctx.clock.sleep(delay)
-        # else: the next step, with the gate closed, gives the last word without a create
+            await ctx.gate.sleep(ctx.clock, delay)  # cut short when submitting stops (deadline, Ctrl-C)
+        # else (or once it closed): the next step gives the last word without a create
 
 
 async def _next_step(
@@ -231,9 +272,9 @@ async def _next_step(
         return Stopped(f"{ctx.gate.reason} (the last create attempt: {attempts.last_error.message})")
     outcome = await _attempt_create(target, api, ctx, attempts.possibly_created)
     if isinstance(outcome, TargetError):
-        attempts.met(outcome)
+        attempts.met(outcome, ctx.retry, ctx.clock.now())
         why = attempts.possibly_created
-        if why is not None and not ctx.retry.again(outcome, attempts.retries):  # a last look before giving up
+        if why is not None and attempts.spent:  # a last look before giving up
             return await _look_for_earlier_create(target, api, why) or outcome
     return outcome
 

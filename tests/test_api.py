@@ -12,7 +12,7 @@ import random
 import socket
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 from typing import Any, Final
@@ -47,6 +47,7 @@ A = ErrorClass.AUTHENTICATION
 C = ErrorClass.CONFIGURATION
 T = ErrorClass.TRANSIENT
 P = ErrorClass.PERMANENT
+U = ErrorClass.UNREACHABLE
 
 
 # -- helpers --
@@ -646,7 +647,7 @@ async def test_retry_after_is_honoured(header: str, expected: float) -> None:
     clock = SteppingClock()
     stub = Stub(clock)
     stub.script("/admin", reply(503, raw=HTML_PAGE, headers={"Retry-After": header}, content_type="text/html"), OK)
-    async with stub.serve() as url, client_for(url, clock) as client:
+    async with stub.serve() as url, client_for(url, clock, retry_for=3600.0) as client:  # a budget for the cap
         assert await client.call("/admin") == {"ok": True}
     assert clock.sleeps == [expected]
 
@@ -724,16 +725,73 @@ async def test_no_answer_within_the_request_timeout_is_transient_and_ambiguous()
     assert "no answer within the time allowed (0.2 s in all" in caught.value.message
 
 
-async def test_a_refused_connection_is_transient() -> None:
-    """Nothing listening is a transient `cannot connect`, not a crash, and not ambiguous."""
+def _closed_port() -> int:
+    """A loopback port nothing listens on."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again on exit: nothing listens there
-    async with client_for(f"http://127.0.0.1:{port}", SteppingClock(), retries=0) as client:
+        return int(probe.getsockname()[1])  # closed again on exit: nothing listens there
+
+
+def count_network_attempts(client: ArcGISClient) -> list[str]:
+    """Every request the client's link puts on the network (sign-ins too; not those its open circuit refuses)."""
+    sent: list[str] = []
+    post = client.link.post
+
+    async def counted(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
+        sent.append(path)
+        return await post(path, form, headers)
+
+    client.link.post = counted  # type: ignore[method-assign]
+    return sent
+
+
+async def test_a_refused_connection_is_unreachable() -> None:
+    """Nothing listening is an unreachable `cannot connect`, not a crash, and not ambiguous."""
+    async with client_for(f"http://127.0.0.1:{_closed_port()}", SteppingClock(), retries=0) as client:
         with pytest.raises(TargetError) as caught:
             await client.call("/admin")
-    assert caught.value.error_class is T and not caught.value.ambiguous
+    assert caught.value.error_class is U and not caught.value.ambiguous
     assert "cannot connect" in caught.value.message
+
+
+async def test_a_deployment_nothing_listens_for_is_tried_for_the_budget_cheaply_then_unreachable() -> None:
+    """Nothing listening: one call is retried for `retry_for` (not a few attempts), its circuit keeping the
+    connections to the breaker's threshold and one per cooldown, and it ends `unreachable`, not `transient`."""
+    clock = SteppingClock()
+    settings: dict[str, Any] = {"retry_for": 300.0, "breaker_threshold": 5, "breaker_cooldown": 60.0}
+    async with client_for(f"http://127.0.0.1:{_closed_port()}", clock, **settings) as client:
+        sent = count_network_attempts(client)
+        with pytest.raises(TargetError) as caught:
+            await client.call("/admin")
+    assert caught.value.error_class is U and "cannot connect" in caught.value.message
+    assert 240.0 <= sum(clock.sleeps) <= 300.0 + 1e-6  # the budget was spent, never overrun
+    assert 5 + 3 <= len(sent) <= 5 + 300 // 60 + 1, sent  # threshold, then one try per cooldown
+    assert set(sent) == {TOKEN_PATH}  # the sign-in it needs first never got through
+
+
+async def test_a_request_failing_many_times_in_a_row_still_succeeds_within_the_budget() -> None:
+    """Ten 502s in a row, over a minute or so, then an answer: the old count of 4 retries would have failed
+    the target; the time budget carries it through."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    bad_gateway = reply(502, raw=HTML_PAGE, content_type="text/html")
+    stub.script("/admin", *[bad_gateway] * 10, OK)
+    async with stub.serve() as url, client_for(url, clock) as client:  # the default settings
+        assert await client.call("/admin") == {"ok": True}
+    assert stub.hits["/admin"] == 11 and len(clock.sleeps) == 10 and sum(clock.sleeps) <= 300.0
+
+
+async def test_the_time_budget_ends_a_request_that_keeps_failing() -> None:
+    """A gateway that always answers 502: retried until `retry_for` is spent (the last retry at its end,
+    none after it), then its transient error, however many retries the count would still allow."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    stub.script("/admin", reply(502, raw=HTML_PAGE, content_type="text/html"))
+    async with stub.serve() as url, client_for(url, clock, retry_for=60.0, retries=1000) as client:
+        with pytest.raises(TargetError) as caught:
+            await client.call("/admin")
+    assert caught.value.error_class is T and caught.value.code == 502
+    assert sum(clock.sleeps) == pytest.approx(60.0) and stub.hits["/admin"] == len(clock.sleeps) + 1 > 5
 
 
 # -- tokens --
@@ -1093,15 +1151,16 @@ def _an_instance_of(kind: type[BaseException]) -> BaseException:
 @pytest.mark.parametrize("kind", _client_errors(), ids=lambda kind: kind.__name__)
 def test_every_aiohttp_failure_is_classified_in_one_place(kind: type[BaseException]) -> None:
     """Whatever aiohttp raises becomes a classified error, never a crash: an untrusted certificate is
-    configuration; a timeout, transient and ambiguous; a connection never made, transient; a connection lost
-    after the request may have gone, transient and ambiguous."""
+    configuration; a connection never made (refused, no such host, connect timeout), unreachable and not
+    ambiguous; any other timeout, transient and ambiguous; a connection lost after the request may have gone,
+    transient and ambiguous."""
     error = transport_error(_an_instance_of(kind), RunSettings())
     if issubclass(kind, aiohttp.ClientConnectorCertificateError):
         assert (error.error_class, error.ambiguous) == (C, False) and "not trusted" in error.message
+    elif issubclass(kind, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        assert (error.error_class, error.ambiguous) == (U, False) and "cannot connect" in error.message
     elif issubclass(kind, TimeoutError):
         assert (error.error_class, error.ambiguous) == (T, True) and "no answer within" in error.message
-    elif issubclass(kind, aiohttp.ClientConnectorError):
-        assert (error.error_class, error.ambiguous) == (T, False) and "cannot connect" in error.message
     else:
         assert (error.error_class, error.ambiguous) == (T, True) and kind.__name__ in error.message
     assert len(_client_errors()) > 20  # aiohttp's tree, read from aiohttp itself

@@ -13,8 +13,8 @@ import anyio.lowlevel
 import pytest
 from aiohttp import web
 
-from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer, RequestSlots
+from orchestrator.errors import ErrorClass, SignInFailed, TargetError
+from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer, RequestSlots, last_word, reached
 from tests.test_api import Handler, SteppingClock, client_for
 
 
@@ -48,6 +48,29 @@ def test_the_pacer_backs_off_on_throttling_honours_retry_after_and_recovers() ->
     for _ in range(20):
         pacer.answered()
     assert pacer.gap == 0.0
+
+
+@pytest.mark.parametrize("error_class", list(ErrorClass))
+def test_only_a_connection_never_made_or_an_open_circuit_did_not_reach_the_deployment(error_class: ErrorClass) -> None:
+    """`unreachable` attempts (refused, no such host, connect timeout, circuit open) did not reach it; any other
+    failure did: an HTTP answer, even an ingress 503, or a connection accepted and then lost."""
+    assert reached(TargetError(error_class, "x")) is (error_class is not ErrorClass.UNREACHABLE)
+
+
+def test_the_last_word_is_unreachable_only_when_no_attempt_reached_the_deployment() -> None:
+    """Nothing reached it for the whole budget: unreachable. Something did (it answered a 502, then refused):
+    transient, with the same message, code, wait and kind (a failed sign-in stays one)."""
+    refused = TargetError(ErrorClass.UNREACHABLE, "cannot connect: Connection refused", retry_after=4.0)
+    assert last_word(refused, reached_once=False) is refused
+    answered_before = last_word(refused, reached_once=True)
+    assert answered_before.error_class is ErrorClass.TRANSIENT and answered_before.message == refused.message
+    assert answered_before.retry_after == 4.0 and not answered_before.ambiguous
+    sign_in = SignInFailed(ErrorClass.UNREACHABLE, "cannot connect: Connection refused", code=None)
+    assert type(last_word(sign_in, reached_once=True)) is SignInFailed
+    for error_class in ErrorClass:
+        if error_class is not ErrorClass.UNREACHABLE:
+            error = TargetError(error_class, "HTTP 502 Bad Gateway", code=502)
+            assert last_word(error, reached_once=True) is error and last_word(error, reached_once=False) is error
 
 
 @asynccontextmanager

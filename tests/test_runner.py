@@ -5,17 +5,18 @@ from __future__ import annotations
 import io
 import json
 import random
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import pytest
 
-from orchestrator.api import open_clients
+from orchestrator.api import ArcGISClient, open_api_context, open_clients
 from orchestrator.clock import ManualClock, SystemClock
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.events import Event, EventKind, Observer, retries_told_to
@@ -29,8 +30,9 @@ from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from orchestrator.simulator.inventory_file import write_inventory
 from orchestrator.simulator.jobs import Backup
-from tests.conftest import PASSWORD, make_deployment
+from tests.conftest import PASSCODE, PASSWORD, FleetStarter, make_deployment
 from tests.fakes import FakeDeployment, time_flows
+from tests.test_api import count_network_attempts
 
 pytestmark = pytest.mark.anyio
 
@@ -375,3 +377,96 @@ async def test_the_failure_threshold_skips_the_rest() -> None:
     assert sum(len(fake.creates) for fake in fakes) == 2
     reason = "not submitted: the failure threshold (2) was reached"
     assert result.stopped_reason == reason and all(t.error == reason for t in result.targets[2:])
+
+
+# -- a transient fault never costs a night's backup: the simulator on the manual clock, retries by time --
+
+
+@asynccontextmanager
+async def on_the_manual_clock(
+    start_fleet: FleetStarter, **config: Any
+) -> AsyncIterator[tuple[SimulatedFleet, ManualClock, list[Deployment]]]:
+    """A simulated fleet sharing a `ManualClock` with the run, and the inventory's deployments of it."""
+    config.setdefault("job_duration", {"dist": "fixed", "value": 20})
+    async with start_fleet(**config) as (fleet, sim, clock):
+        deployments = [
+            make_deployment(plan.name, plan.stores, url=sim.url_of(plan.name), password=PASSWORD, passcode=PASSCODE)
+            for plan in fleet.plans
+        ]
+        yield fleet, clock, deployments
+
+
+async def run_on_the_manual_clock(
+    deployments: list[Deployment], clock: ManualClock, tmp_path: Path, **overrides: Any
+) -> tuple[RunResult, dict[str, list[str]]]:
+    """`run_fleet` over real sockets with the default retry settings (but `overrides`), time flowing on `clock`;
+    with the requests each deployment's link put on the network, by deployment."""
+    settings = load_settings({"report_dir": tmp_path / "reports", **overrides})
+    started = clock.now()
+    targets = build_targets(deployments, name_template="b-{deployment}", run_id="r", started_at=started)
+    sent: dict[str, list[str]] = {}
+    async with open_api_context(settings, clock, random.Random(3)) as context:
+
+        def client(deployment: Deployment) -> ArcGISClient:
+            made = ArcGISClient(deployment, context)
+            sent[deployment.name] = count_network_attempts(made)
+            return made
+
+        async with time_flows(clock):
+            result = await run_fleet(
+                targets, settings, clients=client, run_id="r", started_at=started, clock=clock, rng=random.Random(3)
+            )
+    return result, sent
+
+
+# Per request: 30 % and 50 % of them failing, as 502/503 (with Retry-After), 429 (with Retry-After) and resets.
+FLAKY: Final = (
+    {"http_5xx": 0.14, "http_429": 0.08, "reset": 0.08},
+    {"http_5xx": 0.24, "http_429": 0.13, "reset": 0.13},
+)
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_a_deployment_failing_a_third_to_half_of_its_requests_still_gets_its_backup(
+    start_fleet: FleetStarter, tmp_path: Path, seed: int
+) -> None:
+    """Deployments answering 30 % and 50 % of requests with a 502/503, a 429 or a reset: with the default
+    retry settings every target succeeds, each with exactly one backup, whatever the seed."""
+    specs = [{"name": f"gis-{n}", "faults": faults} for n, faults in enumerate(FLAKY)]
+    async with on_the_manual_clock(start_fleet, seed=seed, deployments=specs, stores=["a", "b"]) as (
+        fleet,
+        clock,
+        deployments,
+    ):
+        result, _ = await run_on_the_manual_clock(deployments, clock, tmp_path)
+    assert all(t.outcome is Outcome.SUCCEEDED for t in result.targets), [(t.key, t.error) for t in result.targets]
+    assert backups_per_target(fleet) == Counter((t.deployment.name, t.store, t.backup_name) for t in result.targets)
+    faults = Counter(record.fault for record in fleet.requests if record.fault)
+    assert sum(faults.values()) >= 0.2 * len(fleet.requests) and len(faults) >= 2, faults  # they were flaky
+
+
+@pytest.mark.parametrize(
+    ("overrides", "budget"), [({}, 300.0), ({"deadline": 60.0}, 60.0)], ids=["default", "deadline"]
+)
+async def test_a_deployment_nothing_listens_for_ends_unreachable_within_the_budget_cheaply(
+    start_fleet: FleetStarter, tmp_path: Path, overrides: dict[str, Any], budget: float
+) -> None:
+    """A stopped server among healthy ones: its targets end `unreachable` (not `transient`), within the retry
+    budget (300 s, or a shorter deadline), after a few connection attempts only (the breaker's threshold,
+    then one per cooldown); the healthy deployment is backed up meanwhile."""
+    async with on_the_manual_clock(start_fleet, count=1) as (fleet, clock, deployments):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # nothing listens there once closed
+        stopped = make_deployment("gis-stopped", ("a", "b"), url=f"http://127.0.0.1:{port}/arcgis")
+        started = clock.now()
+        result, sent = await run_on_the_manual_clock([stopped, *deployments], clock, tmp_path, **overrides)
+    down, healthy = result.targets[:2], result.targets[2:]
+    assert [t.outcome for t in healthy] == [Outcome.SUCCEEDED]
+    assert all(t.outcome is Outcome.FAILED and t.error_class == "unreachable" for t in down), [t.error for t in down]
+    assert all("cannot connect" in t.error and t.finished_at is not None for t in down)
+    assert max(t.finished_at or 0.0 for t in down) - started <= budget + 5.0  # a step or two of the flowing clock
+    settings = load_settings(overrides)
+    most = settings.breaker_threshold + budget // settings.breaker_cooldown + 1
+    assert 3 <= len(sent["gis-stopped"]) <= most, sent["gis-stopped"]  # one sign-in, tried cheaply
+    assert fleet.creates and all(c.deployment != "gis-stopped" for c in fleet.creates)

@@ -67,7 +67,12 @@ class Seen:
 
 
 def _context(
-    clock: ManualClock, *, running: float = math.inf, retries: int = 3, job_timeout: float = 600.0
+    clock: ManualClock,
+    *,
+    running: float = math.inf,
+    retries: int = 3,
+    job_timeout: float = 600.0,
+    retry_for: float = math.inf,
 ) -> tuple[WorkerContext, Seen]:
     seen = Seen()
 
@@ -84,7 +89,7 @@ def _context(
         running_limiter=anyio.CapacityLimiter(running),
         clock=clock,
         rng=random.Random(5),
-        retry=Retry(retries, RETRY),
+        retry=Retry(retries, RETRY, retry_for),
         job_timeout=job_timeout,
         description=describe,
         passcode=lambda target: target.deployment.passcode.get_secret_value(),
@@ -199,6 +204,95 @@ async def test_transient_refusals_stop_after_the_retries() -> None:
 
     assert error.transient and "503" in error.message
     assert len(api.creates) == 3 and target.attempts == 3
+
+
+async def test_transient_refusals_are_retried_for_the_time_budget_not_a_few_times() -> None:
+    """Twenty refusals in a row (a deployment only flaky, a busy proxy) are retried within the budget, and the
+    twenty-first create goes through: no fixed count of attempts ends the target first."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_unavailable()] * 20)
+    ctx, _ = _context(clock, retries=1000, retry_for=300.0)
+    target = _target()
+
+    submitted = await _submit(target, api, ctx)
+
+    assert submitted == Submitted("job-21") and target.attempts == 21
+    assert api.creates[-1].at - api.creates[0].at <= 300.0
+
+
+async def test_transient_refusals_stop_once_the_time_budget_is_spent() -> None:
+    """A create refused transiently every time is retried until `retry_for` has passed, never after it,
+    then the last error is raised."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_unavailable()] * 1000)
+    ctx, _ = _context(clock, retries=1000, retry_for=60.0)
+    target = _target()
+
+    error = await _submit_failing(target, api, ctx)
+
+    assert error.transient and "503" in error.message
+    assert 60.0 - 8.0 <= api.creates[-1].at - api.creates[0].at <= 60.0 + STEP  # the last try at the budget's end
+    assert 60 / 8 <= len(api.creates) == target.attempts < 1000
+
+
+def _no_connection() -> TargetError:
+    """A create that never reached the deployment: refused connection, or its open circuit."""
+    return TargetError(ErrorClass.UNREACHABLE, "cannot connect: Connection refused")
+
+
+@pytest.mark.parametrize(
+    ("refusals", "ends"),
+    [
+        ([_no_connection()] * 1000, ErrorClass.UNREACHABLE),
+        ([_unavailable()] + [_no_connection()] * 1000, ErrorClass.TRANSIENT),
+    ],
+    ids=["never-reached", "answered-once"],
+)
+async def test_a_create_that_never_reached_the_deployment_ends_unreachable(
+    refusals: list[Answer], ends: ErrorClass
+) -> None:
+    """Retried like a transient refusal for the budget; then `unreachable` only if no attempt ever reached
+    the deployment, and `transient` if one did (it was up moments ago)."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=refusals)
+    ctx, _ = _context(clock, retries=1000, retry_for=60.0)
+
+    error = await _submit_failing(_target(), api, ctx)
+
+    assert error.error_class is ends and "cannot connect" in error.message and len(api.creates) > 5
+
+
+async def test_a_create_waiting_for_its_retry_stops_as_soon_as_submitting_stops() -> None:
+    """A create told to come back in 100 s is not kept waiting once the deadline (or Ctrl-C) closes the gate:
+    its target ends with the gate's reason at once, and nothing is created after the deadline."""
+    clock = ManualClock()
+    api = FakeDeployment(clock, creates=[_unavailable(retry_after=100)])
+    api.status = {}
+    ctx, seen = _context(clock, retry_for=300.0)
+    target = _target()
+    started = clock.now()
+
+    await _back_up(ctx, ([target], api), background=(_close_gate_during_backoff(ctx),))
+
+    assert seen.finished == [target.key] and target.outcome is ctx.gate.outcome
+    assert target.finished_at is not None and target.finished_at - started < 2.0  # not after the 100 s wait
+    assert len(api.creates) == 1
+
+
+async def test_waiting_for_a_running_slot_does_not_spend_the_retry_budget() -> None:
+    """Refused, then kept waiting minutes for the only running slot: the next refusal is still retried, as the
+    budget counts the time spent trying, not the time spent queueing behind other deployments' jobs."""
+    clock = ManualClock()
+    a = FakeDeployment(clock, "a", creates=[_unavailable(retry_after=30), _unavailable()])
+    b = FakeDeployment(clock, "b", sign_in_seconds=5, job_seconds=200)
+    ctx, _ = _context(clock, running=1, retries=1000, retry_for=60.0)
+    ta, tb = _target(make_deployment("a")), _target(make_deployment("b"), index=1)
+
+    await _back_up(ctx, ([ta], a), ([tb], b))
+
+    assert a.creates[1].at - a.creates[0].at >= 200  # the retry waited for b's job to end
+    assert ta.outcome is Outcome.SUCCEEDED and tb.outcome is Outcome.SUCCEEDED, (ta.error, tb.error)
+    assert len(a.creates) == 3
 
 
 @pytest.mark.parametrize("error_class", [ErrorClass.PERMANENT, ErrorClass.CONFIGURATION, ErrorClass.AUTHENTICATION])

@@ -9,6 +9,7 @@ polled again later). Paths follow the version: 10.9 has only the `backuprestore`
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,11 +23,13 @@ from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
 from orchestrator.dr import clean_version, default_store_of, is_legacy, legacy_job
 from orchestrator.errors import ErrorClass, SignInFailed, TargetError
+from orchestrator.guard import last_word, reached
 from orchestrator.model import Deployment
 from orchestrator.settings import ConnectionSettings
 
 _DR: Final = "/admin/system/disasterrecovery"
 NO_DEFAULT_STORE: Final = "no default backup store; name the stores in the inventory"
+_JOB_ID: Final = re.compile(r"[\x21-\x7e]{1,200}")
 
 OnRetry = Callable[[Deployment, TargetError, float], None]
 
@@ -82,11 +85,14 @@ class ArcGISClient:
     async def call(
         self, path: str, form: Mapping[str, str] | None = None, *, retry: bool = True, urgent: bool = False
     ) -> dict[str, Any]:
-        """One admin request, signed; renews a refused token once; retries transient errors unless `retry`
-        is False (a failed sign-in before it is retried all the same: the request was never sent).
+        """One admin request, signed; renews a refused token once; retries transient errors (and attempts that
+        did not reach the deployment) for the run's retry budget, unless `retry` is False (a failed sign-in
+        before it is retried all the same: the request was never sent). Once they are spent, the last
+        error is raised as `guard.last_word` has it: `unreachable` only if no attempt reached the deployment.
         `urgent`: following a job, served before the fan-out's requests (`guard.RequestSlots`)."""
         policy, ctx = self.context.retry, self.context
-        attempt, renewed = 0, False
+        attempt, renewed, reached_once = 0, False, False
+        started = ctx.clock.now()
         while True:
             try:
                 return await self._signed(path, form or {}, urgent)
@@ -94,9 +100,11 @@ class ArcGISClient:
                 if error.code in TOKEN_REFUSED and not renewed:
                     renewed = True  # expired or revoked under us: one fresh token, then no more
                     continue
-                if not ((retry or isinstance(error, SignInFailed)) and policy.again(error, attempt)):
-                    raise
-                delay = policy.delay(error, attempt, ctx.rng)
+                reached_once = reached_once or reached(error)
+                elapsed = ctx.clock.now() - started
+                if not ((retry or isinstance(error, SignInFailed)) and policy.again(error, attempt, elapsed)):
+                    raise last_word(error, reached_once) from None
+                delay = policy.delay(error, attempt, ctx.rng, elapsed)
                 attempt += 1
                 if ctx.on_retry is not None:
                     ctx.on_retry(self.deployment, error, delay)
@@ -114,20 +122,23 @@ class ArcGISClient:
 
     # -- resources --
     async def detect_version(self) -> str:
-        """Its version (`fullVersion`); as the first request of a worker, it signs in."""
+        """Its version (`fullVersion`), "" when it says none; as the first request of a worker, it signs in.
+        One that is not a version (ASCII digits and dots, short) is the deployment's permanent failure: the
+        paths to use and the release a backup must have both depend on it."""
         root = await self.call("/admin")
-        version = root.get("fullVersion") or root.get("currentVersion")
-        self.version = str(version) if version is not None else ""
-        return self.version
+        raw = root.get("fullVersion") or root.get("currentVersion")
+        version = clean_version(raw) if raw is not None else ""
+        if version is None:
+            raise TargetError(ErrorClass.PERMANENT, f"the server's version {str(raw)[:40]!r} is not a version")
+        self.version = version
+        return version
 
     async def release(self) -> str:
-        """Its version, checked: ASCII digits and dots, or else the deployment's permanent failure (a backup
-        is compared with it, so a version that is not one must stop here). Signs in, as `detect_version`."""
-        raw = await self.detect_version()
-        version = clean_version(raw)
-        if version is None:
-            raise TargetError(ErrorClass.PERMANENT, f"the server's version {raw[:40]!r} is not a version")
-        self.version = version
+        """Its version, which a backup is compared with: one it does not say is the deployment's permanent
+        failure too. Signs in, as `detect_version`."""
+        version = await self.detect_version()
+        if not version:
+            raise TargetError(ErrorClass.PERMANENT, "the server does not say its version (fullVersion)")
         return version
 
     async def default_store(self) -> str:
@@ -159,6 +170,8 @@ class ArcGISClient:
         job_id = body.get("jobid")
         if not isinstance(job_id, str) or not job_id:
             raise TargetError(ErrorClass.PERMANENT, "create answered without a jobid", ambiguous=True)
+        if not _JOB_ID.fullmatch(job_id):  # it goes into URLs, reports and logs: printable, no space, short
+            raise TargetError(ErrorClass.PERMANENT, "create answered a jobid that is not one", ambiguous=True)
         return job_id
 
     async def job(self, job_id: str) -> dict[str, Any]:

@@ -55,7 +55,14 @@ async def open_transport(settings: ConnectionSettings, clock: Clock) -> AsyncIte
 
 
 def transport_error(error: BaseException, settings: ConnectionSettings) -> TargetError:
-    """The classified error an aiohttp failure (or a timeout) stands for: the only such mapping. Pure."""
+    """The classified error an aiohttp failure (or a timeout) stands for: the only such mapping. Pure.
+
+    A connection never made (refused, no such host, connect timeout) is `unreachable` and never ambiguous:
+    the request did not leave. Once connected, a failure is `transient`, and ambiguous: it may have been
+    carried out. Both are retried; `guard.last_word` says what the last one means."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):  # a TimeoutError too: tell it first
+        waited = f"{settings.connect_timeout:g} s"
+        return TargetError(ErrorClass.UNREACHABLE, f"cannot connect: no connection within {waited}")
     if isinstance(error, TimeoutError):
         return TargetError(
             ErrorClass.TRANSIENT,
@@ -66,7 +73,7 @@ def transport_error(error: BaseException, settings: ConnectionSettings) -> Targe
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
         return TargetError(ErrorClass.CONFIGURATION, f"TLS certificate not trusted: {error.certificate_error}")
     if isinstance(error, aiohttp.ClientConnectorError):
-        return TargetError(ErrorClass.TRANSIENT, f"cannot connect: {error.os_error.strerror or error}")
+        return TargetError(ErrorClass.UNREACHABLE, f"cannot connect: {error.os_error.strerror or error}")
     if isinstance(error, aiohttp.ClientError):
         return TargetError(ErrorClass.TRANSIENT, f"connection lost ({type(error).__name__})", ambiguous=True)
     raise TypeError(f"not a transport failure: {type(error).__name__}")  # pragma: no cover
@@ -101,6 +108,7 @@ class Link:
         settings = transport.settings
         self._breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
         self._pacer = Pacer()
+        self._last_failure = ""  # the latest transport failure: what an open circuit's refusals say it was
 
     @property
     def pacing_gap(self) -> float:
@@ -115,8 +123,8 @@ class Link:
         if open_for > 0:
             raise TargetError(
                 ErrorClass.UNREACHABLE,
-                f"unreachable: {self._breaker.failures} connection failures in a row; "
-                f"left alone for {self._transport.settings.breaker_cooldown:g} s at a time",
+                f"unreachable: {self._breaker.failures} connection failures in a row (the last: "
+                f"{self._last_failure}); left alone for {self._transport.settings.breaker_cooldown:g} s at a time",
                 retry_after=open_for,
             )
         wait = self._pacer.wait(clock.now())
@@ -150,6 +158,7 @@ class Link:
             raise
         except (TimeoutError, aiohttp.ClientError) as failure:
             classified = transport_error(failure, transport.settings)
-            if classified.transient:  # the deployment did not answer: its circuit counts it
+            if classified.error_class is not ErrorClass.CONFIGURATION:  # no answer: its circuit counts it
                 self._breaker.transport_failed(transport.clock.now())
+                self._last_failure = classified.message
             raise classified from None
