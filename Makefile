@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit clean
+.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench-simulator: $(STAMP)
 # The same 10,000-deployment run with and without the run ledger (a few minutes).
 bench-ledger: $(STAMP)
 	$(BIN)/python benchmarks/bench_ledger.py
+
+# One hostile deployment beside healthy ones, answering what hypothesis draws: about 10,000 answers through
+# the client, the poller and the audit's readers, over real sockets (a few minutes).
+fuzz: $(STAMP)
+	ORCHESTRATOR_FUZZ_EXAMPLES=400 $(BIN)/pytest tests/test_isolation.py -p no:cacheprovider -q
 
 # A compliance audit of 10,000 simulated deployments with 14 days of history (about a minute).
 bench-audit: $(STAMP)

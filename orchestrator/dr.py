@@ -60,7 +60,8 @@ class DeploymentApi(JobApi, Protocol):
 def is_legacy(version: str) -> bool:
     """Whether a version is 10.9 (before 10.9.1), which has only the `backuprestore` paths. Pure; asked at
     every request, so remembered."""
-    parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+    cleaned = clean_version(version)
+    parts = tuple(int(p) for p in cleaned.split(".")[:3]) if cleaned else ()
     return bool(parts) and parts < (10, 9, 1)
 
 

@@ -82,6 +82,12 @@ class TargetError(OrchestratorError):
         return self.error_class is ErrorClass.TRANSIENT
 
 
+def internal_error(error: BaseException) -> TargetError:
+    """An exception nothing here foresaw, as the one deployment's failure it is (`internal`): its type and
+    its message (redacted and cleaned, as every failure's), never the fleet's end."""
+    return TargetError(ErrorClass.INTERNAL, f"internal error ({type(error).__name__}): {error}")
+
+
 class SignInFailed(TargetError):
     """The sign-in a request needed failed, so the request was never sent: never ambiguous, and retried
     (while transient) even for a request that is not, such as a create."""

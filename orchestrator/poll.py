@@ -27,9 +27,10 @@ import anyio
 from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
 from orchestrator.dr import JobApi, Verdict, dr_status_is_ours, dr_status_message, judge_job
-from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.errors import ErrorClass, TargetError, internal_error
 from orchestrator.failpoints import failpoint
 from orchestrator.model import Outcome, Phase, TargetState
+from orchestrator.untrusted import shown
 
 EXPECTED_LEAD: Final = 0.8  # a job with a known past duration is first polled at this share of it
 FLEET_QUANTILE: Final = 0.05  # with no past of its own, a job waits for what the quickest 5 % of this run took
@@ -175,6 +176,9 @@ class Poller:
         target = followed.target
         try:
             finished = await self._check(followed)
+        except Exception as error:  # an answer nothing foresaw: this job's failure, never the poller's end
+            target.fail(internal_error(error), self._clock.now())
+            finished = True
         finally:
             self._in_flight -= 1
             if self._in_flight == self._max_in_flight - 1:
@@ -240,7 +244,7 @@ class Poller:
             failpoint("while_following")
             verdict, status, reason = judge_job(body)
             if status:
-                target.server_status = status
+                target.server_status = shown(status, 60)  # the server's word, as people and files will see it
             if verdict is Verdict.FAILED:
                 target.fail(TargetError(ErrorClass.JOB_FAILED, reason), self._clock.now())
                 return True

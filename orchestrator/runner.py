@@ -18,6 +18,7 @@ import anyio
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.dr import DeploymentApi
+from orchestrator.errors import internal_error
 from orchestrator.events import Event, EventKind, Observer, Observers
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, run_timestamp
 from orchestrator.poll import Poller
@@ -142,7 +143,7 @@ async def run_fleet(
                 services.start_soon(_stop_at_the_deadline, run, left)
             async with anyio.create_task_group() as workers:  # one per deployment, the longest expected first
                 for group in longest_first(targets):
-                    workers.start_soon(back_up_deployment, group, clients(group[0].deployment), worker_context)
+                    workers.start_soon(_back_up_guarded, group, clients(group[0].deployment), worker_context, run)
             # Every job has ended: the poller and the watchers stop, the ledger writer flushing as it does.
             services.cancel_scope.cancel()
     settle_unfinished(targets, clock.now(), run.gate.reason)
@@ -152,6 +153,20 @@ async def run_fleet(
     )
     run.emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
     return result
+
+
+async def _back_up_guarded(group: list[TargetState], api: DeploymentApi, context: WorkerContext, run: _Run) -> None:
+    """One deployment's worker. An exception nothing foresaw (an answer no rule expected) fails that
+    deployment's unfinished targets as `internal`, with its type and redacted message; the other
+    deployments go on, as from any failure."""
+    try:
+        await back_up_deployment(group, api, context)
+    except Exception as error:
+        failure = internal_error(error)
+        for target in group:
+            if not target.finished:
+                target.fail(failure, run.clock.now())
+                run.finished(target)
 
 
 def _worker_context(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -131,6 +132,9 @@ class Grant:
     renew_at: float
 
 
+_TOKEN: Final = re.compile(r"[\x21-\x7e]{1,4096}")
+
+
 def read_grant(answer: Mapping[str, Any], now: float) -> Grant:
     """The token a sign-in answered, renewed a tenth of its lifetime (at most a minute) before it expires. Pure.
 
@@ -140,6 +144,8 @@ def read_grant(answer: Mapping[str, Any], now: float) -> Grant:
     token, expires = answer.get("token"), answer.get("expires")
     if not isinstance(token, str) or not token:
         raise TargetError(ErrorClass.AUTHENTICATION, "sign-in answered no token")
+    if not _TOKEN.fullmatch(token):  # it goes into a header: no control character, no space, a sane length
+        raise TargetError(ErrorClass.PERMANENT, "sign-in answered a token that is not one (characters or length)")
     expires_at = now + 60
     if isinstance(expires, int | float) and not isinstance(expires, bool):
         try:
