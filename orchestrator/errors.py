@@ -8,8 +8,11 @@
         │                 | job_failed | job_timed_out | interrupted | unreachable | internal
         └── SignInFailed  the sign-in a request needed failed: the request itself was never sent
 
-Only `transient` errors are retried. A `TargetError` whose create request may have reached the
-server (`ambiguous`) is reconciled with the server before any new create.
+Only `transient` errors, and connections never made (`unreachable` so far), are retried, for the retry
+policy's time budget (`backoff.Retry`); a sequence none of whose attempts reached the deployment ends
+`unreachable` (`guard.last_word`). A `TargetError` whose create request may have reached the server
+(`ambiguous`) is reconciled with the server before any new create. Every message is redacted and
+cleaned of control characters where it is made: it reaches terminals, reports and the ledger.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class ErrorClass(StrEnum):
     JOB_FAILED = "job_failed"  # the backup job ended FAILED or CANCELLED
     JOB_TIMED_OUT = "job_timed_out"  # the job did not end within --job-timeout
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM / run deadline before the target ended
-    UNREACHABLE = "unreachable"  # the deployment kept failing at the transport level: its circuit is open
+    UNREACHABLE = "unreachable"  # no attempt ever reached it (refused, no such host, no connect, circuit open)
     INTERNAL = "internal"  # an answer nothing here foresaw raised an error: that deployment's, no one else's
 
 

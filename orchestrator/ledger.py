@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -288,12 +289,18 @@ class Ledger:
 
     def active_run(self) -> str | None:
         """The id of the run holding the ledger right now, or None. Looks without taking the run lock."""
-        if not self._lock_path.exists():
+        try:  # never through a link, never blocking on a FIFO planted there
+            fd = os.open(self._lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
             return None
-        with self._lock_path.open("r") as handle:
+        except OSError:
+            return "?"  # not a lock this tool made: say someone may hold it, rather than read through it
+        with os.fdopen(fd, "r") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "?"
             if _try_lock(handle, fcntl.LOCK_SH, attempts=1):  # a shared lock: a run starting now is not refused for it
                 return None
-            holder = handle.read().strip()
+            holder = handle.read(200).strip()
         return holder.removeprefix("run ").split(",")[0] if holder.startswith("run ") else "?"
 
     @property

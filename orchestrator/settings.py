@@ -106,6 +106,13 @@ class AuditSettings(ConnectionSettings):
     """Every setting of a compliance audit: the connection settings and the policy."""
 
     policy: Path | None = Field(None, description="compliance policy (TOML); default: the inventory's [policy]")
+    # A read that fails is read again tomorrow; the audit of a fleet with a stopped deployment in it should
+    # end in a minute or two, not wait five for the one that cannot answer.
+    retry_for: float = Field(
+        60.0,
+        ge=0,
+        description="retry a read that failed transiently for up to this many seconds from its first attempt",
+    )
 
 
 class RunSettings(ConnectionSettings):

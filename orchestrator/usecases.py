@@ -21,6 +21,7 @@ from orchestrator.api import ArcGISClient, open_api_context
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, RunCrashed
 from orchestrator.events import Observer, retries_told_to
+from orchestrator.files import private_dir
 from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
 from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, RunRecord, default_ledger_path
@@ -258,6 +259,10 @@ async def execute(
     """
     settings, clock, control = plan.settings, clock or SystemClock(), control or RunControl()
     check_report_dir(settings.report_dir)
+    try:  # the run's own folder too, before anything is sent: a link planted there is refused now
+        private_dir(settings.report_dir / plan.run_id)
+    except OSError as error:
+        raise InputError([f"report folder: {error}"]) from None
     ledger = Ledger.open(ledger_path(settings))
     try:
         with ledger.lock(plan.run_id):

@@ -652,3 +652,19 @@ def test_a_link_planted_at_the_ledger_lock_is_refused_and_its_target_unchanged(t
     assert problem.startswith(f"ledger lock {tmp_path / 'l.sqlite3.lock'}: is a symbolic link")
     assert "remove it" in problem and "--ledger PATH" in problem
     assert victim.read_text() == "precious\n"
+
+
+def test_looking_at_who_holds_the_ledger_never_follows_or_blocks_on_what_was_planted(tmp_path: Path) -> None:
+    """`orchestrator runs` asks who holds the ledger: a FIFO or a link at the lock is reported, never opened."""
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger.open(path)
+    try:
+        os.mkfifo(path.with_name("ledger.sqlite3.lock"))
+        assert ledger.active_run() == "?"  # would block forever reading a FIFO
+        path.with_name("ledger.sqlite3.lock").unlink()
+        victim = tmp_path / "victim"
+        victim.write_text("run someone-else, pid 1\n")
+        path.with_name("ledger.sqlite3.lock").symlink_to(victim)
+        assert ledger.active_run() == "?"
+    finally:
+        ledger.close()
