@@ -113,3 +113,26 @@ def _compliance() -> dict[str, Any]:
         inventory="i.toml",
         policy=Policy().describe(),
     )
+
+
+def test_server_text_in_the_reports_runs_nothing_and_breaks_no_table(tmp_path: Path) -> None:
+    """A server error holding an escape sequence, `<script>`, a formula and a pipe, and a tag with a pipe:
+    the Markdown shows them as text in one table row, the CSV as text a spreadsheet will not run."""
+    from dataclasses import replace
+
+    from orchestrator.errors import ErrorClass, TargetError
+
+    deployment = replace(make_deployment("gis-1"), tags=("a|b",))
+    target = TargetState(0, deployment, "default", "b-gis-1", None, job_id="j1")
+    hostile = '=HYPERLINK("http://x")\x1b[2J <script>alert(1)</script> | <img src=x onerror=alert(1)>'
+    target.fail(TargetError(ErrorClass.PERMANENT, hostile), 1_795_741_260.0)
+    folder = write_reports(
+        RunResult("r1", 1_795_741_200.0, 1_795_741_300.0, [target], RunSettings(report_dir=tmp_path), "i")
+    )
+    markdown = (folder / "report.md").read_text()
+    assert "<script>" not in markdown and "<img" not in markdown and "\x1b" not in markdown
+    assert "&lt;script&gt;" in markdown and "a\\|b" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| gis-1"))
+    assert row.count(" | ") == len(COLUMNS) - 2  # every column one cell: the escaped pipe split nothing
+    (cells,) = list(csv.DictReader(io.StringIO((folder / "report.csv").read_text())))
+    assert cells["error"].startswith("'=HYPERLINK") and "\x1b" not in cells["error"]
