@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit fuzz clean
+.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit fuzz soak-full crash-sweep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ pytest: $(STAMP)
 # The long soak: 1,000 deployments on the hostile profile (a few minutes). A smaller one is in make test.
 soak: $(STAMP)
 	$(BIN)/pytest -m soak -p no:cacheprovider
+
+# The soak at the compass's scale: 10,000 hostile deployments, every fault at once (a few minutes).
+# Its summary goes to benchmarks/results/soak-full.{md,json}.
+soak-full: $(STAMP)
+	$(BIN)/pytest -m soak_full -p no:cacheprovider -s -q
 
 # A simulated fleet of 50 deployments on a random loopback port, with an inventory pointing at it.
 simulate: $(STAMP)
@@ -67,6 +72,12 @@ fuzz: $(STAMP)
 # A compliance audit of 10,000 simulated deployments with 14 days of history (about a minute).
 bench-audit: $(STAMP)
 	$(BIN)/python benchmarks/bench_audit.py
+
+# SIGKILL (and Ctrl-C) at every failpoint and at random moments, then resume: 57 kill points, each on its own
+# slice of a flaky simulated fleet; every target exactly one backup or an explained non-success (a few minutes).
+# Results in benchmarks/results/crash-sweep.md and .json.
+crash-sweep: $(STAMP)
+	$(BIN)/python benchmarks/crash_sweep.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
