@@ -315,7 +315,8 @@ async def _run(
 ) -> RunResult:
     on_retry = retries_told_to(observer, clock) if observer is not None else None
     snapshot = plan.kind == "snapshot"
-    async with open_api_context(plan.settings, clock, random.Random(), on_retry) as context:
+    deadline = plan.started_at + plan.settings.deadline if plan.settings.deadline is not None else None
+    async with open_api_context(plan.settings, clock, random.Random(), on_retry, deadline) as context:
         known: dict[str, ArcGISClient] = {}
 
         def clients(deployment: Deployment) -> ArcGISClient:

@@ -1164,3 +1164,22 @@ def test_every_aiohttp_failure_is_classified_in_one_place(kind: type[BaseExcepti
     else:
         assert (error.error_class, error.ambiguous) == (T, True) and kind.__name__ in error.message
     assert len(_client_errors()) > 20  # aiohttp's tree, read from aiohttp itself
+
+
+async def test_no_retry_starts_after_the_runs_deadline() -> None:
+    """A create whose sign-in keeps failing transiently is not tried again once the run's deadline would pass
+    during the wait: nothing is sent after submitting has stopped."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    stub.script(TOKEN_PATH, reply(503, raw=HTML_PAGE, content_type="text/html"))
+    values = {"retry_initial": 4.0, "retry_max": 4.0, "request_timeout": 5.0, "connect_timeout": 2.0, "retries": 50}
+    async with (
+        stub.serve() as url,
+        open_api_context(RunSettings(**values), clock, random.Random(7), None, not_after=NOW + 10) as context,
+    ):
+        with pytest.raises(TargetError):
+            await ArcGISClient(deployment_at(url), context).call("/create", retry=False)
+    # Without the deadline the budget (300 s) would allow 51 sign-ins, minutes of them; with it, a handful
+    # in the 10 s left (and the 503s' pacing).
+    assert stub.hits[TOKEN_PATH] < 10 and clock.now() < NOW + 45
+    assert stub.hits.get("/create", 0) == 0

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from itertools import cycle
 from pathlib import Path
@@ -77,7 +78,52 @@ answers_by_endpoint = {
     "other": json_objects,
 }
 raw_bodies = st.sampled_from([b"<html>502 Bad Gateway</html>", b"{", b"", b"\xff\xfe", b"[]", b"null"])
+# What a deployment that works answers: drawn most of the time, so the hostile answers are met at every
+# step of a run (sign-in, version, stores, create, job, list, status), not only at the first.
+NOW_MS: Final = 1_795_741_200_000
+plausible = {
+    "token": st.fixed_dictionaries({"token": st.just("good-token-1"), "expires": st.just(4_000_000_000_000)}),
+    "root": st.fixed_dictionaries({"fullVersion": st.sampled_from(["11.3", "11.4", "12.0", "10.9.1", "10.9"])}),
+    "stores": st.just({"backupStores": [{"name": "default", "default": True}]}),
+    "create": st.fixed_dictionaries(
+        {"jobid": st.from_regex(r"j[0-9a-f]{8}", fullmatch=True), "status": st.just("SUBMITTED")}
+    ),
+    "job": st.fixed_dictionaries(
+        {
+            "status": st.sampled_from(["SUBMITTED", "EXECUTING", "COMPLETED", "FAILED", "UNAVAILABLE"]),
+            "messages": st.lists(st.text(max_size=20), max_size=2),
+        }
+    ),
+    "backups": st.fixed_dictionaries(
+        {
+            "backups": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "backupName": st.sampled_from(["b-hostile", "other", "b-hostile "]),
+                        "status": st.sampled_from(["completed", "failed"]),
+                        "release": st.sampled_from(["11.3.0", "11.4.0", "12.0.0"]),
+                        "completeTime": st.integers(NOW_MS - 10**9, NOW_MS),
+                        "retentionDate": st.just(-1),
+                    }
+                ),
+                max_size=3,
+            )
+        }
+    ),
+    "status": st.fixed_dictionaries(
+        {"status": st.fixed_dictionaries({"state": st.sampled_from(["running", "success", "failed", "no_op"])})}
+    ),
+    "other": json_objects,
+}
 Answer = tuple[int, bytes]
+SERVED: Counter[str] = Counter()  # hostile answers served, by endpoint, over the module's examples
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _count_served() -> Iterator[None]:
+    """`make fuzz` says how many hostile answers went through the client, the poller and the audit."""
+    yield
+    print(f"\nhostile answers served: {sum(SERVED.values())} ({dict(SERVED.most_common())})")
 
 
 @st.composite
@@ -85,10 +131,15 @@ def scripts(draw: st.DrawFn) -> dict[str, list[Answer]]:
     """Per endpoint, a few answers the hostile deployment gives in turn (the last repeating)."""
     script = {}
     for endpoint in ENDPOINTS:
-        body = answers_by_endpoint[endpoint].map(lambda b: json.dumps(b).encode()) | raw_bodies
-        status = st.sampled_from([200, 200, 200, 400, 500, 502])
-        bodies = draw(st.lists(st.tuples(status, body), min_size=1, max_size=3))
-        script[endpoint] = bodies
+        hostile = st.tuples(
+            st.sampled_from([200, 200, 200, 400, 500, 502]),
+            answers_by_endpoint[endpoint].map(lambda b: json.dumps(b).encode()) | raw_bodies,
+        )
+        works = st.tuples(st.just(200), plausible[endpoint].map(lambda b: json.dumps(b).encode()))
+        answers = []
+        for _ in range(draw(st.integers(1, 4))):  # one answer in four hostile
+            answers.append(draw(hostile if draw(st.integers(0, 3)) == 0 else works))
+        script[endpoint] = answers
     return script
 
 
@@ -106,7 +157,9 @@ async def hostile_server(script: dict[str, list[Answer]]) -> AsyncIterator[str]:
     turns = {endpoint: cycle(answers) for endpoint, answers in script.items()}
 
     async def answer(request: web.Request) -> web.Response:
-        status, body = next(turns[endpoint_of(request.path)])
+        endpoint = endpoint_of(request.path)
+        SERVED[endpoint] += 1
+        status, body = next(turns[endpoint])
         return web.Response(status=status, body=body, content_type="application/json")
 
     app = web.Application()
@@ -156,8 +209,10 @@ async def test_a_hostile_deployment_never_changes_another_deployments_outcome(
     healthy = [t for t in result.targets if t.deployment.name != "hostile"]
     assert [t.outcome for t in healthy] == [Outcome.SUCCEEDED] * 2, [(t.key, t.error) for t in healthy]
     (hostile,) = [t for t in result.targets if t.deployment.name == "hostile"]
-    assert hostile.outcome is not Outcome.SUCCEEDED and hostile.error.strip()
-    assert hostile.error_class in {c.value for c in ErrorClass}
+    listed = any(b'"b-hostile"' in body and b"completed" in body for _, body in script["backups"])
+    assert hostile.outcome is not Outcome.SUCCEEDED or listed  # a success only when its backup was listed
+    assert hostile.outcome is Outcome.SUCCEEDED or hostile.error.strip()
+    assert hostile.outcome is Outcome.SUCCEEDED or hostile.error_class in {c.value for c in ErrorClass}
     assert "\r" not in hostile.error and "\x1b" not in hostile.error and len(hostile.error) <= 500
 
 

@@ -41,6 +41,9 @@ class ApiContext:
     transport: Transport
     rng: random.Random
     on_retry: OnRetry | None = None
+    # The run's deadline (epoch seconds): no retry starts after it, so a create whose sign-in was being
+    # retried is never sent once submitting has stopped.
+    not_after: float | None = None
     retry: Retry = field(init=False)  # made once, not per request
 
     def __post_init__(self) -> None:
@@ -57,10 +60,14 @@ class ApiContext:
 
 @asynccontextmanager
 async def open_api_context(
-    settings: ConnectionSettings, clock: Clock, rng: random.Random, on_retry: OnRetry | None = None
+    settings: ConnectionSettings,
+    clock: Clock,
+    rng: random.Random,
+    on_retry: OnRetry | None = None,
+    not_after: float | None = None,
 ) -> AsyncIterator[ApiContext]:
     async with open_transport(settings, clock) as transport:
-        yield ApiContext(transport, rng, on_retry)
+        yield ApiContext(transport, rng, on_retry, not_after)
 
 
 @dataclass(slots=True)
@@ -105,6 +112,8 @@ class ArcGISClient:
                 if not ((retry or isinstance(error, SignInFailed)) and policy.again(error, attempt, elapsed)):
                     raise last_word(error, reached_once) from None
                 delay = policy.delay(error, attempt, ctx.rng, elapsed)
+                if ctx.not_after is not None and ctx.clock.now() + delay > ctx.not_after:
+                    raise last_word(error, reached_once) from None  # the run's deadline comes first
                 attempt += 1
                 if ctx.on_retry is not None:
                     ctx.on_retry(self.deployment, error, delay)
