@@ -1172,7 +1172,7 @@ async def test_no_retry_starts_after_the_runs_deadline() -> None:
     clock = SteppingClock()
     stub = Stub(clock)
     stub.script(TOKEN_PATH, reply(503, raw=HTML_PAGE, content_type="text/html"))
-    values = {"retry_initial": 4.0, "retry_max": 4.0, "request_timeout": 5.0, "connect_timeout": 2.0, "retries": 50}
+    values: dict[str, Any] = {"retry_initial": 4.0, "retry_max": 4.0, "request_timeout": 5.0, "retries": 50}
     async with (
         stub.serve() as url,
         open_api_context(RunSettings(**values), clock, random.Random(7), None, not_after=NOW + 10) as context,
