@@ -65,9 +65,9 @@ bench-ledger: $(STAMP)
 	$(BIN)/python benchmarks/bench_ledger.py
 
 # One hostile deployment beside healthy ones, answering what hypothesis draws: about 10,000 answers through
-# the client, the poller and the audit's readers, over real sockets (a few minutes).
+# the client, the poller and the audit's readers, over real sockets (about ten minutes).
 fuzz: $(STAMP)
-	ORCHESTRATOR_FUZZ_EXAMPLES=400 $(BIN)/pytest tests/test_isolation.py -p no:cacheprovider -q
+	ORCHESTRATOR_FUZZ_EXAMPLES=1000 $(BIN)/pytest tests/test_isolation.py -p no:cacheprovider -q -s
 
 # A compliance audit of 10,000 simulated deployments with 14 days of history (about a minute).
 bench-audit: $(STAMP)

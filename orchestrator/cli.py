@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
 from importlib.util import find_spec
@@ -30,6 +31,7 @@ from orchestrator.progress import LiveProgress, LogObserver
 from orchestrator.redact import redact
 from orchestrator.runner import RunControl
 from orchestrator.settings import AuditSettings, ConnectionSettings, RunSettings, SnapshotSettings
+from orchestrator.untrusted import shown
 
 T = TypeVar("T")
 
@@ -231,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(f"  {redact(problem)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception:  # a bug: its traceback for the report, with no secret and no terminal control in it
+        lines = traceback.format_exc().splitlines()
+        print("\n".join(shown(redact(line), 2000) for line in lines), file=sys.stderr)
+        print("error: an internal error stopped the command (a bug: please report it with the lines above)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_SOME_FAILED
 
 
 def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:

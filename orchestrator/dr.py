@@ -93,9 +93,16 @@ def same_release(backup_release: str, version: str) -> bool:
     return ours == theirs
 
 
+def is_store_name(name: Any) -> bool:
+    """Whether a server's store name can be used as one: text, short, printable (it goes into paths, reports
+    and logs). Pure."""
+    return isinstance(name, str) and 0 < len(name) <= 128 and shown(name, 128) == name
+
+
 def default_store_of(stores: list[dict[str, Any]]) -> str | None:
-    """The store a deployment backs up to by default: the one marked default, or its only store. Pure."""
-    named = [s for s in stores if isinstance(s.get("name"), str)]
+    """The store a deployment backs up to by default: the one marked default, or its only store (a name that
+    is not one counts as none). Pure."""
+    named = [s for s in stores if is_store_name(s.get("name"))]
     defaults = [str(s["name"]) for s in named if s.get("default") is True]
     if defaults:
         return defaults[0]
@@ -104,7 +111,7 @@ def default_store_of(stores: list[dict[str, Any]]) -> str | None:
 
 def store_names(stores: list[dict[str, Any]]) -> list[str]:
     """The names in a stores list, sorted. Pure."""
-    return sorted(str(s["name"]) for s in stores if isinstance(s.get("name"), str))
+    return sorted(str(s["name"]) for s in stores if is_store_name(s.get("name")))
 
 
 def no_such_store(store: str, names: list[str]) -> str:

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
 from orchestrator.redact import redact
 from orchestrator.untrusted import shown
+
+MESSAGE_READ: Final = 64 * 1024  # characters of a failure message looked at; 500 are kept (`untrusted.shown`)
 
 
 class ErrorClass(StrEnum):
@@ -72,7 +75,9 @@ class TargetError(OrchestratorError):
         ambiguous: bool = False,
         code: int | None = None,
     ) -> None:
-        message = shown(redact(message)) if message else message  # no secret, no control character, not huge
+        # No secret, no control character, not huge. Cut first (well past what is kept), so masking a
+        # megabyte-long answer does not hold the event loop for seconds.
+        message = shown(redact(message[:MESSAGE_READ])) if message else message
         super().__init__(message)
         self.error_class = error_class
         self.message = message or "(no message)"

@@ -176,8 +176,10 @@ class Poller:
         target = followed.target
         try:
             finished = await self._check(followed)
-        except Exception as error:  # an answer nothing foresaw: this job's failure, never the poller's end
-            target.fail(internal_error(error), self._clock.now())
+        except Exception as error:  # an answer nothing foresaw: this job's end here, never the poller's
+            failure = internal_error(error)
+            stopped = TargetError(failure.error_class, f"{failure.message}; its job may still complete on the server")
+            target.finish(Outcome.INTERRUPTED, self._clock.now(), stopped)  # `resume` follows it again
             finished = True
         finally:
             self._in_flight -= 1
@@ -291,7 +293,7 @@ class Poller:
         target = followed.target
         try:
             listed = target.backup_name in await followed.api.backup_names(target.store)
-        except TargetError:
+        except Exception:  # a refusal, or an answer nothing foresaw: either way, not seen listed
             return False
         if listed:
             target.notes.append("its backup was found in the store's list when the job timeout came")

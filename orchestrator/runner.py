@@ -18,7 +18,7 @@ import anyio
 
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.dr import DeploymentApi
-from orchestrator.errors import internal_error
+from orchestrator.errors import TargetError, internal_error
 from orchestrator.events import Event, EventKind, Observer, Observers
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, run_timestamp
 from orchestrator.poll import Poller
@@ -164,9 +164,14 @@ async def _back_up_guarded(group: list[TargetState], api: DeploymentApi, context
     except Exception as error:
         failure = internal_error(error)
         for target in group:
-            if not target.finished:
+            if target.finished:
+                continue
+            if target.create_intended or target.job_id:  # its backup may exist: `resume` looks for it, follows it
+                landed = TargetError(failure.error_class, f"{failure.message}; a create may have reached the server")
+                target.finish(Outcome.INTERRUPTED, run.clock.now(), landed)
+            else:
                 target.fail(failure, run.clock.now())
-                run.finished(target)
+            run.finished(target)
 
 
 def _worker_context(

@@ -12,7 +12,11 @@ import re
 from typing import Any, Final
 
 MAX_TEXT: Final = 500  # characters of one server text kept: enough for any real message
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+# Control characters (escape sequences' lead-in), invisible direction marks, and lone surrogates (valid JSON,
+# but no file or database can encode them).
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]+")
+_MARKDOWN: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "[": "\\[", "]": "\\]",
+                                  "(": "\\(", ")": "\\)", "!": "\\!", "`": "\\`", "\n": " ", "\r": " "})  # fmt: skip
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -32,6 +36,6 @@ def csv_cell(value: Any) -> Any:
 
 
 def md_cell(value: Any) -> str:
-    """A Markdown table cell: its pipes escaped, its HTML inert, on one line."""
+    """A Markdown table cell: its pipes escaped, its HTML, links and images inert, on one line."""
     text = "" if value is None else str(value)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
+    return text.translate(_MARKDOWN)

@@ -1183,3 +1183,59 @@ async def test_no_retry_starts_after_the_runs_deadline() -> None:
     # in the 10 s left (and the 503s' pacing).
     assert stub.hits[TOKEN_PATH] < 10 and clock.now() < NOW + 45
     assert stub.hits.get("/create", 0) == 0
+
+
+async def test_a_compressed_answer_is_capped_at_its_unpacked_size() -> None:
+    """A small gzip "bomb" (400 KB that unpack to 100 MB) is refused at the cap, not unpacked into memory;
+    the client asks for no compression in the first place."""
+    import gzip
+
+    bomb = gzip.compress(b" " * (100 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < MAX_BODY_BYTES // 10
+    clock = SteppingClock()
+    stub = Stub(clock)
+    seen: list[str] = []
+
+    async def compressed(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Accept-Encoding", ""))
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    stub.script("/admin", compressed)
+    async with stub.serve() as url, client_for(url, clock, retries=0) as client:
+        with pytest.raises(TargetError, match="larger than"):
+            await client.call("/admin")
+    assert seen == ["identity"]
+
+
+async def test_server_names_and_ids_that_are_not_names_are_not_taken() -> None:
+    """A default store named with escape sequences, or job ids that are not ids, are not used: the first is
+    no default store (the deployment's configuration failure), the second are left out of the jobs list."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    evil = "\x1b]8;;http://evil/\x07=HYPERLINK(1)" + "Z" * 3000
+    stub.script(f"{DR}/stores", reply(body={"backupStores": [{"name": evil, "default": True}]}))
+    stub.script("/admin/jobs", reply(body={"jobs": [evil, "j1234abcd", "bad id", "x\ud800y"]}))
+    async with stub.serve() as url, client_for(url, clock, retries=0) as client:
+        with pytest.raises(TargetError) as caught:
+            await client.default_store()
+        assert caught.value.error_class is ErrorClass.CONFIGURATION and "\x1b" not in caught.value.message
+        assert await client.job_ids() == ["j1234abcd"]
+
+
+async def test_a_pacing_wait_past_the_deadline_is_not_waited_out() -> None:
+    """A deployment that asked for 60 s between requests: a request whose deadline comes sooner fails at once,
+    as throttled, rather than being sent after it."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    stub.script("/admin", reply(503, raw=HTML_PAGE, headers={"Retry-After": "60"}, content_type="text/html"), OK)
+    values: dict[str, Any] = {"retries": 0, "request_timeout": 5.0}
+    async with (
+        stub.serve() as url,
+        open_api_context(RunSettings(**values), clock, random.Random(7), None, not_after=NOW + 5) as context,
+    ):
+        client = ArcGISClient(deployment_at(url), context)
+        with pytest.raises(TargetError):
+            await client.call("/admin")
+        with pytest.raises(TargetError, match="throttled"):
+            await client.call("/admin")
+    assert stub.hits["/admin"] == 1 and max(clock.sleeps, default=0.0) < 5

@@ -233,13 +233,18 @@ def test_the_report_is_written_even_when_the_run_crashes(
 ) -> None:
     """An unexpected error inside the run still leaves a report with every target and why it has no backup."""
 
+    password = (idle_simulator.inventory.parent / "fleet.secrets" / "password").read_text().strip()
+
     async def crashing_run(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("an unforeseen bug")
+        raise RuntimeError(f"an unforeseen bug \x1b[2J holding {password}")
 
     monkeypatch.setattr(usecases, "run_fleet", crashing_run)
-    with pytest.raises(RuntimeError, match="an unforeseen bug"):
-        main(["run", "--inventory", str(idle_simulator.inventory), "--report-dir", str(tmp_path), *FAST])
-    assert "report of what is known" in capsys.readouterr().err
+    assert main(["run", "--inventory", str(idle_simulator.inventory), "--report-dir", str(tmp_path), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "report of what is known" in err and "RuntimeError: an unforeseen bug" in err and "a bug: please report" in err
+    )
+    assert password not in err and "\x1b" not in err  # the traceback too is redacted and cleaned
     (report,) = tmp_path.glob("*/report.json")
     rows = json.loads(report.read_text())["targets"]
     assert [row["deployment"] for row in rows] == ["gis-0000", "gis-0001", "gis-0002", "gis-0003"]

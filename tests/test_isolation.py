@@ -39,9 +39,9 @@ pytestmark = pytest.mark.anyio
 EXAMPLES: Final = int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "12"))
 ENDPOINTS: Final = ("token", "root", "stores", "create", "job", "backups", "status", "other")
 
-odd_text = st.sampled_from(["10.²", "1" * 5000, "11.3\r\n", "\x1b[2J", '=HYPERLINK("x")', "", " "]) | st.text(
-    max_size=40
-)
+# Text a server should never send, and st.text() would not draw: a lone surrogate, a Markdown link.
+ODD: Final = ["10.²", "1" * 5000, "11.3\r\n", "\x1b[2J", '=HYPERLINK("x")', "", " ", "x\ud800y", "[x](http://t)"]
+odd_text = st.sampled_from(ODD) | st.text(max_size=40)
 odd_numbers = huge_numbers | st.floats() | st.integers()
 answers_by_endpoint = {
     "token": st.one_of(
@@ -289,3 +289,25 @@ async def test_a_hostile_deployment_never_changes_another_deployments_verdict(sc
     listed_completed = any(b"completed" in body.lower() for _, body in script["backups"])
     assert hostile.verdict.value != "compliant" or listed_completed
     assert "\x1b" not in hostile.error and "\r" not in hostile.error
+
+
+async def test_a_lone_surrogate_in_a_servers_words_reaches_the_ledger_and_reports_cleaned(tmp_path: Path) -> None:
+    """Valid JSON, but no file or database can encode `\\ud800`: a failed job's message holding one ends the
+    target with a reason, and the run is recorded and reported (before, the ledger writer crashed the run)."""
+    from orchestrator import usecases
+
+    script = _answers(
+        root=b'{"fullVersion": "11.3"}',
+        stores=b'{"backupStores": [{"name": "default", "default": true}]}',
+        create=b'{"jobid": "j1", "status": "SUBMITTED"}',
+        job=b'{"status": "FAILED", "messages": ["bad \\ud800 thing \\u001b[2J"]}',
+    )
+    async with hostile_server(script) as url:
+        settings_ = load_settings({"report_dir": tmp_path / "r", "ledger": tmp_path / "l.sqlite3", "retries": 0,
+                                   "poll_initial": 0.05, "poll_max": 0.1, "job_timeout": 2.0})  # fmt: skip
+        plan = usecases.new_plan(settings_, [make_deployment("hostile", url=url)], "inventory")
+        finished = await usecases.execute(plan)
+    (target,) = finished.result.targets
+    assert (target.outcome, target.error_class) == (Outcome.FAILED, "job_failed")
+    assert "bad" in target.error and "\ud800" not in target.error and "\x1b" not in target.error
+    assert (finished.folder / "report.md").read_text(encoding="utf-8").count("bad") >= 1

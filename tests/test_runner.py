@@ -470,3 +470,26 @@ async def test_a_deployment_nothing_listens_for_ends_unreachable_within_the_budg
     most = settings.breaker_threshold + budget // settings.breaker_cooldown + 1
     assert 3 <= len(sent["gis-stopped"]) <= most, sent["gis-stopped"]  # one sign-in, tried cheaply
     assert fleet.creates and all(c.deployment != "gis-stopped" for c in fleet.creates)
+
+
+async def test_an_exception_nothing_foresaw_fails_only_its_own_deployment() -> None:
+    """A deployment whose version read raises an unforeseen exception, and one whose job poll does: each ends
+    `internal` with the exception's type (a possibly created backup `interrupted`, for resume); the others
+    succeed, and the poller goes on."""
+    clock = ManualClock()
+    fakes = [FakeDeployment(clock, f"gis-{n}", job_seconds=20) for n in range(4)]
+    fakes[1].errors["detect_version"] = RuntimeError("a version nobody expected")  # type: ignore[assignment]
+    fakes[2].errors["job"] = KeyError("status")  # type: ignore[assignment]
+    result = await run_on_fakes(fakes, clock)
+    outcomes = [(t.outcome, t.error_class) for t in result.targets]
+    assert outcomes == [
+        (Outcome.SUCCEEDED, ""),
+        (Outcome.FAILED, "internal"),
+        (Outcome.INTERRUPTED, "internal"),
+        (Outcome.SUCCEEDED, ""),
+    ]
+    assert "internal error (RuntimeError): a version nobody expected" in result.targets[1].error
+    assert (
+        result.targets[2].error.startswith("internal error (KeyError)")
+        and "may still complete" in result.targets[2].error
+    )

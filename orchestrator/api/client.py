@@ -8,6 +8,7 @@ polled again later). Paths follow the version: 10.9 has only the `backuprestore`
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -100,9 +101,11 @@ class ArcGISClient:
         policy, ctx = self.context.retry, self.context
         attempt, renewed, reached_once = 0, False, False
         started = ctx.clock.now()
+        # No wait of this request (retry or pacing) ends after its budget, nor after the run's deadline.
+        limit = min(started + policy.budget, ctx.not_after if ctx.not_after is not None else math.inf)
         while True:
             try:
-                return await self._signed(path, form or {}, urgent)
+                return await self._signed(path, form or {}, urgent, limit)
             except TargetError as error:
                 if error.code in TOKEN_REFUSED and not renewed:
                     renewed = True  # expired or revoked under us: one fresh token, then no more
@@ -119,8 +122,8 @@ class ArcGISClient:
                     ctx.on_retry(self.deployment, error, delay)
             await ctx.clock.sleep(delay)  # no request slot is held while waiting
 
-    async def _signed(self, path: str, form: Mapping[str, str], urgent: bool) -> dict[str, Any]:
-        async with self.link.slot(urgent=urgent):
+    async def _signed(self, path: str, form: Mapping[str, str], urgent: bool, limit: float) -> dict[str, Any]:
+        async with self.link.slot(urgent=urgent, not_after=limit):
             token = await self._tokens.token(self.link)
             try:
                 return await self.link.post(path, form, {"X-Esri-Authorization": f"Bearer {token}"})
@@ -192,7 +195,7 @@ class ArcGISClient:
         if self.legacy:
             return []
         jobs = (await self.call("/admin/jobs")).get("jobs")
-        return [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
+        return [j for j in jobs if isinstance(j, str) and _JOB_ID.fullmatch(j)] if isinstance(jobs, list) else []
 
     async def backups(self, store: str, *, urgent: bool = False) -> list[Any]:
         """Every entry of a store's backups list, as the server sent it."""

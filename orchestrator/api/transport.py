@@ -8,6 +8,7 @@ with a form body and `f=json`; the token travels in a header, never in a URL; re
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -82,8 +83,11 @@ def transport_error(error: BaseException, settings: ConnectionSettings) -> Targe
 async def read_capped(response: aiohttp.ClientResponse) -> bytes:
     """The whole body, however many pieces it arrives in; a body over the cap is refused, not kept."""
     declared = response.content_length
-    if declared is not None and declared <= MAX_BODY_BYTES:
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if declared is not None and declared <= MAX_BODY_BYTES and encoding in ("", "identity"):
         return await response.read()  # the usual small answer, in one piece (a longer body is cut at the length)
+    # Unknown length, or compressed (asked for or not): what counts is the size unpacked, read as it comes,
+    # so a small gzip "bomb" is refused at the cap instead of filling the memory.
     chunks, size = [], 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
@@ -116,8 +120,10 @@ class Link:
         return self._pacer.gap
 
     @asynccontextmanager
-    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
-        """A request slot for this deployment; `urgent` (following a job) goes before the fan-out's requests."""
+    async def slot(self, *, urgent: bool = False, not_after: float = math.inf) -> AsyncIterator[None]:
+        """A request slot for this deployment; `urgent` (following a job) goes before the fan-out's requests.
+        A pacing wait that would end after `not_after` (the request's retry budget, the run's deadline) is not
+        waited out: the request fails at once, as throttled."""
         clock = self._transport.clock
         open_for = self._breaker.open_for(clock.now())
         if open_for > 0:
@@ -128,6 +134,12 @@ class Link:
                 retry_after=open_for,
             )
         wait = self._pacer.wait(clock.now())
+        if wait > 0 and clock.now() + wait > not_after:
+            raise TargetError(
+                ErrorClass.TRANSIENT,
+                f"throttled: the deployment asked for {wait:.0f} s between requests",
+                retry_after=wait,
+            )
         if wait > 0:
             await clock.sleep(wait)  # throttled by this deployment: no request slot is held meanwhile
         async with self._transport.slots.slot(urgent=urgent):
@@ -142,7 +154,7 @@ class Link:
                 self._root + path,
                 # Encoded here: aiohttp's form machinery costs more CPU than the rest of a request.
                 data=urlencode({"f": "json", **form}).encode(),
-                headers={**headers, "Content-Type": _FORM},
+                headers={**headers, "Content-Type": _FORM, "Accept-Encoding": "identity"},
                 ssl=self._ssl,
                 allow_redirects=False,
                 timeout=transport.timeout,

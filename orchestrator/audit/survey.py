@@ -32,6 +32,7 @@ from orchestrator.model import DEFAULT_STORE, Deployment
 
 Found = dict[tuple[str, str], AuditTarget]  # by (deployment, the inventory's store: "" for the default)
 INTERRUPTED: Final = "interrupted"
+MAX_STORES: Final = 16  # stores of one deployment read for `offsite`: each read may be retried for a minute
 
 
 async def survey(
@@ -71,8 +72,11 @@ async def _read_and_judge(
         known_stores, default = store_names(entries), default_store_of(entries)
     resolved: dict[str, str | None] = {store: store or default for store in wanted}
     to_read = {s for s in resolved.values() if s is not None}
-    if policy.require_offsite and known_stores is not None:
-        to_read |= set(known_stores)
+    unread: dict[str, TargetError] = {}
+    if policy.require_offsite and known_stores is not None:  # the others too, up to a bound a server cannot stretch
+        to_read |= set(known_stores[:MAX_STORES])
+        unread = {name: TargetError(ErrorClass.PERMANENT, f"not read: the deployment lists over {MAX_STORES} stores")
+                  for name in known_stores[MAX_STORES:] if name not in to_read}  # fmt: skip
     lists: dict[str, list[Backup]] = {}
     errors: dict[str, TargetError] = {}
     for name in sorted(to_read):
@@ -83,7 +87,7 @@ async def _read_and_judge(
             lists[name] = read_backups(await client.backups(name))
         except TargetError as error:
             errors[name] = error
-    offsite, undecided = judge_offsite(policy, default, known_stores or [], lists, errors, now)
+    offsite, undecided = judge_offsite(policy, default, known_stores or [], lists, {**unread, **errors}, now)
     targets = []
     for asked, store in resolved.items():
         if store is None:
