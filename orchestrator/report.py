@@ -248,7 +248,7 @@ def _failure_lines(summary: dict[str, Any]) -> list[str]:
     else:
         lines.append("None: every target succeeded.")
     if summary["slowest"]:
-        slowest = md_cell(", ".join(f"{s['target']} ({s['duration_s']:.1f} s)" for s in summary["slowest"]))
+        slowest = ", ".join(f"{md_cell(s['target'])} ({s['duration_s']:.1f} s)" for s in summary["slowest"])
         lines += ["", f"Slowest successful targets: {slowest}"]
     return lines
 
