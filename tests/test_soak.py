@@ -42,6 +42,7 @@ TRANSIENT_CAUSES: Final = (
     ("HTTP 429", frozenset({"http_429"})),
     ("connection lost", NO_ANSWER_FAULTS),
     ("no answer within", frozenset({"hang"})),
+    ("throttled", frozenset({"down", "http_503", "http_429"})),  # a pacing wait longer than the budget left
 )
 
 
@@ -207,7 +208,9 @@ def assert_soak(soaked: SoakRun, attempts: int = RETRIES + 1) -> None:
     for plan in fleet.plans:
         if plan.down == ALWAYS_DOWN:
             mine = [t for t in targets if t.deployment.name == plan.name]
-            assert all(t.error_class == "transient" and t.error.startswith("HTTP 503") for t in mine), plan.name
+            assert all(t.error_class == "transient" and t.error.startswith(("HTTP 503", "throttled")) for t in mine), (
+                plan.name
+            )
             assert len(requests[plan.name]) <= attempts, (plan.name, len(requests[plan.name]))
 
     # Signing in never runs away: at most one sign-in per other request, besides a sign-in's own retries.
