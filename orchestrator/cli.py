@@ -143,7 +143,8 @@ def _add_ledger_commands(commands: Commands) -> None:
     runs = commands.add_parser("runs", help="the recent runs in the ledger, with their counts and state")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     runs.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file (default: ORCHESTRATOR_LEDGER or "
-                      "the state directory)")  # fmt: skip
+                      "REPORT_DIR/ledger.sqlite3)")  # fmt: skip
+    runs.add_argument("--report-dir", type=Path, metavar="DIR", help="the reports' folder, where the ledger is")
     report = commands.add_parser("report", help="write a past run's reports again, from the ledger")
     report.add_argument("run_id", metavar="RUN_ID")
     report.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file")
@@ -195,12 +196,17 @@ def _add_setting_flags(parser: argparse.ArgumentParser, model: type[ConnectionSe
     # `--select` stays a plain repeated flag: the generated one would split a glob at its commas (gis-[a,b]*).
     select = ConnectionSettings.model_fields["select"].description
     parser.add_argument("--select", action="append", metavar="RULE", help=f"{select} [env: ORCHESTRATOR_SELECT]")
+    if issubclass(model, RunSettings):
+        parser.add_argument("--no-ledger", action="store_true", help="keep no run ledger (no resume, retry or history)")
     return source
 
 
 def _flags_given(sources: FlagSources, args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags actually given, so variables and the settings file can fill the rest."""
-    return {**sources[args.command](parsed_args=args)(), **_given(args, "select")}
+    flags = {**sources[args.command](parsed_args=args)(), **_given(args, "select")}
+    if getattr(args, "no_ledger", False):
+        flags["record_ledger"] = False
+    return flags
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -261,7 +267,9 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
     if command == "audit":
         return _audit(audit.prepare_audit(_flags_given(sources, args), args.settings))
     if command == "runs":
-        print(console.runs_text(usecases.list_runs(_given(args, "ledger"), args.limit)))
+        listing = usecases.list_runs(_given(args, "ledger", "report_dir"), args.limit)
+        _warn(listing.warnings)
+        print(console.runs_text(listing))
         return EXIT_OK
     if command == "report":
         folder = usecases.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))

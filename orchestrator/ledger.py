@@ -29,7 +29,7 @@ from typing import IO, Any, Final, Union, get_args, get_origin, get_type_hints
 
 from orchestrator.errors import InputError
 from orchestrator.files import UnsafePath, named_dir, open_private, private_file, private_if_present, same_file
-from orchestrator.model import Deployment, TargetState
+from orchestrator.model import Deployment, Outcome, TargetState
 from orchestrator.redact import redact, redact_each
 
 APP_DIR: Final = "arcgis-fleet-backup"
@@ -185,10 +185,18 @@ def _try_lock(handle: IO[str], kind: int, attempts: int = 5) -> bool:
     return False
 
 
-def default_ledger_path() -> Path:
-    """`$XDG_STATE_HOME/arcgis-fleet-backup/ledger.sqlite3`, or under `~/.local/state`."""
+LEDGER_FILE: Final = "ledger.sqlite3"
+
+
+def default_ledger_path(report_dir: Path) -> Path:
+    """Beside the reports: a fleet's reports and its ledger on one durable volume, one lock per folder."""
+    return report_dir / LEDGER_FILE
+
+
+def former_default_ledger_path() -> Path:
+    """Where versions before 0.2 kept the ledger: `$XDG_STATE_HOME/arcgis-fleet-backup/ledger.sqlite3`."""
     state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state_home) / APP_DIR / "ledger.sqlite3"
+    return Path(state_home) / APP_DIR / LEDGER_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +432,19 @@ class Ledger:
         )
         for run_id, deployment, store, default, outcome, submitted, finished, ran_s in rows:
             yield PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s)
+
+    def last_successes(self, inventory: str) -> dict[tuple[str, str], float]:
+        """When each target (`model.store_key`: a default store as "") of the runs over `inventory` last
+        succeeded: the `finished_at` of its latest successful backup, over every run and kind (a retry's, a
+        snapshot's, a run killed or interrupted since: the backup exists whatever became of its run). A target
+        that never succeeded is absent. For the metrics' "age of the last good backup"; one query."""
+        rows = self._db.execute(
+            "SELECT t.deployment, CASE WHEN t.default_store THEN '' ELSE t.store END AS key, max(t.finished_at) "
+            "FROM runs AS r JOIN targets AS t ON t.run_id = r.run_id "
+            "WHERE r.inventory = ? AND t.outcome = ? AND t.finished_at IS NOT NULL GROUP BY t.deployment, key",
+            (inventory, Outcome.SUCCEEDED.value),
+        )
+        return {(deployment, store): finished_at for deployment, store, finished_at in rows}
 
     def steps(self, run_id: str) -> list[tuple[int, float, str, str]]:
         return self._db.execute(

@@ -137,7 +137,10 @@ class RunSettings(ConnectionSettings):
     )
     description: str = Field("fleet backup {run_id}", description="backup description; same fields as the name")
     ledger: Path | None = Field(
-        None, description="run ledger (SQLite) for resume, retry and history; default under $XDG_STATE_HOME"
+        None, description="run ledger (SQLite) for resume, retry and history; default REPORT_DIR/ledger.sqlite3"
+    )
+    record_ledger: bool = Field(
+        True, description="keep the run ledger (--no-ledger: keep none; then no resume, retry or history)"
     )
     log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
 

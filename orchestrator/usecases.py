@@ -9,6 +9,7 @@ is sent), then executed under the ledger's lock, its reports written whatever en
 from __future__ import annotations
 
 import random
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from orchestrator.events import Observer, retries_told_to
 from orchestrator.files import private_dir
 from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
 from orchestrator.inventory import load_inventory, select
-from orchestrator.ledger import Ledger, RunRecord, default_ledger_path
+from orchestrator.ledger import Ledger, RunRecord, default_ledger_path, former_default_ledger_path
 from orchestrator.model import Deployment, RunResult, TargetState, build_targets, new_run_id
 from orchestrator.preflight import Preflight, preflight
 from orchestrator.recorder import LedgerWriter
@@ -80,7 +81,19 @@ class Finished:
 
 
 def ledger_path(settings: RunSettings) -> Path:
-    return settings.ledger or default_ledger_path()
+    return settings.ledger or default_ledger_path(settings.report_dir)
+
+
+def former_ledger_warning(settings: RunSettings) -> tuple[str, ...]:
+    """A ledger at the former default place is not silently abandoned: where it is, and how to keep it."""
+    former, now = former_default_ledger_path(), ledger_path(settings)
+    if settings.ledger is not None or now.exists() or not former.exists():
+        return ()
+    return (
+        f"a ledger of earlier versions is at {former}; runs are now recorded beside the reports, in {now}. "
+        f"To keep its history (resume, retry, changes, learned polling): move it there "
+        f"(mv {former}* {now.parent}/), or go on using it with --ledger {former}",
+    )
 
 
 def new_plan(
@@ -102,7 +115,7 @@ def new_plan(
     key = inventory_key if inventory_key is not None else str(Path(inventory).resolve())
     return RunPlan(
         _with_absolute_paths(settings), run_id, started_at, targets, inventory, key, kind, parent_run_id,
-        warnings=warnings,
+        warnings=(*warnings, *former_ledger_warning(settings)),
     )  # fmt: skip
 
 
@@ -217,8 +230,12 @@ def prepare_retry(
 
 def _read_ledger(flags: dict[str, Any], settings_file: Path | None, read: Callable[[Ledger], T]) -> T:
     """One question to the ledger the flags, the variables or the settings file name."""
-    settings = load_settings({k: v for k, v in flags.items() if k == "ledger"}, settings_file)
-    ledger = Ledger.open(ledger_path(settings))
+    settings = load_settings({k: v for k, v in flags.items() if k in ("ledger", "report_dir")}, settings_file)
+    path = ledger_path(settings)
+    if not path.exists():
+        hint = "; give --report-dir DIR (the ledger is DIR/ledger.sqlite3) or --ledger PATH"
+        raise InputError([f"no ledger at {path}{hint}", *former_ledger_warning(settings)])
+    ledger = Ledger.open(path)
     try:
         return read(ledger)
     finally:
@@ -263,7 +280,23 @@ async def execute(
         private_dir(settings.report_dir / plan.run_id)
     except OSError as error:
         raise InputError([f"report folder: {error}"]) from None
-    ledger = Ledger.open(ledger_path(settings))
+    with _ledger_of(settings) as path:
+        return await _execute(plan, path, clock, observer, control)
+
+
+@contextmanager
+def _ledger_of(settings: RunSettings) -> Iterator[Path]:
+    """The ledger a run records in: beside the reports (or --ledger); with --no-ledger, a throwaway one,
+    so the run works the same and keeps nothing."""
+    if settings.record_ledger:
+        yield ledger_path(settings)
+        return
+    with tempfile.TemporaryDirectory(prefix="orchestrator-no-ledger-") as scratch:
+        yield Path(scratch) / "ledger.sqlite3"
+
+
+async def _execute(plan: RunPlan, path: Path, clock: Clock, observer: Observer | None, control: RunControl) -> Finished:
+    ledger = Ledger.open(path)
     try:
         with ledger.lock(plan.run_id):
             _record_the_start(ledger, plan)
@@ -402,12 +435,16 @@ class Runs:
     ledger: Path
     runs: list[RunRecord]
     active: str | None
+    warnings: tuple[str, ...] = ()
 
 
 def list_runs(flags: dict[str, Any], limit: int) -> Runs:
     def read(ledger: Ledger) -> Runs:
         return Runs(ledger.path, ledger.runs(limit), ledger.active_run())
 
+    settings = load_settings({k: v for k, v in flags.items() if k in ("ledger", "report_dir")})
+    if not ledger_path(settings).exists():  # nothing recorded there yet: say so, and where
+        return Runs(ledger_path(settings), [], None, former_ledger_warning(settings))
     return _read_ledger(flags, None, read)
 
 
