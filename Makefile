@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit fuzz soak-full crash-sweep clean
+.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit fuzz soak-full crash-sweep test-browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ demo: $(STAMP)
 	$(BIN)/orchestrator demo
 
 test: $(STAMP) lint typecheck pytest
+
+# The HTML reports in a real browser: Debian's headless chromium (installed where missing: CI runs as root on
+# Debian) driven by Playwright; charts, filters, sorting, escaping, no network. Not part of make test.
+test-browser: $(STAMP)
+	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	$(BIN)/pytest tests/browser -m browser -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tests benchmarks

@@ -26,7 +26,10 @@ def finished_lines(finished: Finished) -> list[str]:
     if finished.resumable:
         lines.append(f"the run was cut short: `orchestrator resume {result.run_id}` carries it on")
     lines += readiness_lines(finished)
-    lines += [f"run id: {result.run_id}", f"report: {finished.folder / 'report.md'} (also report.json, report.csv)"]
+    lines += [
+        f"run id: {result.run_id}",
+        f"report: {finished.folder / 'report.html'} (also report.md, .json, .csv, .junit.xml)",
+    ]
     return lines
 
 
@@ -118,6 +121,6 @@ def audit_lines(audited: Audited) -> list[str]:
     lines += [
         verdict_line(summary),
         f"audit id: {audited.audit_id}",
-        f"report: {audited.folder / 'compliance.md'} (also compliance.json, compliance.csv)",
+        f"report: {audited.folder / 'compliance.html'} (also compliance.md, .json, .csv, .junit.xml)",
     ]
     return lines

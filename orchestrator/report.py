@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from orchestrator.errors import InputError
 from orchestrator.files import UnsafePath, named_dir, private_dir, write_private
+from orchestrator.html_report import run_html
 from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
 from orchestrator.untrusted import csv_cell, md_cell
@@ -274,14 +275,18 @@ def _changes_lines(changes: dict[str, Any]) -> list[str]:
 
 
 def write_reports(result: RunResult, document: dict[str, Any] | None = None) -> Path:
-    """Write report.json, report.csv and report.md under REPORT_DIR/RUN_ID/; return that folder.
-    `document`: the run's `report_document`, when the caller has built it already.
+    """Write report.json, .csv, .md, .junit.xml and .html under REPORT_DIR/RUN_ID/; return that
+    folder. `document`: the run's `report_document`, when the caller has built it already.
     The folder is the user's own (0700) and each file 0600, never written through a link (`files`)."""
+    from orchestrator.junit import run_junit
+
     folder = private_dir(result.settings.report_dir / result.run_id)
     document = document if document is not None else report_document(result)
     write_private(folder / "report.json", json.dumps(document, indent=2) + "\n")
     write_private(folder / "report.csv", csv_text(document["targets"], result.kind))
     write_private(folder / "report.md", markdown_text(document))
+    write_private(folder / "report.html", run_html(document))
+    write_private(folder / "report.junit.xml", run_junit(document))
     return folder
 
 

@@ -33,7 +33,7 @@ def test_audit_exit_codes_follow_the_fleet(
     assert "0 of 2 targets compliant; 2 in violation." in out and "violations by control: recent 2, depth 2" in out
     assert "audit: 2 targets on 2 deployments; policy: built-in defaults" in err
     report = out.split("report: ")[1].split()[0]
-    assert Path(report).name == "compliance.md" and Path(report).is_file()
+    assert Path(report).name == "compliance.html" and Path(report).is_file()
     assert main(["run", "--inventory", str(simulator.inventory), "--report-dir", str(tmp_path / "r"), *FAST]) == 0
     capsys.readouterr()
     assert main([*audit, "--quiet"]) == 0

@@ -91,8 +91,10 @@ def test_run_succeeds_writes_reports_and_exits_0(
     assert code == 0, err
     run_id = out.split("run id: ")[1].split()[0]
     folder = tmp_path / "r" / run_id
-    assert {p.name for p in folder.iterdir()} == {"report.json", "report.csv", "report.md"}
-    assert f"report: {folder / 'report.md'}" in out
+    assert {p.name for p in folder.iterdir()} == {
+        "report.json", "report.csv", "report.md", "report.html", "report.junit.xml"
+    }  # fmt: skip
+    assert f"report: {folder / 'report.html'}" in out
     assert json.loads((folder / "report.json").read_text())["summary"]["succeeded"] == 4
     assert " finished " in err and "outcome=succeeded" in err  # one line per event when not on a terminal
     password = (simulator.inventory.parent / "fleet.secrets" / "password").read_text().strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -686,7 +687,8 @@ async def test_create_over_the_wire_returns_a_job_id_only_from_a_proper_answer(
     stub.script(CREATE, answer)
     parsed = _loads_or_none(body)
     job_id = parsed.get("jobid") if isinstance(parsed, dict) and not parsed.get("error") else None
-    proper = 200 <= status < 300 and isinstance(job_id, str) and job_id != ""
+    # A job id goes into URLs, reports and logs: printable ASCII without spaces, at most 200 characters.
+    proper = 200 <= status < 300 and isinstance(job_id, str) and re.fullmatch(r"[\x21-\x7e]{1,200}", job_id) is not None
     async with stub.serve() as url, client_for(url, clock) as client:
         got = await _created(client)
     if isinstance(got, TargetError):

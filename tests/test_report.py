@@ -56,7 +56,8 @@ def test_the_report_folder_is_0700_and_its_files_0600(tmp_path: Path, mask: int)
     assert mode_of(tmp_path / "reports") == mode_of(folder) == mode_of(compliance) == 0o700
     written = [*folder.iterdir(), *compliance.iterdir()]
     assert sorted(p.name for p in written) == [
-        "compliance.csv", "compliance.json", "compliance.md", "report.csv", "report.json", "report.md",
+        "compliance.csv", "compliance.html", "compliance.json", "compliance.junit.xml", "compliance.md",
+        "report.csv", "report.html", "report.json", "report.junit.xml", "report.md",
     ]  # fmt: skip
     assert {mode_of(path) for path in written} == {0o600}
 

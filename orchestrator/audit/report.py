@@ -24,6 +24,7 @@ from tabulate import tabulate
 from orchestrator.audit.controls import AuditTarget, Control, StoreFacts, Verdict
 from orchestrator.dr import Backup
 from orchestrator.files import private_dir, write_private
+from orchestrator.html_report import compliance_html
 from orchestrator.model import iso
 from orchestrator.redact import redact_all
 from orchestrator.untrusted import csv_cell, md_cell
@@ -225,10 +226,14 @@ def _unknown_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_compliance(document: dict[str, Any], report_dir: Path) -> Path:
-    """Write compliance.json, .csv and .md under REPORT_DIR/audit-AUDIT_ID/; return that folder. The folder
-    is the user's own (0700) and each file 0600, never written through a link (`files`)."""
+    """Write compliance.json, .csv, .md, .junit.xml and .html under REPORT_DIR/audit-AUDIT_ID/; return that folder.
+    The folder is the user's own (0700) and each file 0600, never written through a link (`files`)."""
+    from orchestrator.junit import audit_junit
+
     folder = private_dir(report_dir / f"audit-{document['audit_id']}")
     write_private(folder / "compliance.json", json.dumps(document, indent=2) + "\n")
     write_private(folder / "compliance.csv", csv_text(document["targets"]))
     write_private(folder / "compliance.md", markdown_text(document))
+    write_private(folder / "compliance.html", compliance_html(document))
+    write_private(folder / "compliance.junit.xml", audit_junit(document))
     return folder
