@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
+from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -22,7 +23,7 @@ from typing import Any, Final, TypeVar
 import anyio
 from pydantic_settings import CliSettingsSource
 
-from orchestrator import audit, console, usecases
+from orchestrator import audit, console, notify, usecases
 from orchestrator.clock import SystemClock
 from orchestrator.errors import InputError, RunCrashed
 from orchestrator.events import Observer, Observers
@@ -196,6 +197,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser, model: type[ConnectionSe
     # `--select` stays a plain repeated flag: the generated one would split a glob at its commas (gis-[a,b]*).
     select = ConnectionSettings.model_fields["select"].description
     parser.add_argument("--select", action="append", metavar="RULE", help=f"{select} [env: ORCHESTRATOR_SELECT]")
+    # `--notify` too: an Apprise URL may hold a comma (mailto://a,b).
+    notify = ConnectionSettings.model_fields["notify"].description
+    parser.add_argument("--notify", action="append", metavar="URL", help=f"{notify} [env: ORCHESTRATOR_NOTIFY]")
     if issubclass(model, RunSettings):
         parser.add_argument("--no-ledger", action="store_true", help="keep no run ledger (no resume, retry or history)")
     return source
@@ -203,7 +207,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, model: type[ConnectionSe
 
 def _flags_given(sources: FlagSources, args: argparse.Namespace) -> dict[str, Any]:
     """Only the flags actually given, so variables and the settings file can fill the rest."""
-    flags = {**sources[args.command](parsed_args=args)(), **_given(args, "select")}
+    flags = {**sources[args.command](parsed_args=args)(), **_given(args, "select", "notify")}
     if getattr(args, "no_ledger", False):
         flags["record_ledger"] = False
     return flags
@@ -273,7 +277,7 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
         return EXIT_OK
     if command == "report":
         folder = usecases.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))
-        print(f"report: {folder / 'report.md'} (also report.json, report.csv)")
+        print(f"report: {folder / 'report.html'} (also report.md, .json, .csv, .junit.xml)")
         return EXIT_OK
     if command == "demo":
         return _demo(args)
@@ -287,7 +291,19 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
 
 def _run(plan: usecases.RunPlan) -> int:
     _warn(plan.warnings)
-    return _finished(_run_async(_execute_shown, plan))
+    finished = _run_async(_execute_shown, plan)
+    code = _finished(finished)
+    _notify(plan.settings, finished.document, finished.result.kind, finished.folder, ok=code == EXIT_OK)
+    return code
+
+
+def _notify(settings: ConnectionSettings, document: dict[str, Any], kind: str, folder: Path, *, ok: bool) -> None:
+    """The summary to every --notify URL, when --notify-on says so; a notification that fails is a warning."""
+    if not settings.notify or not notify.should_notify(settings.notify_on, ok):
+        return
+    title, body = notify.summary_text(document, kind, folder)
+    send = partial(notify.send, list(settings.notify), title, body, timeout=notify.DEFAULT_TIMEOUT, ok=ok)
+    _warn(_run_async(send))
 
 
 async def _execute_shown(plan: usecases.RunPlan) -> usecases.Finished:
@@ -386,8 +402,11 @@ def _audit(plan: audit.AuditPlan) -> int:
     audited = _run_async(_audit_watched, plan)
     print("\n".join(console.audit_lines(audited)))
     if audited.interrupted:
-        return EXIT_ABORTED
-    return EXIT_OK if audited.summary["compliant"] == audited.summary["targets"] else EXIT_SOME_FAILED
+        code = EXIT_ABORTED
+    else:
+        code = EXIT_OK if audited.summary["compliant"] == audited.summary["targets"] else EXIT_SOME_FAILED
+    _notify(plan.settings, audited.document, "audit", audited.folder, ok=code == EXIT_OK)
+    return code
 
 
 async def _audit_watched(plan: audit.AuditPlan) -> audit.Audited:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from orchestrator.backoff import Backoff, Retry
 from orchestrator.errors import InputError
+from orchestrator.redact import MASK
 
 NAME_FIELDS: Final = frozenset({"timestamp", "deployment", "store", "run_id"})
 DEFAULT_NAME_TEMPLATE: Final = "backup-{timestamp}-{deployment}"
@@ -91,6 +92,11 @@ class ConnectionSettings(BaseSettings):
     )
     breaker_cooldown: float = Field(60.0, gt=0, description="seconds an unreachable deployment is left alone")
     quiet: bool = Field(False, description="only the final summary")
+    metrics_file: Path | None = Field(
+        None, description="write Prometheus metrics here (textfile collector format), atomically, at the end"
+    )
+    notify: tuple[str, ...] = Field((), description="Apprise URL to send the summary to; repeat for more")
+    notify_on: Literal["failure", "always"] = Field("failure", description="when to notify: failure or always")
 
     @property
     def retry_policy(self) -> Retry:
@@ -98,8 +104,11 @@ class ConnectionSettings(BaseSettings):
         return Retry(self.retries, Backoff(self.retry_initial, 2.0, self.retry_max), self.retry_for)
 
     def public(self) -> dict[str, Any]:
-        """The settings as written into reports (there is no secret among them)."""
-        return self.model_dump(mode="json")
+        """The settings as written into reports and the ledger: no secret among them. A notification URL
+        carries its service's token in any part (slack://TokenA/TokenB/...): only its scheme is kept."""
+        settings = self.model_dump(mode="json")
+        settings["notify"] = [f"{url.partition('://')[0]}://{MASK}" for url in self.notify]
+        return settings
 
 
 class AuditSettings(ConnectionSettings):

@@ -12,12 +12,13 @@ import random
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
+from orchestrator import notify
 from orchestrator.api import ArcGISClient, open_api_context
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, RunCrashed
@@ -26,6 +27,7 @@ from orchestrator.files import private_dir
 from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
 from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, RunRecord, default_ledger_path, former_default_ledger_path
+from orchestrator.metrics import check_metrics_file, write_run_metrics
 from orchestrator.model import Deployment, RunResult, TargetState, build_targets, new_run_id
 from orchestrator.preflight import Preflight, preflight
 from orchestrator.recorder import LedgerWriter
@@ -75,6 +77,7 @@ class Finished:
     resumable: bool  # a job may still run on a server: `resume` carries the run on
     readiness: dict[str, Any] | None = None  # a snapshot's: ready and not ready deployments
     inventories: tuple[Path, ...] = ()  # a snapshot's ready.toml / not-ready.toml
+    document: dict[str, Any] = field(default_factory=dict)  # what the report files say (for notifications)
 
 
 # -- preparing a run --
@@ -132,6 +135,7 @@ def prepare_run(
     and `inventory_key`: how the report names the inventory, and what runs are compared with (default:
     its path). `kind` "snapshot": a pre-upgrade snapshot (`snapshot`), with its own settings."""
     settings = _identified(load_command_settings(settings_model(kind), flags, settings_file), flags)
+    check_notify_urls(settings.notify)
     if isinstance(settings, SnapshotSettings) and not settings.purpose:
         raise InputError(["snapshot: say why with --purpose TEXT (e.g. --purpose 'upgrade to 12.0, wave 1'); "
                           "it becomes each backup's description"])  # fmt: skip
@@ -144,6 +148,12 @@ def prepare_run(
         settings, deployments, name or str(settings.inventory), clock=clock, kind=kind, inventory_key=inventory_key,
         warnings=inventory.warnings,
     )  # fmt: skip
+
+
+def check_notify_urls(urls: tuple[str, ...]) -> None:
+    """A --notify URL Apprise cannot use is bad input, refused before anything is sent."""
+    if urls and (problems := notify.check_urls(urls)):
+        raise InputError(problems)
 
 
 def _identified(settings: RunSettings, chosen: dict[str, Any]) -> RunSettings:
@@ -162,9 +172,10 @@ def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Pat
         raise InputError(["resume: --select does not apply; a resumed run keeps its targets (see `retry`)"])
     resumable = _read_ledger(flags, settings_file, lambda ledger: unfinished_run(ledger, run_id))
     record = resumable.record
-    base = _without(record.settings, "inventory")
+    base = _without(record.settings, "inventory", "notify")  # its URLs are not recorded: from the flags
     settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
                            {**base, **flags})  # fmt: skip
+    check_notify_urls(settings.notify)
     inventory_path = settings.inventory or Path(record.inventory)
     inventory = load_inventory(inventory_path)
     deployments = {d.name: d for d in inventory.deployments}
@@ -195,9 +206,10 @@ def prepare_retry(
 ) -> RunPlan | NothingToRetry:
     """A new run over exactly the targets of `run_id` that did not succeed."""
     record, recorded = _read_ledger(flags, settings_file, lambda ledger: finished_run(ledger, run_id))
-    base = _without(record.settings, "inventory", "select")
+    base = _without(record.settings, "inventory", "select", "notify", "metrics_file")  # a retry is not the night
     settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
                            {**base, **flags})  # fmt: skip
+    check_notify_urls(settings.notify)
     inventory_path = settings.inventory or Path(record.inventory)
     again = to_retry(recorded)
     if not again:
@@ -276,6 +288,8 @@ async def execute(
     """
     settings, clock, control = plan.settings, clock or SystemClock(), control or RunControl()
     check_report_dir(settings.report_dir)
+    if settings.metrics_file is not None:
+        check_metrics_file(settings.metrics_file)
     try:  # the run's own folder too, before anything is sent: a link planted there is refused now
         private_dir(settings.report_dir / plan.run_id)
     except OSError as error:
@@ -314,15 +328,18 @@ async def _execute(plan: RunPlan, path: Path, clock: Clock, observer: Observer |
             state = "interrupted" if resumable else "finished"
             ledger.end_run(plan.run_id, result.finished_at, result.stopped_reason, result.targets, state=state)
             result.changes = past.changes(result.targets)
+            last_successes = ledger.last_successes(plan.inventory_key) if plan.settings.metrics_file else {}
     finally:
         ledger.close()
     document = report_document(result)  # built once: the files, and the summary the caller shows
     folder = write_reports(result, document)
+    if plan.settings.metrics_file is not None:
+        write_run_metrics(plan.settings.metrics_file, result, last_successes)
     inventories: tuple[Path, ...] = ()
     if plan.kind == "snapshot" and not resumable:
         answers = readiness(result.targets)
         inventories = tuple(write_inventories(folder, Path(plan.inventory), answers, plan.run_id))
-    return Finished(result, folder, document["summary"], resumable, document.get("readiness"), inventories)
+    return Finished(result, folder, document["summary"], resumable, document.get("readiness"), inventories, document)
 
 
 def _record_the_start(ledger: Ledger, plan: RunPlan) -> None:

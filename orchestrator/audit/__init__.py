@@ -11,12 +11,13 @@ record, `AuditTarget`), `survey` (the reading), `report` (compliance.json, .csv,
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from orchestrator import notify
 from orchestrator.api import open_api_context
 from orchestrator.audit.controls import AuditTarget, Verdict, unknown
 from orchestrator.audit.policy import Policy, load_policy
@@ -25,6 +26,7 @@ from orchestrator.audit.survey import INTERRUPTED, Found, survey
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError
 from orchestrator.inventory import load_inventory, select
+from orchestrator.metrics import check_metrics_file, write_audit_metrics
 from orchestrator.model import DEFAULT_STORE, Deployment, new_run_id
 from orchestrator.report import check_report_dir
 from orchestrator.runner import RunControl
@@ -55,11 +57,14 @@ class Audited:
     folder: Path
     summary: dict[str, Any]
     interrupted: bool
+    document: dict[str, Any] = field(default_factory=dict)  # what the report files say (for notifications)
 
 
 def prepare_audit(flags: dict[str, Any], settings_file: Path | None) -> AuditPlan:
     """Settings, inventory, policy and selection, each checked: every problem at once, before any request."""
     settings = load_command_settings(AuditSettings, flags, settings_file)
+    if settings.notify and (bad_urls := notify.check_urls(settings.notify)):
+        raise InputError(bad_urls)
     if settings.inventory is None:
         raise InputError(["no inventory: give --inventory FILE (or set ORCHESTRATOR_INVENTORY)"])
     problems: list[str] = []
@@ -83,6 +88,8 @@ def prepare_audit(flags: dict[str, Any], settings_file: Path | None) -> AuditPla
     if problems:
         raise InputError(problems, warnings)
     check_report_dir(settings.report_dir)
+    if settings.metrics_file is not None:
+        check_metrics_file(settings.metrics_file)
     return AuditPlan(settings, tuple(deployments), policy, str(settings.inventory), warnings)
 
 
@@ -123,4 +130,6 @@ async def run_audit(plan: AuditPlan, *, clock: Clock | None = None, control: Run
         stopped_reason="interrupted (Ctrl-C or SIGTERM)" if interrupted else "",
     )
     folder = write_compliance(document, plan.settings.report_dir)
-    return Audited(audit_id, targets, folder, document["summary"], interrupted)
+    if plan.settings.metrics_file is not None:
+        write_audit_metrics(plan.settings.metrics_file, document)
+    return Audited(audit_id, targets, folder, document["summary"], interrupted, document)
