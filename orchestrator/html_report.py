@@ -365,10 +365,9 @@ def run_html(document: dict[str, Any]) -> str:
     )
 
 
-def compliance_html(document: dict[str, Any]) -> str:
-    """compliance.html for an audit document (`audit.report.compliance_document`)."""
-    from orchestrator.audit.report import FIXES, fix_command, verdict_line  # here: the audit package imports report
-
+def compliance_html(document: dict[str, Any], *, verdict: str, fix: Callable[[str, str], str]) -> str:
+    """compliance.html for an audit document (`audit.report.compliance_document`); `verdict` is its line,
+    `fix(control, deployment)` what fixes a violation (the audit's report says both: `audit.report.page`)."""
     summary, rows, policy = document["summary"], document["targets"], document["policy"]
     limit_of, limits_said = max_age_of(policy)
     by_tag = list(summary["by_tag"].items())
@@ -392,16 +391,14 @@ def compliance_html(document: dict[str, Any]) -> str:
     violations: dict[str, list[tuple[dict[str, Any], str, str]]] = {}
     for r in rows:
         for v in r["violations"]:
-            fix = FIXES.get(v["control"], "{run}")
-            run = fix_command(document["inventory"], r["deployment"]).strip("`")
-            violations.setdefault(v["control"], []).append((r, v["reason"], fix.format(run=run)))
+            violations.setdefault(v["control"], []).append((r, v["reason"], fix(v["control"], r["deployment"])))
     order = list(summary["by_control"])
     columns = [c for c in AUDIT_TABLE if c in (rows[0] if rows else {})]
     return _render(
         "audit.html.j2",
         document=document,
         title=f"Compliance audit {document['audit_id']}",
-        verdict=verdict_line(summary),
+        verdict=verdict,
         good=summary["compliant"] == summary["targets"],
         verdicts=VERDICTS,
         charts={c.name: c for c in charts},

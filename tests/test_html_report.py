@@ -24,9 +24,10 @@ from orchestrator.audit.controls import AuditTarget, judge, store_facts, unknown
 from orchestrator.audit.controls import audited as audited_target
 from orchestrator.audit.policy import Policy, PolicyRule, PolicyValues
 from orchestrator.audit.report import compliance_document, write_compliance
+from orchestrator.audit.report import page as compliance_html
 from orchestrator.dr import Backup
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.html_report import compliance_html, histogram, max_age_of, nice_step, run_html
+from orchestrator.html_report import histogram, max_age_of, nice_step, run_html
 from orchestrator.inventory import selection_rules
 from orchestrator.model import Outcome, RunResult, TargetState
 from orchestrator.report import report_document, write_reports

@@ -225,6 +225,18 @@ def _unknown_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, "", tabulate(table, headers=["deployment", "store", "class", "error"], tablefmt="github")]
 
 
+def page(document: dict[str, Any]) -> str:
+    """compliance.html: the document drawn for a person (`html_report`), with the audit's verdict line and fixes."""
+    inventory = document["inventory"]
+
+    def fix(control: str, deployment: str) -> str:
+        run = fix_command(inventory, deployment).strip("`")
+        known = {c.value: c for c in Control}
+        return FIXES[known[control]].format(run=run) if control in known else run
+
+    return compliance_html(document, verdict=verdict_line(document["summary"]), fix=fix)
+
+
 def write_compliance(document: dict[str, Any], report_dir: Path) -> Path:
     """Write compliance.json, .csv, .md, .junit.xml and .html under REPORT_DIR/audit-AUDIT_ID/; return that folder.
     The folder is the user's own (0700) and each file 0600, never written through a link (`files`)."""
@@ -234,6 +246,6 @@ def write_compliance(document: dict[str, Any], report_dir: Path) -> Path:
     write_private(folder / "compliance.json", json.dumps(document, indent=2) + "\n")
     write_private(folder / "compliance.csv", csv_text(document["targets"]))
     write_private(folder / "compliance.md", markdown_text(document))
-    write_private(folder / "compliance.html", compliance_html(document))
+    write_private(folder / "compliance.html", page(document))
     write_private(folder / "compliance.junit.xml", audit_junit(document))
     return folder
