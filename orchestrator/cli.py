@@ -200,7 +200,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, model: type[ConnectionSe
     # `--notify` too: an Apprise URL may hold a comma (mailto://a,b).
     notify = ConnectionSettings.model_fields["notify"].description
     parser.add_argument("--notify", action="append", metavar="URL", help=f"{notify} [env: ORCHESTRATOR_NOTIFY]")
-    if issubclass(model, RunSettings):
+    if parser.prog.split()[-1] in ("run", "snapshot"):  # resume, retry and plan need the ledger they read
         parser.add_argument("--no-ledger", action="store_true", help="keep no run ledger (no resume, retry or history)")
     return source
 
@@ -293,6 +293,7 @@ def _run(plan: usecases.RunPlan) -> int:
     _warn(plan.warnings)
     finished = _run_async(_execute_shown, plan)
     code = _finished(finished)
+    _warn(finished.warnings)
     _notify(plan.settings, finished.document, finished.result.kind, finished.folder, ok=code == EXIT_OK)
     return code
 
@@ -401,6 +402,7 @@ def _audit(plan: audit.AuditPlan) -> int:
         )
     audited = _run_async(_audit_watched, plan)
     print("\n".join(console.audit_lines(audited)))
+    _warn(audited.warnings)
     if audited.interrupted:
         code = EXIT_ABORTED
     else:

@@ -84,8 +84,8 @@ def write_run_metrics(path: Path, result: RunResult, last_success: Mapping[tuple
         labels = (run, _label(target.deployment.name), _label(_store(target)))
         outcome_of.labels(*labels, target.outcome.value).set(1)
         latest = _latest_success(target, last_success.get(target.store_key))
-        if latest is not None:
-            succeeded_at.labels(*labels).set(latest)
+        # 0 for never: "no good backup for 26 h" then fires for a target that never had one, too.
+        succeeded_at.labels(*labels).set(latest if latest is not None else 0)
         if target.duration_s is not None:
             job.labels(*labels).set(target.duration_s)
     write_textfile(path, registry)

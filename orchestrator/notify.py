@@ -75,10 +75,10 @@ def summary_text(document: dict[str, Any], kind: str, folder: Path) -> tuple[str
     is; every line cleaned (`shown`) and redacted. Pure."""
     if kind == "audit":
         title, lines = _audit_text(document)
-        report = folder / "compliance.md"
+        report = folder / "compliance.html"
     else:
         title, lines = _run_text(document, kind)
-        report = folder / "report.md"
+        report = folder / "report.html"
     if document.get("stopped_reason"):
         lines.insert(1, f"Stopped early: {document['stopped_reason']}.")
     lines += ["", f"Report: {report}"]

@@ -19,6 +19,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from orchestrator.backoff import Backoff, Retry
@@ -270,6 +271,9 @@ def load_command_settings(
     layered = type("Layered", (model,), {"settings_customise_sources": classmethod(sources)})
     try:
         loaded = layered(**flags)
+    except SettingsError as exc:  # a variable that does not parse: a list one is a JSON list
+        raise InputError([f"settings: {exc}; a list in an ORCHESTRATOR_* variable is written as JSON, e.g. "
+                          """ORCHESTRATOR_NOTIFY='["json://127.0.0.1:8080/hook"]'"""]) from None  # fmt: skip
     except ValidationError as exc:
         where = f"settings (flags, ORCHESTRATOR_* variables{', ' + str(settings_file) if settings_file else ''})"
         raise InputError(

@@ -78,6 +78,7 @@ class Finished:
     readiness: dict[str, Any] | None = None  # a snapshot's: ready and not ready deployments
     inventories: tuple[Path, ...] = ()  # a snapshot's ready.toml / not-ready.toml
     document: dict[str, Any] = field(default_factory=dict)  # what the report files say (for notifications)
+    warnings: tuple[str, ...] = ()  # what went wrong after the run, without changing its outcome
 
 
 # -- preparing a run --
@@ -88,15 +89,19 @@ def ledger_path(settings: RunSettings) -> Path:
 
 
 def former_ledger_warning(settings: RunSettings) -> tuple[str, ...]:
-    """A ledger at the former default place is not silently abandoned: where it is, and how to keep it."""
+    """A ledger at the former default place is never silently abandoned: while it is there (and no --ledger
+    names one), every run and `runs` say where it is, and how to keep its history."""
     former, now = former_default_ledger_path(), ledger_path(settings)
-    if settings.ledger is not None or now.exists() or not former.exists():
+    if settings.ledger is not None or not settings.record_ledger or not former.exists():
         return ()
-    return (
-        f"a ledger of earlier versions is at {former}; runs are now recorded beside the reports, in {now}. "
-        f"To keep its history (resume, retry, changes, learned polling): move it there "
-        f"(mv {former}* {now.parent}/), or go on using it with --ledger {former}",
-    )
+    if not now.exists():
+        keep = (
+            f"move it there (mv {former}* {now.parent}/) before the next run, or go on using it with --ledger {former}"
+        )
+    else:  # both: moving one over the other would lose history
+        keep = (f"its runs are still there (orchestrator runs --ledger {former}; resume or retry them with "
+                f"--ledger {former}); once nothing there is left to resume, remove or archive it")  # fmt: skip
+    return (f"a ledger of earlier versions is at {former}; runs are now recorded beside the reports, in {now}: {keep}",)
 
 
 def new_plan(
@@ -333,13 +338,18 @@ async def _execute(plan: RunPlan, path: Path, clock: Clock, observer: Observer |
         ledger.close()
     document = report_document(result)  # built once: the files, and the summary the caller shows
     folder = write_reports(result, document)
+    warnings: tuple[str, ...] = ()
     if plan.settings.metrics_file is not None:
-        write_run_metrics(plan.settings.metrics_file, result, last_successes)
+        try:  # the backups are done: a metrics file that cannot be written is said, not a failed run
+            write_run_metrics(plan.settings.metrics_file, result, last_successes)
+        except OSError as error:
+            warnings = (f"metrics file {plan.settings.metrics_file}: not written ({error})",)
     inventories: tuple[Path, ...] = ()
     if plan.kind == "snapshot" and not resumable:
         answers = readiness(result.targets)
         inventories = tuple(write_inventories(folder, Path(plan.inventory), answers, plan.run_id))
-    return Finished(result, folder, document["summary"], resumable, document.get("readiness"), inventories, document)
+    ready = document.get("readiness")
+    return Finished(result, folder, document["summary"], resumable, ready, inventories, document, warnings)
 
 
 def _record_the_start(ledger: Ledger, plan: RunPlan) -> None:
@@ -462,7 +472,7 @@ def list_runs(flags: dict[str, Any], limit: int) -> Runs:
     settings = load_settings({k: v for k, v in flags.items() if k in ("ledger", "report_dir")})
     if not ledger_path(settings).exists():  # nothing recorded there yet: say so, and where
         return Runs(ledger_path(settings), [], None, former_ledger_warning(settings))
-    return _read_ledger(flags, None, read)
+    return replace(_read_ledger(flags, None, read), warnings=former_ledger_warning(settings))
 
 
 def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:

@@ -55,7 +55,8 @@ def _result(report_dir: Path) -> RunResult:
 
 def test_a_run_writes_targets_by_outcome_its_times_and_each_target(tmp_path: Path) -> None:
     """Names, labels and values as parsed back by prometheus_client; a target's deployment name is kept as
-    given, however hostile; a target that never succeeded has no last-success sample."""
+    given, however hostile; a target that never succeeded has a last success at 0, so a "no good backup for
+    26 h" alert fires for it too."""
     path = tmp_path / "arcgis_backup.prom"
     write_run_metrics(path, _result(tmp_path), {(HOSTILE, ""): START - 86_400.0})
     samples = _samples(path)
@@ -80,8 +81,10 @@ def test_a_run_writes_targets_by_outcome_its_times_and_each_target(tmp_path: Pat
         for labels, v in samples["arcgis_backup_last_success_timestamp_seconds"]
     }
     # gis-1: tonight's success (not yet in the ledger read); the hostile one: its older success, found by its
-    # store key (a default store as ""); gis-3: never succeeded, no sample
-    assert last == {("gis-1", "default"): START + 65, (HOSTILE, "(default store)"): START - 86_400.0}
+    # store key (a default store as ""); gis-3: never succeeded, 0
+    assert last == {
+        ("gis-1", "default"): START + 65, (HOSTILE, "(default store)"): START - 86_400.0, ("gis-3", "default"): 0
+    }  # fmt: skip
     jobs = {
         (labels["deployment"], labels["store"]): v for labels, v in samples["arcgis_backup_last_job_duration_seconds"]
     }

@@ -115,7 +115,7 @@ async def test_the_summary_arrives_with_counts_failures_and_the_report_and_no_se
     assert "3 targets: 1 succeeded, 2 failed." in text
     assert f"- 2 x authentication: sign-in refused for password {MASK}" in text
     assert f"gis-2/default: failed (authentication): sign-in refused for password {MASK}" in text
-    assert f"Report: {tmp_path / 'r1' / 'report.md'}" in text
+    assert f"Report: {tmp_path / 'r1' / 'report.html'}" in text
     assert SECRET not in json.dumps(message) and message["type"] == "failure"
 
 
@@ -235,7 +235,7 @@ def test_a_snapshot_summary_names_the_deployments_not_ready(tmp_path: Path) -> N
     title, body = summary_text(document, "snapshot", tmp_path / "r1")
     assert title == "Pre-upgrade snapshot r1: 1 of 3 deployments ready for the upgrade"
     assert "Not ready:\n- gis-2: default: sign-in refused for password" in body
-    assert body.endswith(f"Report: {tmp_path / 'r1' / 'report.md'}")
+    assert body.endswith(f"Report: {tmp_path / 'r1' / 'report.html'}")
 
 
 def test_an_audit_summary_counts_verdicts_and_names_the_worst_targets_first(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def test_an_audit_summary_counts_verdicts_and_names_the_worst_targets_first(tmp_
         "- gis-old/default: recent: recent fails",
     ]
     assert "- gis-x/default: unknown (unreachable): no answer" in body and "\x1b" not in body and "\x07" not in body
-    assert body.endswith(f"Report: {tmp_path / 'audit-a1' / 'compliance.md'}")
+    assert body.endswith(f"Report: {tmp_path / 'audit-a1' / 'compliance.html'}")
 
 
 def test_a_huge_summary_is_capped_for_the_smallest_service(tmp_path: Path) -> None:

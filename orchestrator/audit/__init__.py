@@ -58,6 +58,7 @@ class Audited:
     summary: dict[str, Any]
     interrupted: bool
     document: dict[str, Any] = field(default_factory=dict)  # what the report files say (for notifications)
+    warnings: tuple[str, ...] = ()  # what went wrong after the audit, without changing its verdicts
 
 
 def prepare_audit(flags: dict[str, Any], settings_file: Path | None) -> AuditPlan:
@@ -130,6 +131,10 @@ async def run_audit(plan: AuditPlan, *, clock: Clock | None = None, control: Run
         stopped_reason="interrupted (Ctrl-C or SIGTERM)" if interrupted else "",
     )
     folder = write_compliance(document, plan.settings.report_dir)
+    warnings: tuple[str, ...] = ()
     if plan.settings.metrics_file is not None:
-        write_audit_metrics(plan.settings.metrics_file, document)
-    return Audited(audit_id, targets, folder, document["summary"], interrupted, document)
+        try:
+            write_audit_metrics(plan.settings.metrics_file, document)
+        except OSError as error:
+            warnings = (f"metrics file {plan.settings.metrics_file}: not written ({error})",)
+    return Audited(audit_id, targets, folder, document["summary"], interrupted, document, warnings)
