@@ -55,11 +55,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 # The fleet benchmark, quick: 100 deployments; the orchestrator, a sequential loop and a thread pool
-# (a few minutes). Results, table and chart in benchmarks/results/fleet-quick.*.
+# (about 6 minutes). Results, table and chart in benchmarks/results/fleet-quick.*.
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_fleet.py --scenario quick
 
-# All of it: 100, 1,000 and 10,000 deployments, and 1,000 with two stores (about half an hour).
+# All of it: 100, 1,000 and 10,000 deployments, and 1,000 with two stores (about 40 minutes).
 bench-full: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_fleet.py --scenario full
 
