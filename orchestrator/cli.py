@@ -41,15 +41,19 @@ EXIT_SOME_FAILED: Final = 1
 EXIT_BAD_INPUT: Final = 2
 EXIT_ABORTED: Final = 3
 SIMULATOR_COMMANDS: Final = frozenset({"demo", "simulate"})
+RUN_ID_HELP: Final = "a run id, an unambiguous start of one, or 'latest'"
 
 FlagSources = dict[str, CliSettingsSource[Any]]
 
 
 def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
+    from orchestrator import __version__
+
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Fleet-scale disaster-recovery backups for ArcGIS Enterprise on Kubernetes.",
     )
+    parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sources = _add_run_commands(commands)
     sources["snapshot"] = _add_snapshot_command(commands)
@@ -102,9 +106,11 @@ def _add_run_commands(commands: Commands) -> FlagSources:
         # "resolve": the CLI's own --select replaces the generated one (see `_add_run_flags`).
         command = commands.add_parser(name, help=help_text, description=description, conflict_handler="resolve")
         if name == "resume":
-            command.add_argument("run_id", nargs="?", metavar="RUN_ID", help="default: the last unfinished run")
+            command.add_argument(
+                "run_id", nargs="?", metavar="RUN_ID", help=f"{RUN_ID_HELP} (default: the last unfinished run)"
+            )
         elif name == "retry":
-            command.add_argument("run_id", metavar="RUN_ID")
+            command.add_argument("run_id", metavar="RUN_ID", help=RUN_ID_HELP)
         elif name == "plan":
             command.add_argument(
                 "--check", action="store_true", help="sign in and check stores and running DR jobs (read-only)"
@@ -258,12 +264,16 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
     if command == "plan":
         return _plan(usecases.prepare_run(_flags_given(sources, args), args.settings), args.check)
     if command == "resume":
-        return _run(usecases.prepare_resume(args.run_id, _flags_given(sources, args), args.settings))
+        flags = _flags_given(sources, args)
+        run_id = usecases.resolve_run_id(args.run_id, flags) if args.run_id else None
+        return _run(usecases.prepare_resume(run_id, flags, args.settings))
     if command == "retry":
-        retry = usecases.prepare_retry(args.run_id, _flags_given(sources, args), args.settings)
+        flags = _flags_given(sources, args)
+        run_id = usecases.resolve_run_id(args.run_id, flags)  # `latest`, or any start of a run id naming one
+        retry = usecases.prepare_retry(run_id, flags, args.settings)
         if isinstance(retry, usecases.NothingToRetry):
             _warn(retry.warnings)
-            print(f"nothing to retry: every target of run {args.run_id} (that the selection keeps) succeeded")
+            print(f"nothing to retry: every target of run {run_id} (that the selection keeps) succeeded")
             return EXIT_OK
         return _run(retry)
     if command == "snapshot":
@@ -290,44 +300,66 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
 
 
 def _run(plan: usecases.RunPlan) -> int:
-    _warn(plan.warnings)
-    finished = _run_async(_execute_shown, plan)
-    code = _finished(finished)
-    _warn(finished.warnings)
-    _notify(plan.settings, finished.document, finished.result.kind, finished.folder, ok=code == EXIT_OK)
+    log = _log_of(plan)
+    _warn(plan.warnings, log)
+    finished = _run_async(_execute_shown, plan, log)
+    code = _finished(finished)  # the summary, on stdout: text whatever --log-format says (stdout is not the log)
+    _warn(finished.warnings, log)
+    _notify(plan.settings, finished.document, finished.result.kind, finished.folder, ok=code == EXIT_OK, log=log)
     return code
 
 
-def _notify(settings: ConnectionSettings, document: dict[str, Any], kind: str, folder: Path, *, ok: bool) -> None:
+def _log_of(plan: usecases.RunPlan) -> LogObserver:
+    """The run's log lines on stderr: its events, and the command's own lines (`LogObserver.say`)."""
+    return LogObserver(json_lines=plan.settings.log_format == "json", run_id=plan.run_id)
+
+
+def _notify(
+    settings: ConnectionSettings,
+    document: dict[str, Any],
+    kind: str,
+    folder: Path,
+    *,
+    ok: bool,
+    log: LogObserver | None = None,
+) -> None:
     """The summary to every --notify URL, when --notify-on says so; a notification that fails is a warning."""
     if not settings.notify or not notify.should_notify(settings.notify_on, ok):
         return
     title, body = notify.summary_text(document, kind, folder)
     send = partial(notify.send, list(settings.notify), title, body, timeout=notify.DEFAULT_TIMEOUT, ok=ok)
-    _warn(_run_async(send))
+    _warn(_run_async(send), log)
 
 
-async def _execute_shown(plan: usecases.RunPlan) -> usecases.Finished:
-    """The run with its display (a live one on a terminal, log lines otherwise) and Ctrl-C handling."""
+async def _execute_shown(plan: usecases.RunPlan, log: LogObserver | None = None) -> usecases.Finished:
+    """The run with its display (a live one on a terminal, log lines otherwise) and Ctrl-C handling. With
+    --log-format json every line on stderr is JSON, the first one and Ctrl-C's included."""
     settings, control = plan.settings, RunControl()
-    live = sys.stderr.isatty() and not settings.quiet and settings.log_format == "text"
+    log = log or _log_of(plan)
+    json_lines = settings.log_format == "json"
+    live = sys.stderr.isatty() and not settings.quiet and not json_lines
     observers: list[Observer] = []
     if not settings.quiet and not live:
-        observers.append(LogObserver(json_lines=settings.log_format == "json"))
-    progress = LiveProgress(plan.targets, SystemClock()) if live else None
+        observers.append(log)
+    progress = LiveProgress(plan.targets, SystemClock(), grace=settings.grace) if live else None
     if progress is not None:
         observers.append(progress)
     if not settings.quiet:
         deployments = len({t.deployment.name for t in plan.targets})
         verb = "resuming run" if plan.resumed else "run"
-        print(f"{verb} {plan.run_id}: {len(plan.targets)} targets on {deployments} deployments", file=sys.stderr)
+        log.say(
+            "run", f"{verb} {plan.run_id}: {len(plan.targets)} targets on {deployments} deployments",
+            kind=plan.kind, parent_run_id=plan.parent_run_id, resumed=plan.resumed, targets=len(plan.targets),
+            deployments=deployments,
+        )  # fmt: skip
     outcome: usecases.Finished | Exception
     async with anyio.create_task_group() as signals:
         stopping = (
             f"stopping: nothing new is submitted; running jobs are followed for {settings.grace:g} s "
             "(Ctrl-C again to stop at once; the report is written either way)"
         )
-        signals.start_soon(_watch_signals, control, stopping, "stopping now; writing the report")
+        tell = log.say if json_lines else _said
+        signals.start_soon(_watch_signals, control, stopping, "stopping now; writing the report", tell)
         try:
             with progress if progress is not None else nullcontext():
                 outcome = await usecases.execute(plan, observer=Observers(*observers), control=control)
@@ -342,16 +374,25 @@ async def _execute_shown(plan: usecases.RunPlan) -> usecases.Finished:
     return outcome
 
 
-async def _watch_signals(control: RunControl, first: str, second: str | None = None) -> None:
-    """Ctrl-C / SIGTERM: the first asks `control` to stop (saying `first`), a second one to stop at once."""
+async def _watch_signals(
+    control: RunControl, first: str, second: str | None = None, tell: Callable[[str, str], None] | None = None
+) -> None:
+    """Ctrl-C / SIGTERM: the first asks `control` to stop (saying `first`), a second one to stop at once.
+    `tell(event, line)` says it (default: a line of text on stderr)."""
+    tell = tell or _said
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async for _ in received:
             if not control.stop_requested:
-                print(f"\n{first}", file=sys.stderr)
+                tell("stopping", first)
                 control.stop()
             elif second is not None:
-                print(f"\n{second}", file=sys.stderr)
+                tell("stopping_now", second)
                 control.abort()
+
+
+def _said(_event: str, line: str) -> None:
+    """A line of the command's own on stderr, below whatever the live display left on its line."""
+    print(f"\n{line}", file=sys.stderr)
 
 
 def _finished(finished: usecases.Finished) -> int:
@@ -359,12 +400,18 @@ def _finished(finished: usecases.Finished) -> int:
     return exit_code(finished.result)
 
 
-def _warn(warnings: Sequence[str]) -> None:
+def _warn(warnings: Sequence[str], log: LogObserver | None = None) -> None:
+    """Each warning on stderr: a line of text, or through a run's log (a JSON line with --log-format json)."""
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        if log is not None:
+            log.say("warning", f"warning: {warning}", warning=warning)
+        else:
+            print(f"warning: {redact(warning)}", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import shlex
+
     from orchestrator.simulator import commands as simulated
 
     async def demo() -> tuple[usecases.Finished, audit.Audited]:
@@ -383,6 +430,11 @@ def _demo(args: argparse.Namespace) -> int:
     code = _finished(finished)
     print("\nthen the compliance audit of the same fleet, its backup history included:")
     print("\n".join(console.audit_lines(audited)))
+    ledger = simulated.demo_ledger(args.report_dir)
+    print(
+        f"\nthe demo's runs are kept in a ledger of their own, {ledger}, so `orchestrator runs` does not list them; "
+        f"`orchestrator runs --ledger {shlex.quote(str(ledger))}` does"
+    )
     if code == EXIT_SOME_FAILED and args.profile != "none":
         # The demo worked: its failures are the ones the fault profile injects on purpose.
         print(f"(the failures above were injected by the {args.profile!r} fault profile; a real run exits 1)")

@@ -4,25 +4,29 @@ the checks, the runs in a ledger. Pure; `cli` prints it.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from tabulate import tabulate
 
 from orchestrator.audit import Audited, verdict_line
-from orchestrator.model import TargetState, iso
+from orchestrator.model import Outcome, TargetState, iso
 from orchestrator.preflight import Preflight
+from orchestrator.redact import redact
 from orchestrator.report import OUTCOMES
 from orchestrator.settings import RunSettings
 from orchestrator.usecases import Finished, Runs
+
+_FAILURES_LISTED: Final = 10  # failures named at the end of a run; the report has them all
 
 
 def finished_lines(finished: Finished) -> list[str]:
     """The end of a run: its counts, why it stopped early, how to carry it on, where its report is."""
     result = finished.result
-    lines = [summary_table(finished.summary)]
+    lines = [summary_table(finished.summary), *_failure_lines(result.targets)]
     if result.stopped_reason:
-        lines.append(f"stopped submitting early: {result.stopped_reason}")
+        lines.append(_stopped_line(result.stopped_reason, result.targets))
     if finished.resumable:
         lines.append(f"the run was cut short: `orchestrator resume {result.run_id}` carries it on")
     lines += readiness_lines(finished)
@@ -31,6 +35,37 @@ def finished_lines(finished: Finished) -> list[str]:
         f"report: {finished.folder / 'report.html'} (also report.md, .json, .csv, .junit.xml)",
     ]
     return lines
+
+
+def _failure_lines(targets: list[TargetState]) -> list[str]:
+    """The failed and timed-out targets, the first few by name with their class and reason."""
+    failed = [t for t in targets if t.outcome in (Outcome.FAILED, Outcome.TIMED_OUT)]
+    if not failed:
+        return []
+    lines = ["failures:"]
+    for target in failed[:_FAILURES_LISTED]:
+        reason = " ".join(target.error.split()) or target.outcome.value
+        lines.append(redact(f"  {target.key}: {target.error_class or target.outcome.value}: {reason}"))
+    if len(failed) > _FAILURES_LISTED:
+        lines.append(f"  ... and {len(failed) - _FAILURES_LISTED} more, see the report")
+    return lines
+
+
+def _stopped_line(reason: str, targets: list[TargetState]) -> str:
+    """Why submitting stopped, and what that left: the reason is worded for a target never submitted
+    ("not started: the run was interrupted"), so it is said of the run, with the targets it touched counted."""
+    reason = reason.removeprefix("not started: ")  # Ctrl-C's: the targets it left are counted below
+    counts = Counter(t.outcome for t in targets)
+    left = [
+        f"{counts[outcome]} {label}"
+        for outcome, label in (
+            (Outcome.INTERRUPTED, "interrupted while running"),
+            (Outcome.NOT_STARTED, "not started"),
+            (Outcome.SKIPPED, "not submitted"),
+        )
+        if counts[outcome]
+    ]
+    return f"stopped submitting early: {redact(reason)}" + (f" ({', '.join(left)})" if left else "")
 
 
 def readiness_lines(finished: Finished) -> list[str]:

@@ -28,6 +28,9 @@ class Event:
     at: float
     target: TargetState | None = None
     detail: str = ""
+    # An event about one deployment but no target of it (a request retried): which one, for the log's field.
+    deployment: str = ""
+    fields: tuple[tuple[str, str | float], ...] = ()  # more the log writes as fields of its own
 
 
 class Observer(Protocol):
@@ -49,7 +52,8 @@ def retries_told_to(observer: Observer, clock: Clock) -> Callable[[Deployment, T
     """A client's retry hook (`api.OnRetry`) that tells `observer` of each retry as a RETRY event."""
 
     def on_retry(deployment: Deployment, error: TargetError, delay: float) -> None:
-        detail = f"{deployment.name}: {error.message}; retrying in {delay:.1f} s"
-        observer.on_event(Event(EventKind.RETRY, clock.now(), None, detail))
+        detail = f"{error.message}; retrying in {delay:.1f} s"
+        fields = (("error_class", error.error_class.value), ("delay_s", round(delay, 3)))
+        observer.on_event(Event(EventKind.RETRY, clock.now(), None, detail, deployment.name, fields))
 
     return on_retry

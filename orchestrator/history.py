@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from orchestrator.errors import InputError
 from orchestrator.ledger import Ledger, PastRow, RunRecord
-from orchestrator.model import Outcome, TargetState, duration_s, store_key
+from orchestrator.model import Outcome, TargetState, duration_s, iso, store_key
 
 PAST_RUNS_COMPARED: Final = 30  # how far back a run looks for each target's previous outcome and durations
 EXPECTED_FROM: Final = 3  # a job's expected duration: the median of this many of its latest measured successes
@@ -30,6 +30,8 @@ class PastOutcome:
 
     outcome: str
     duration_s: float | None
+    failing_runs: int = 0  # the finished runs in a row, up to the latest, in which it did not succeed
+    failing_since: float | None = None  # when the first of them started
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +61,18 @@ def past_of(rows: Iterable[PastRow]) -> Past:
     previous_run_id = ""
     outcomes: dict[Key, PastOutcome] = {}
     measured: dict[Key, list[float]] = {}
+    streak_over: set[Key] = set()  # a success seen: its failing streak (if any) is counted
     for row in rows:
         previous_run_id = previous_run_id or row.run_id
         key = store_key(row.deployment, row.store, row.default_store)
+        succeeded = row.outcome == Outcome.SUCCEEDED.value
         if key not in outcomes:
             outcomes[key] = PastOutcome(row.outcome, duration_s(row.submitted_at, row.finished_at))
+        if succeeded:
+            streak_over.add(key)
+        elif key not in streak_over:  # one more run back in which it did not succeed
+            before = outcomes[key]
+            outcomes[key] = replace(before, failing_runs=before.failing_runs + 1, failing_since=row.run_started_at)
         if row.outcome == Outcome.SUCCEEDED.value and row.ran_s is not None:
             durations = measured.setdefault(key, [])
             if len(durations) < EXPECTED_FROM:
@@ -77,8 +86,10 @@ def changes_since(previous_run_id: str, previous: dict[Key, PastOutcome], target
 
     Targets are matched by `store_key` (a default store as "" whatever it resolved to, so a deployment
     that failed before its store was known still matches); a target absent before is new, not a change.
+    One that did not succeed now nor last time is `still_failing`: for how many finished runs in a row,
+    this one included, and since the start of the first of them.
     """
-    newly_failing, recovered, slower = [], [], []
+    newly_failing, recovered, slower, still_failing = [], [], [], []
     for target in targets:
         before = previous.get(target.store_key)
         if before is None:
@@ -87,6 +98,16 @@ def changes_since(previous_run_id: str, previous: dict[Key, PastOutcome], target
         succeeded_before = before.outcome == Outcome.SUCCEEDED.value
         if succeeded_before and not succeeded_now:
             newly_failing.append({"target": target.key, "outcome": target.outcome.value, "error": target.error})
+        elif not succeeded_now and not succeeded_before:
+            still_failing.append(
+                {
+                    "target": target.key,
+                    "outcome": target.outcome.value,
+                    "error": target.error,
+                    "runs": before.failing_runs + 1,  # this run too
+                    "since": iso(before.failing_since) if before.failing_since else "",
+                }
+            )
         elif succeeded_now and not succeeded_before:
             recovered.append({"target": target.key, "previous_outcome": before.outcome})
         now_s, before_s = target.duration_s, before.duration_s
@@ -104,6 +125,7 @@ def changes_since(previous_run_id: str, previous: dict[Key, PastOutcome], target
         "newly_failing": newly_failing,
         "recovered": recovered,
         "slower": slower,
+        "still_failing": still_failing,
     }
 
 

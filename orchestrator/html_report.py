@@ -31,16 +31,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from orchestrator.model import Outcome
+from orchestrator.report import run_verdict
 
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 VERDICTS: Final = ("compliant", "violation", "unknown")
-OUTCOME_WORDS: Final = {
-    "failed": "failed",
-    "timed_out": "timed out",
-    "not_started": "not started",
-    "interrupted": "interrupted",
-    "skipped": "skipped",
-}
 # Chart geometry, in SVG user units (the SVG scales to the page's width).
 WIDTH: Final = 720
 WIDE: Final = 1200  # a chart across the page
@@ -415,16 +409,6 @@ def compliance_html(document: dict[str, Any], *, verdict: str, fix: Callable[[st
         filter_column="verdict",
         filter_values=[(v, summary[v]) for v in VERDICTS],
         data={"kind": "audit", "id": document["audit_id"], "summary": summary, "total": summary["targets"]},
-    )
-
-
-def run_verdict(summary: Mapping[str, Any]) -> str:
-    """The run in one line, as a manager reads it: "198 of 200 backed up; 2 failed."."""
-    if not summary["total"]:
-        return "No targets."
-    others = [f"{summary[o]} {word}" for o, word in OUTCOME_WORDS.items() if summary.get(o)]
-    return (
-        f"{summary['succeeded']} of {summary['total']} backed up" + (f"; {', '.join(others)}" if others else "") + "."
     )
 
 

@@ -33,6 +33,7 @@ from orchestrator.model import Deployment, Outcome, TargetState
 from orchestrator.redact import redact, redact_each
 
 APP_DIR: Final = "arcgis-fleet-backup"
+RESOLVE_SHOWN: Final = 10  # the candidates an ambiguous run id prefix lists
 SCHEMA_VERSION: Final = 4  # raised with every change of the tables (see ADDED_COLUMNS)
 # The target columns each schema version added, by the version before: a ledger keeps its history across
 # upgrades of the tool (its types and defaults come from the record, like every column's).
@@ -226,6 +227,7 @@ class PastRow:
     submitted_at: float | None
     finished_at: float | None
     ran_s: float | None
+    run_started_at: float = 0.0  # when its run started: since when a target has been failing
 
 
 class Ledger:
@@ -406,6 +408,33 @@ class Ledger:
             raise InputError([f"ledger {self.path}: no run {run_id!r} (recent: {known}); see `orchestrator runs`"])
         return self._run_record(row)
 
+    def resolve(self, wanted: str) -> str:
+        """The run id `wanted` names: "latest" (the run started last, whatever its state), a run id, or an
+        unambiguous start of one; `InputError` with the candidates when it names none or several."""
+        if wanted == "latest":
+            row = self._db.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+            if row is None:
+                raise InputError([f"ledger {self.path}: no run yet, so no latest one"])
+            return str(row[0])
+        if not wanted.strip():
+            raise InputError([f"ledger {self.path}: an empty run id; give one, a start of one, or `latest`"])
+        if self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (wanted,)).fetchone() is not None:
+            return wanted
+        found = [
+            str(run_id)
+            for (run_id,) in self._db.execute(
+                "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY started_at DESC LIMIT ?",
+                (len(wanted), wanted, RESOLVE_SHOWN + 1),
+            )
+        ]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            known = ", ".join(r.run_id for r in self.runs(5)) or "none yet"
+            raise InputError([f"ledger {self.path}: no run {wanted!r} (recent: {known}); see `orchestrator runs`"])
+        shown = ", ".join(found[:RESOLVE_SHOWN]) + (", ..." if len(found) > RESOLVE_SHOWN else "")
+        raise InputError([f"ledger {self.path}: {wanted!r} names several runs ({shown}); give more of the run id"])
+
     def last_unfinished(self) -> RunRecord:
         row = self._db.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs WHERE state != 'finished' ORDER BY started_at DESC LIMIT 1"
@@ -425,13 +454,13 @@ class Ledger:
         targets are never all in memory at once)."""
         rows = self._db.execute(
             "SELECT r.run_id, t.deployment, t.store, t.default_store, t.outcome, t.submitted_at, t.finished_at, "
-            "t.ran_s FROM (SELECT run_id, started_at FROM runs WHERE inventory = ? AND state = 'finished' "
-            "AND started_at < ? ORDER BY started_at DESC LIMIT ?) AS r JOIN targets AS t ON t.run_id = r.run_id "
-            "ORDER BY r.started_at DESC, t.idx",
+            "t.ran_s, r.started_at FROM (SELECT run_id, started_at FROM runs WHERE inventory = ? "
+            "AND state = 'finished' AND started_at < ? ORDER BY started_at DESC LIMIT ?) AS r "
+            "JOIN targets AS t ON t.run_id = r.run_id ORDER BY r.started_at DESC, t.idx",
             (inventory, before, runs),
         )
-        for run_id, deployment, store, default, outcome, submitted, finished, ran_s in rows:
-            yield PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s)
+        for run_id, deployment, store, default, outcome, submitted, finished, ran_s, started in rows:
+            yield PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s, started)
 
     def last_successes(self, inventory: str) -> dict[tuple[str, str], float]:
         """When each target (`model.store_key`: a default store as "") of the runs over `inventory` last

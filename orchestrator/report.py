@@ -1,7 +1,10 @@
 """The consolidated report: one row per target, in inventory order, as JSON, CSV and Markdown.
 
-The Markdown is what a person reads in the morning: summary first, failures with their reasons next,
-then the full table. Nothing here holds a secret: rows are built field by field from the targets.
+The Markdown is what a person reads in the morning: the verdict in one line, the summary, what changed
+(and what keeps failing), failures with their reasons next, then a table of every target narrow enough to
+read (the wide columns are in the CSV and JSON). Beside the run folders, `latest.json` names the latest run
+and `index.json` / `index.md` list them all. Nothing here holds a secret: rows are built field by field
+from the targets.
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import os
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from itertools import groupby
 from operator import attrgetter
@@ -21,14 +26,27 @@ from typing import Any, Final
 from tabulate import tabulate
 
 from orchestrator.errors import InputError
-from orchestrator.files import UnsafePath, named_dir, private_dir, write_private
-from orchestrator.html_report import run_html
+from orchestrator.files import UnsafePath, named_dir, open_private, private_dir, write_private
 from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
 from orchestrator.untrusted import csv_cell, md_cell
 
+_log = logging.getLogger(__name__)
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 SLOWEST: Final = 5
+OUTCOME_WORDS: Final = {
+    "failed": "failed",
+    "timed_out": "timed out",
+    "not_started": "not started",
+    "interrupted": "interrupted",
+    "skipped": "skipped",
+}
+VERDICT_NAMES: Final = 3  # targets named in the verdict line; the rest are counted
+# The Markdown's table of every target: these columns (a snapshot's also `ready`), its error cut at
+# MD_ERROR_CHARS; every column is in report.csv and report.json.
+MD_COLUMNS: Final = ("deployment", "store", "outcome", "error_class", "error", "duration_s")
+MD_ERROR_CHARS: Final = 100
+INDEX_MAX: Final = 1000  # runs listed in REPORT_DIR/index.json and index.md, newest first
 
 
 def _retention_date(target: TargetState) -> str:
@@ -54,6 +72,7 @@ REPORT_COLUMNS: Final[tuple[tuple[str, Callable[[TargetState], Any]], ...]] = (
     ("duration_s", attrgetter("duration_s")),
     ("retention_date", _retention_date),
     ("tls_verified", lambda t: t.deployment.verify_tls),
+    ("tags", lambda t: list(t.deployment.tags)),  # a JSON list; `;`-joined in the CSV
 )
 COLUMNS: Final = tuple(header for header, _ in REPORT_COLUMNS)
 # A snapshot's report adds the version each backup had to be of, and whether the target counts.
@@ -175,16 +194,41 @@ def csv_text(rows: list[dict[str, Any]], kind: str = "run") -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[h for h, _ in columns_of(kind)], lineterminator="\n")
     writer.writeheader()
-    writer.writerows({header: csv_cell(value) for header, value in row.items()} for row in rows)
+    writer.writerows({header: csv_cell(_flat(header, value)) for header, value in row.items()} for row in rows)
     return buffer.getvalue()
+
+
+def _flat(header: str, value: Any) -> Any:
+    return ";".join(value) if header == "tags" and isinstance(value, list) else value
+
+
+def run_verdict(summary: Mapping[str, Any]) -> str:
+    """The run in one line, as a manager reads it: "198 of 200 backed up; 2 failed: gis-7/default, gis-9/raster."
+    (the first VERDICT_NAMES targets that did not succeed named, the rest counted). report.md and report.html
+    both open with it."""
+    if not summary["total"]:
+        return "No targets."
+    line = f"{summary['succeeded']} of {summary['total']} backed up"
+    others = [f"{summary[o]} {word}" for o, word in OUTCOME_WORDS.items() if summary.get(o)]
+    if not others:
+        return line + "."
+    names = [name for f in summary.get("failures_by_reason", ()) for name in f["targets"]]
+    named = ", ".join(names[:VERDICT_NAMES]) + (
+        f" and {len(names) - VERDICT_NAMES} more" if len(names) > VERDICT_NAMES else ""
+    )
+    return f"{line}; {', '.join(others)}" + (f": {named}." if named else ".")
 
 
 def markdown_text(document: dict[str, Any]) -> str:
     """What a person reads in the morning: the summary, what changed, the failures by reason, every target."""
-    headers = [h for h, _ in columns_of(document["kind"]) if h != "url"]
+    headers = [*MD_COLUMNS, "ready"] if document["kind"] == "snapshot" else list(MD_COLUMNS)
     title = "Pre-upgrade snapshot" if document["kind"] == "snapshot" else "Backup run"
+    rows = [[md_cell(_cut(r[c]) if c == "error" else r[c]) for c in headers] for r in document["targets"]]
+    elsewhere = [h for h, _ in columns_of(document["kind"]) if h not in headers]
     lines = [
         f"# {title} {document['run_id']}",
+        "",
+        f"**{md_cell(run_verdict(document['summary']))}**",
         "",
         f"Started {document['started_at']}, finished {document['finished_at']}; "
         f"inventory `{md_cell(document['inventory'])}`.",
@@ -195,10 +239,19 @@ def markdown_text(document: dict[str, Any]) -> str:
         "",
         "## All targets",
         "",
-        tabulate([[md_cell(r[c]) for c in headers] for r in document["targets"]], headers=headers, tablefmt="github"),
+        tabulate(rows, headers=headers, tablefmt="github"),
+        "",
+        f"Errors cut at {MD_ERROR_CHARS} characters. The other columns ({', '.join(elsewhere)}) and each error "
+        "in full are in report.csv and report.json.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _cut(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > MD_ERROR_CHARS:
+        return text[: MD_ERROR_CHARS - 3] + "..."
+    return text
 
 
 def _readiness_lines(readiness: dict[str, Any] | None) -> list[str]:
@@ -219,7 +272,7 @@ def _readiness_lines(readiness: dict[str, Any] | None) -> list[str]:
 def _summary_lines(document: dict[str, Any]) -> list[str]:
     summary = document["summary"]
     lines = ["", "## Summary", ""]
-    counts = [(o, summary[o]) for o in OUTCOMES] + [("**total**", summary["total"])]
+    counts = [(o, summary[o]) for o in OUTCOMES if summary[o]] + [("**total**", summary["total"])]
     lines.append(tabulate(counts, headers=["outcome", "targets"], tablefmt="github"))
     if document["stopped_reason"]:
         lines += ["", f"**Submitting stopped early**: {md_cell(document['stopped_reason'])}."]
@@ -228,8 +281,9 @@ def _summary_lines(document: dict[str, Any]) -> list[str]:
         lines += ["", f"**TLS not verified** (`verify_tls = false` in the inventory) for: {names}."]
     if summary["by_tag"]:
         tags = sorted(summary["by_tag"].items())
-        by_tag = [(md_cell(tag), *(counts.get(o, 0) for o in OUTCOMES)) for tag, counts in tags]
-        lines += ["", "By tag:", "", tabulate(by_tag, headers=["tag", *OUTCOMES], tablefmt="github")]
+        seen = [o for o in OUTCOMES if any(counts.get(o) for _, counts in tags)]  # no column of zeros
+        by_tag = [(md_cell(tag), *(counts.get(o, 0) for o in seen)) for tag, counts in tags]
+        lines += ["", "By tag:", "", tabulate(by_tag, headers=["tag", *seen], tablefmt="github")]
     return lines
 
 
@@ -258,7 +312,15 @@ def _changes_lines(changes: dict[str, Any]) -> list[str]:
     if not changes:
         return ["", "## Since the previous run", "", "No earlier finished run over this inventory to compare with."]
     lines = ["", "## Since the previous run", "", f"Compared with run {changes['previous_run_id']}."]
+    still = changes.get("still_failing", [])
+    if still:
+        lines += ["", f"**Still failing** ({len(still)}):", ""]
+        lines += [
+            f"- {md_cell(c['target'])}: {still_failing_text(c)}: {md_cell(c['error'] or c['outcome'])}" for c in still
+        ]
     if not (changes["newly_failing"] or changes["recovered"] or changes["slower"]):
+        if still:
+            return [*lines, "", "Nothing else changed: no target newly failing or recovered, none markedly slower."]
         return [*lines, "", "No target changed: the same ones succeeded, none markedly slower."]
     if changes["newly_failing"]:
         lines += ["", f"**Newly failing** ({len(changes['newly_failing'])}):", ""]
@@ -274,10 +336,18 @@ def _changes_lines(changes: dict[str, Any]) -> list[str]:
     return lines
 
 
+def still_failing_text(change: Mapping[str, Any]) -> str:
+    """ "failing 2 runs in a row (since 2026-11-30T02:00:00Z)" for a `changes.still_failing` entry."""
+    since = f" (since {change['since']})" if change.get("since") else ""
+    return f"failing {change['runs']} runs in a row{since}"
+
+
 def write_reports(result: RunResult, document: dict[str, Any] | None = None) -> Path:
     """Write report.json, .csv, .md, .junit.xml and .html under REPORT_DIR/RUN_ID/; return that
     folder. `document`: the run's `report_document`, when the caller has built it already.
-    The folder is the user's own (0700) and each file 0600, never written through a link (`files`)."""
+    The folder is the user's own (0700) and each file 0600, never written through a link (`files`).
+    Then the run's entry in REPORT_DIR's index of runs, and `latest.json` if it is the latest run there."""
+    from orchestrator.html_report import run_html  # here: html_report imports this module
     from orchestrator.junit import run_junit
 
     folder = private_dir(result.settings.report_dir / result.run_id)
@@ -287,7 +357,63 @@ def write_reports(result: RunResult, document: dict[str, Any] | None = None) -> 
     write_private(folder / "report.md", markdown_text(document))
     write_private(folder / "report.html", run_html(document))
     write_private(folder / "report.junit.xml", run_junit(document))
+    write_index(result.settings.report_dir, document)
     return folder
+
+
+def index_entry(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A run as REPORT_DIR's index and `latest.json` list it. Pure."""
+    summary = document["summary"]
+    return {
+        "run_id": document["run_id"],
+        "folder": document["run_id"],  # relative to the report folder
+        "kind": document["kind"],
+        "started_at": document["started_at"],
+        "finished_at": document["finished_at"],
+        "verdict": run_verdict(summary),
+        "counts": {o: summary[o] for o in ("total", *OUTCOMES) if summary[o]},
+    }
+
+
+def updated_index(entries: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """`entries` with `entry` in (replacing the same run's), newest start first, at most INDEX_MAX. Pure."""
+    others = [e for e in entries if isinstance(e, dict) and e.get("run_id") != entry["run_id"]]
+    ordered = sorted([*others, entry], key=lambda e: str(e.get("started_at", "")), reverse=True)
+    return ordered[:INDEX_MAX]
+
+
+def write_index(report_dir: Path, document: Mapping[str, Any]) -> None:
+    """REPORT_DIR/index.json and index.md (every run, newest first) with this run in, and REPORT_DIR/latest.json
+    ({"run_id", "folder", "finished_at", "kind"}) naming the run started last. Plain files, each written
+    atomically and 0600 (`files.write_private`: never a link). An index that does not read is started again."""
+    folder = named_dir(report_dir).resolve()  # the folder named may be a link (the user chose it)
+    entries: list[dict[str, Any]] = []
+    try:
+        with os.fdopen(open_private(folder / "index.json", os.O_RDONLY), encoding="utf-8") as handle:
+            read = json.loads(handle.read())
+        entries = list(read.get("runs", [])) if isinstance(read, dict) else []
+    except (OSError, ValueError):
+        entries = []
+    runs = updated_index(entries, index_entry(document))
+    latest = {k: runs[0].get(k) for k in ("run_id", "folder", "finished_at", "kind")}
+    try:
+        write_private(folder / "index.json", json.dumps({"runs": runs}, indent=2) + "\n")
+        write_private(folder / "index.md", index_markdown(runs))
+        write_private(folder / "latest.json", json.dumps(latest, indent=2) + "\n")
+    except UnsafePath as error:  # e.g. a shared report folder of another user's: the run's own reports are written
+        _log.warning("%s: no index of runs nor latest.json written (%s)", folder, error)
+
+
+def index_markdown(runs: list[dict[str, Any]]) -> str:
+    """index.md: one line per run, newest first, with its verdict and a link to its report.md."""
+    table = [
+        (f"[{md_cell(r.get('run_id'))}]({md_cell(r.get('folder'))}/report.md)", md_cell(r.get("kind")),
+         md_cell(r.get("started_at")), md_cell(r.get("verdict")))
+        for r in runs
+    ]  # fmt: skip
+    return "\n".join(
+        ["# Runs", "", tabulate(table, headers=["run", "kind", "started", "verdict"], tablefmt="github"), ""]
+    )
 
 
 def check_report_dir(report_dir: Path) -> None:

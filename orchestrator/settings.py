@@ -277,9 +277,33 @@ def load_command_settings(
     except ValidationError as exc:
         where = f"settings (flags, ORCHESTRATOR_* variables{', ' + str(settings_file) if settings_file else ''})"
         raise InputError(
-            [f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+            [
+                _unknown_setting(str(e["loc"][0]), flags, settings_file)
+                if e["type"] == "extra_forbidden" and e["loc"]
+                else f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                for e in exc.errors()
+            ]
         ) from None
     return model.model_validate(loaded.model_dump())
+
+
+def _unknown_setting(key: str, flags: dict[str, Any], settings_file: Path | None) -> str:
+    """A key no command takes, where it was written (the settings file's line of it) and the closest known key.
+    (An ORCHESTRATOR_* variable no setting has is never read, so never refused.)"""
+    from orchestrator.inventory.rules import did_you_mean  # here: `inventory` imports `model`, which imports us
+
+    every = dict.fromkeys((*RunSettings.model_fields, *SnapshotSettings.model_fields, *AuditSettings.model_fields))
+    if key in flags or settings_file is None:
+        where = "settings (flags)"
+    else:
+        try:
+            lines = settings_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):  # read a moment ago; gone since: the file without its line
+            lines = []
+        pattern = rf"\s*(\[+\s*)?[\"']?{re.escape(key)}[\"']?\s*[=.\]]"
+        line = next((n for n, text in enumerate(lines, 1) if re.match(pattern, text)), None)
+        where = f"{settings_file}:{line}" if line else str(settings_file)
+    return f"{where}: {key}: unknown setting; {did_you_mean(key, every)}"
 
 
 def _settings_file(path: Path, model: type[ConnectionSettings]) -> dict[str, Any]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -24,11 +24,11 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, RunCrashed
 from orchestrator.events import Observer, retries_told_to
 from orchestrator.files import private_dir
-from orchestrator.history import finished_run, read_past, resume_fingerprint, to_retry, unfinished_run
+from orchestrator.history import finished_run, read_past, resume_fingerprint, unfinished_run
 from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, RunRecord, default_ledger_path, former_default_ledger_path
 from orchestrator.metrics import check_metrics_file, write_run_metrics
-from orchestrator.model import Deployment, RunResult, TargetState, build_targets, new_run_id
+from orchestrator.model import DEFAULT_STORE, Deployment, Outcome, RunResult, TargetState, build_targets, new_run_id
 from orchestrator.preflight import Preflight, preflight
 from orchestrator.recorder import LedgerWriter
 from orchestrator.report import check_report_dir, readiness, report_document, write_reports
@@ -43,6 +43,10 @@ from orchestrator.settings import (
 from orchestrator.snapshot import preflight_targets, verify_targets, write_inventories
 
 T = TypeVar("T")
+
+# How this command speaks, not what the run is: a resume or retry takes them from its own flags, variables
+# and settings file, never from the run it comes from (a run made with --quiet is retried with log lines).
+INVOCATION_ONLY: Final = ("quiet", "log_format", "notify", "notify_on")
 
 
 @dataclass(slots=True)
@@ -177,7 +181,7 @@ def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Pat
         raise InputError(["resume: --select does not apply; a resumed run keeps its targets (see `retry`)"])
     resumable = _read_ledger(flags, settings_file, lambda ledger: unfinished_run(ledger, run_id))
     record = resumable.record
-    base = _without(record.settings, "inventory", "notify")  # its URLs are not recorded: from the flags
+    base = _without(record.settings, "inventory", *INVOCATION_ONLY)
     settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
                            {**base, **flags})  # fmt: skip
     check_notify_urls(settings.notify)
@@ -209,40 +213,85 @@ class NothingToRetry:
 def prepare_retry(
     run_id: str, flags: dict[str, Any], settings_file: Path | None, *, clock: Clock | None = None
 ) -> RunPlan | NothingToRetry:
-    """A new run over exactly the targets of `run_id` that did not succeed."""
+    """A new run over the targets of `run_id` that did not succeed, its deployments matched by name in the
+    inventory as it is now (`retried_deployments`), since a retry comes after a fix. A deployment gone from
+    the inventory is a warning; an `InputError` only when nothing is left to retry."""
     record, recorded = _read_ledger(flags, settings_file, lambda ledger: finished_run(ledger, run_id))
-    base = _without(record.settings, "inventory", "select", "notify", "metrics_file")  # a retry is not the night
+    base = _without(record.settings, "inventory", "select", "metrics_file", *INVOCATION_ONLY)  # not the night
     settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
                            {**base, **flags})  # fmt: skip
     check_notify_urls(settings.notify)
     inventory_path = settings.inventory or Path(record.inventory)
-    again = to_retry(recorded)
-    if not again:
+    if all(t.outcome is Outcome.SUCCEEDED for t in recorded):
         return NothingToRetry()
     inventory = load_inventory(inventory_path)
     with _warning_too(inventory.warnings):
         selected = select(inventory.deployments, settings.select)
-    deployments = []
-    for deployment in selected:
-        if deployment.name not in again:
-            continue
-        # A deployment backed up to its default store keeps asking for it; named stores are narrowed.
-        stores = tuple(s for s in deployment.stores if s in again[deployment.name]) if deployment.stores else ()
-        if deployment.stores and not stores:
-            continue  # its stores were renamed since: nothing of that run to redo here
-        deployments.append(replace(deployment, stores=stores))
-    missing = sorted(set(again) - {d.name for d in deployments}) if not settings.select else []
-    if not deployments:
-        return NothingToRetry(inventory.warnings)
-    if missing:
+    deployments, changed = retried_deployments(recorded, selected, run_id)
+    gone = [] if settings.select else _gone(recorded, {d.name for d in inventory.deployments})
+    if not deployments and gone:
         raise InputError(
-            [f"{inventory_path}: deployments to retry are no longer in it: {', '.join(missing)}"], inventory.warnings
-        )
+            [f"{inventory_path}: the deployments to retry are no longer in it: {', '.join(gone)}; restore them, "
+             "or give the inventory the run used with --inventory"],
+            (*inventory.warnings, *changed),
+        )  # fmt: skip
+    if not deployments:
+        return NothingToRetry((*inventory.warnings, *changed))
+    if gone:
+        changed.append(f"{inventory_path}: not retried, no longer in it: {', '.join(gone)} (failed in run {run_id})")
     kind = "snapshot" if record.kind == "snapshot" else "retry"  # a snapshot retried is a snapshot still
     return new_plan(
         settings, deployments, str(inventory_path), clock=clock, kind=kind, parent_run_id=run_id,
-        inventory_key=record.inventory, warnings=inventory.warnings,
+        inventory_key=record.inventory, warnings=(*inventory.warnings, *changed),
     )  # fmt: skip
+
+
+def retried_deployments(
+    recorded: list[TargetState], selected: list[Deployment], run_id: str
+) -> tuple[list[Deployment], list[str]]:
+    """What a retry of `run_id` redoes, as the inventory is now, and what changed in it since. Pure.
+
+    Deployments are matched by name, with their current address, TLS and credentials (a fixed password is
+    simply used). A deployment none of whose targets failed is not retried. Targets are matched by
+    `model.store_key` (the default store as itself, whatever it resolved to): a deployment that names the
+    same stores redoes those that did not succeed; one whose stores changed redoes each of its current stores
+    that did not succeed in that run (a new store included), and a note says so.
+    """
+    before: dict[str, dict[str, bool]] = {}  # deployment -> store key -> succeeded
+    recorded_as: dict[str, Deployment] = {}
+    for target in recorded:
+        before.setdefault(target.deployment.name, {})[target.store_key[1]] = target.outcome is Outcome.SUCCEEDED
+        recorded_as.setdefault(target.deployment.name, target.deployment)
+    deployments: list[Deployment] = []
+    changed: list[str] = []
+    for deployment in selected:
+        was = before.get(deployment.name)
+        if was is None or all(was.values()):
+            continue
+        now = deployment.stores or (DEFAULT_STORE,)
+        again = [store for store in now if not was.get(store, False)]
+        if set(now) != set(was):
+            redo = _store_names(again) or "nothing (the stores it names now succeeded then)"
+            changed.append(f"{deployment.name}: stores now {_store_names(now)} (were {_store_names(was)}); "
+                           f"retrying {redo}")  # fmt: skip
+        then = recorded_as[deployment.name]
+        moved = [what for what in ("url", "verify_tls") if getattr(then, what) != getattr(deployment, what)]
+        if moved:
+            changed.append(f"{deployment.name}: {' and '.join(moved)} changed since run {run_id}; "
+                           "retried as the inventory says now")  # fmt: skip
+        if again:  # its default store alone: asked of the server, as in the run
+            deployments.append(replace(deployment, stores=tuple(store for store in again if store != DEFAULT_STORE)))
+    return deployments, changed
+
+
+def _store_names(stores: Iterable[str]) -> str:
+    return ", ".join(store or "(default store)" for store in stores)
+
+
+def _gone(recorded: list[TargetState], names: set[str]) -> list[str]:
+    """The deployments with a target that did not succeed that the inventory no longer has, in run order."""
+    failed = (t.deployment.name for t in recorded if t.outcome is not Outcome.SUCCEEDED)
+    return [name for name in dict.fromkeys(failed) if name not in names]
 
 
 def _read_ledger(flags: dict[str, Any], settings_file: Path | None, read: Callable[[Ledger], T]) -> T:
@@ -475,11 +524,19 @@ def list_runs(flags: dict[str, Any], limit: int) -> Runs:
     return replace(_read_ledger(flags, None, read), warnings=former_ledger_warning(settings))
 
 
+def resolve_run_id(run_id: str, flags: dict[str, Any]) -> str:
+    """The run id that `run_id` names in the ledger the flags name: itself, "latest" (the run started last) or an
+    unambiguous start of one; `InputError` listing the candidates otherwise (`Ledger.resolve`)."""
+    return _read_ledger(flags, None, lambda ledger: ledger.resolve(run_id))
+
+
 def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
-    """The reports of a past run, written again from the ledger alone (no inventory, no secrets needed)."""
+    """The reports of a past run, written again from the ledger alone (no inventory, no secrets needed).
+    `run_id` may be "latest" or an unambiguous start of one."""
 
     def read(ledger: Ledger) -> RunResult:
-        record, targets = ledger.run(run_id), ledger.targets(run_id)
+        found = ledger.resolve(run_id)  # "latest", or a start of a run id
+        record, targets = ledger.run(found), ledger.targets(found)
         # The run's own settings, as recorded: today's environment has no say in yesterday's report.
         model = settings_model(record.kind)
         recorded = {k: v for k, v in record.settings.items() if k in model.model_fields}

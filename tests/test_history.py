@@ -81,10 +81,41 @@ def test_the_past_is_each_targets_latest_outcome_and_the_median_of_its_latest_me
     assert EXPECTED_FROM == 3
     assert past.previous_run_id == "r5"
     assert past.outcomes == {
-        ("a", "default"): PastOutcome("failed", 60.0),
+        ("a", "default"): PastOutcome("failed", 60.0, failing_runs=1, failing_since=0.0),
         ("b", "default"): PastOutcome("succeeded", 60.0),
     }
     assert past.expected_s == {("a", "default"): 12.0, ("b", "default"): 30.0}
+
+
+def _started(run_id: str, deployment: str, outcome: str, started: float) -> PastRow:
+    return PastRow(run_id, deployment, "default", False, outcome, started, started + 60, None, started)
+
+
+def test_a_target_failing_night_after_night_is_still_failing_since_the_first_of_those_nights() -> None:
+    """The failures in a row up to the latest run are counted (a run it was not in breaks nothing), from the
+    start of the first; tonight's failure makes one more. A target that failed before but succeeded last
+    time, or one that succeeds tonight, is not still failing."""
+    day = 86_400.0
+    rows = [
+        _started("r4", "a", "failed", 1_795_000_000.0 + 3 * day),
+        _started("r4", "b", "succeeded", 1_795_000_000.0 + 3 * day),
+        _started("r3", "b", "failed", 1_795_000_000.0 + 2 * day),  # r3 was a retry of b alone
+        _started("r2", "a", "timed_out", 1_795_000_000.0 + day),
+        _started("r2", "c", "failed", 1_795_000_000.0 + day),
+        _started("r1", "a", "succeeded", 1_795_000_000.0),
+        _started("r1", "c", "failed", 1_795_000_000.0),
+    ]
+    past = past_of(rows)
+    assert past.outcomes[("a", "default")].failing_runs == 2
+    assert past.outcomes[("b", "default")].failing_runs == 0
+    assert past.outcomes[("c", "default")].failing_runs == 2
+    tonight = [_target("a", Outcome.FAILED), _target("b", Outcome.FAILED), _target("c", Outcome.SUCCEEDED)]
+    changes = past.changes(tonight)
+    assert changes["still_failing"] == [
+        {"target": "a/default", "outcome": "failed", "error": "disk full", "runs": 3, "since": "2026-11-19T11:06:40Z"}
+    ]
+    assert [c["target"] for c in changes["newly_failing"]] == ["b/default"]
+    assert [c["target"] for c in changes["recovered"]] == ["c/default"]
 
 
 def test_with_no_earlier_run_there_is_nothing_to_compare() -> None:

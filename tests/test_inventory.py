@@ -132,16 +132,17 @@ passcode_file = "secrets/missing"
         load_inventory(path)
     problems = "\n".join(caught.value.problems)
     expected = [
-        f"{path}:6: deployments[0] (one): url: 'http://gis.example.com/arcgis' uses http; use https",
-        f"{path}:10: deployments[1] (one): duplicate name 'one' (first at {path}:6)",
-        f"{path}:14: deployments[2] (typo): unknown key 'pasword_env'; did you mean 'password_env'?",
-        f"{path}:19: deployments[3] (literal): a literal secret ('password') is refused",
+        # each at the line of the key at fault; a missing key at its entry's [[deployments]] line
+        f"{path}:8: deployments[0] (one): url: 'http://gis.example.com/arcgis' uses http; use https",
+        f"{path}:11: deployments[1] (one): duplicate name 'one' (first at {path}:7)",
+        f"{path}:17: deployments[2] (typo): unknown key 'pasword_env'; did you mean 'password_env'?",
+        f"{path}:22: deployments[3] (literal): a literal secret ('password') is refused",
         'password_env = "VARIABLE" or password_file = "path/to/file"',
         f"{path}:24: deployments[4] (nourl): url: missing",
-        f"{path}:27: deployments[5] (nocontext): url: 'https://gis.example.com' has no web context",
-        f"{path}:31: deployments[6] (unset): password_env: the environment variable UNSET_VARIABLE_FOR_TEST is not set",
-        f"{path}:36: deployments[7] (shortcode): passcode_file: the passcode is shorter than 8 characters",
-        f"{path}:41: deployments[8] (nofile): passcode_file: cannot read",
+        f"{path}:29: deployments[5] (nocontext): url: 'https://gis.example.com' has no web context",
+        f"{path}:34: deployments[6] (unset): password_env: the environment variable UNSET_VARIABLE_FOR_TEST is not set",
+        f"{path}:39: deployments[7] (shortcode): passcode_file: the passcode is shorter than 8 characters",
+        f"{path}:44: deployments[8] (nofile): passcode_file: cannot read",
     ]
     for fragment in expected:
         assert fragment in problems
@@ -153,7 +154,7 @@ def test_an_unset_default_variable_is_reported_once(folder: Path, monkeypatch: p
     with pytest.raises(InputError) as caught:
         load_inventory(_write(folder, GOOD))
     assert len(caught.value.problems) == 1
-    assert caught.value.problems[0].startswith(f"{folder / 'inventory.toml'}:2: ")
+    assert caught.value.problems[0].startswith(f"{folder / 'inventory.toml'}:4: [defaults]: password_env: ")
 
 
 def test_secret_file_readable_by_others_draws_a_warning(folder: Path) -> None:
@@ -253,11 +254,25 @@ def test_one_deployment_listed_twice_under_two_names_is_refused(folder: Path) ->
     with pytest.raises(InputError) as caught:
         load_inventory(path)
     (problem,) = caught.value.problems
-    url_line = twice.splitlines().index('name = "gis-eu-1-again"')  # TOML problems name the entry's header line
+    url_line = twice.splitlines().index('url = "HTTPS://GIS-EU-1.example.com:443/arcgis"') + 1  # the key's own line
     assert problem.startswith(f"{path}:{url_line}: deployments[2] (gis-eu-1-again): url:")
     assert "is also deployment 'gis-eu-1'" in problem and "list each deployment once" in problem
     other_context = GOOD + '\n[[deployments]]\nname = "gis-eu-2"\nurl = "https://gis-eu-1.example.com/portal"\n'
     assert len(load_inventory(_write(folder, other_context)).deployments) == 3  # another web context is another site
+
+
+def test_a_problem_points_at_the_line_of_its_key_not_the_entry_header(folder: Path) -> None:
+    """A bad value is reported at its own key's line in the entry, past comments and other keys; the same key
+    in [defaults] (overridden) does not take the blame."""
+    text = GOOD.replace('tags = ["test", "us"]', '# the US site\ntags = ["test", "us"]\n\nretention_days = -1')
+    path = _write(folder, text)
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    line = text.splitlines().index("retention_days = -1") + 1
+    assert caught.value.problems == [
+        f"{path}:{line}: deployments[1] (gis-us-1): retention_days: must be a positive number of days; "
+        "leave it out for backups that never expire"
+    ]
 
 
 def test_wrong_kinds_of_value_name_the_field_and_the_fix(folder: Path) -> None:
@@ -270,10 +285,11 @@ def test_wrong_kinds_of_value_name_the_field_and_the_fix(folder: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_inventory(path)
     problems = "\n".join(caught.value.problems)
-    assert f"{path}:2: [defaults]: 'name' names one deployment: write it in each [[deployments]]" in problems
-    assert f"{path}:2: deployments[0] (gis-eu-1): retention_days: must be a positive number of days" in problems
-    assert f"{path}:16: deployments[1] (gis-us-1): verify_tls: must be true or false" in problems
-    assert f"{path}:16: deployments[1] (gis-us-1): passcode_env: must name an environment variable, e.g." in problems
+    # each at its key's line; an inherited value at its line in [defaults]
+    assert f"{path}:7: [defaults]: 'name' names one deployment: write it in each [[deployments]]" in problems
+    assert f"{path}:6: deployments[0] (gis-eu-1): retention_days: must be a positive number of days" in problems
+    assert f"{path}:20: deployments[1] (gis-us-1): verify_tls: must be true or false" in problems
+    assert f"{path}:21: deployments[1] (gis-us-1): passcode_env: must name an environment variable, e.g." in problems
     assert "variable 5" not in problems  # refused as it is, not then looked up as well
 
 
@@ -315,7 +331,7 @@ def test_a_secret_file_that_is_not_a_regular_file_is_a_problem_not_a_hang(folder
     path = _write(folder, GOOD.replace('"secrets/passcode"', f'"{secret}"'))
     what = {"fifo": "a named pipe (FIFO)", "dev-zero": "a character device", "folder": "a folder"}[kind]
     assert _problems_of_a_guarded_load(path) == [
-        f"{path}:2: [defaults]: passcode_file: {secret} is {what}, not a regular file; "
+        f"{path}:5: [defaults]: passcode_file: {secret} is {what}, not a regular file; "
         "point it at a regular file holding the secret on one line"
     ]
 
@@ -330,7 +346,7 @@ def test_a_secret_file_with_a_second_line_is_a_problem_naming_the_line(folder: P
     path = _write(folder, GOOD.replace('"secrets/passcode"', '"secrets/link"'))
     problems = _problems_of_a_guarded_load(path)
     assert problems == [
-        f"{path}:2: [defaults]: passcode_file: a second line at {two_lines}:3; the file must hold the secret "
+        f"{path}:5: [defaults]: passcode_file: a second line at {two_lines}:3; the file must hold the secret "
         "alone, on one line (a final newline is fine): remove the other lines"
     ]
     assert "line-secret" not in "".join(problems)
@@ -342,7 +358,7 @@ def test_a_secret_file_over_64_kib_is_a_problem(folder: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_inventory(_write(folder, GOOD))
     assert caught.value.problems == [
-        f"{folder / 'inventory.toml'}:2: [defaults]: passcode_file: {folder / 'secrets' / 'passcode'} is over 64 KiB, "
+        f"{folder / 'inventory.toml'}:5: [defaults]: passcode_file: {folder / 'secrets' / 'passcode'} is over 64 KiB, "
         "too large for a secret; point it at a regular file holding the secret on one line"
     ]
 

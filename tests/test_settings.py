@@ -86,3 +86,19 @@ def test_one_settings_file_serves_run_and_audit(tmp_path: Path) -> None:
     settings_file.write_text("poll_maxx = 90.0\n")
     with pytest.raises(InputError, match="poll_maxx"):
         load_command_settings(AuditSettings, {}, settings_file)
+
+
+def test_a_typo_in_the_settings_file_names_its_line_and_the_setting_meant(tmp_path: Path) -> None:
+    """An unknown key in the settings file is refused at its line, with the closest setting suggested."""
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("# nightly\nretries = 3\n\nconcurency = 5\n")
+    with pytest.raises(InputError) as caught:
+        load_settings({}, settings_file)
+    assert caught.value.problems == [f"{settings_file}:4: concurency: unknown setting; did you mean 'concurrency'?"]
+
+
+def test_an_unknown_key_among_the_flags_is_said_to_be_a_flag() -> None:
+    """A key no setting has, given as a flag (by a caller of the library), names the flags as its source."""
+    with pytest.raises(InputError) as caught:
+        load_settings({"poll_maxx": 9.0})
+    assert caught.value.problems == ["settings (flags): poll_maxx: unknown setting; did you mean 'poll_max'?"]

@@ -8,7 +8,7 @@ request is sent. Secrets are referenced (`*_env`, `*_file`), never written in th
 What each field may hold is a pydantic model (`rules.Fields`), the fix for each rule in its messages.
 Kept by hand, because pydantic cannot know them: the file and line each value was written on
 (`sources`: the TOML and CSV parsers keep no positions), `[defaults]` inheritance (a problem in an
-inherited value is said once, at the `[defaults]` line), problems across entries (the same name or
+inherited value is said once, at its line in `[defaults]`), problems across entries (the same name or
 deployment twice, here), and the secrets, read from variables and files and never echoed (`references`).
 """
 
@@ -66,14 +66,14 @@ def _resolve(entries: list[Entry], base: Path, problems: Problems) -> list[Deplo
     secret_cache: dict[tuple[str, str], str | None] = {}
     for entry in entries:
         name = entry.values.get("name")
+        name_at = entry.where.get("name", entry.location)
         if isinstance(name, str) and name in seen:
             problems.add(
-                entry.location,
-                f"{entry.label}: duplicate name {name!r} (first at {seen[name]}); names must be unique",
+                name_at, f"{entry.label}: duplicate name {name!r} (first at {seen[name]}); names must be unique"
             )
             continue
         if isinstance(name, str):
-            seen[name] = entry.location
+            seen[name] = name_at
         deployment = _resolve_one(entry, base, problems, secret_cache)
         if deployment is None:
             continue

@@ -36,20 +36,20 @@ def read_secret(
         if cache[key] is None:
             problems.add(
                 where,
-                f"{_owner(entry, where)}: {env_key}: the environment variable {env_name} is not set (or empty); "
+                f"{_owner(entry, env_key)}: {env_key}: the environment variable {env_name} is not set (or empty); "
                 "export it before the run",
             )
         return cache[key]
     path = (base / str(file_name)).resolve()
     key, where = ("file", str(path)), entry.where[file_key]
     if key not in cache:
-        cache[key] = _read_secret_file(path, f"{_owner(entry, where)}: {file_key}", where, problems)
+        cache[key] = _read_secret_file(path, f"{_owner(entry, file_key)}: {file_key}", where, problems)
     return cache[key]
 
 
-def _owner(entry: Entry, where: str) -> str:
+def _owner(entry: Entry, key: str) -> str:
     """Who a message is about: the entry, or [defaults] when the key was inherited (said once for all)."""
-    return entry.label if where == entry.location else "[defaults]"
+    return "[defaults]" if key in entry.inherited else entry.label
 
 
 def _read_secret_file(path: Path, key: str, where: str, problems: Problems) -> str | None:

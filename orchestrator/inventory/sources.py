@@ -1,7 +1,8 @@
 """An inventory file read into entries: each deployment's raw values, with the file and line each was written on.
 
-The TOML and CSV parsers keep no positions, so they are found here from the text itself; `[defaults]` are
-merged into each entry, remembering that an inherited value was written at the `[defaults]` line.
+The TOML and CSV parsers keep no positions, so they are found here from the text itself: in TOML the line of
+each key (within its entry's table), in CSV the row's. `[defaults]` are merged into each entry, remembering that
+an inherited value was written at its line in `[defaults]`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ class Entry:
     """One deployment's raw fields, each with where it was written (for messages)."""
 
     values: dict[str, Any]
-    where: dict[str, str]
+    where: dict[str, str]  # file:line of each key's own line (in [defaults] for an inherited one)
     label: str  # "deployments[3] (gis-eu-1)" or "row 4 (gis-eu-1)"
-    location: str  # file:line of the entry
+    location: str  # file:line of the entry: its [[deployments]] header, or its CSV row
+    inherited: frozenset[str] = frozenset()  # the keys whose value came from [defaults]
 
 
 @dataclass(slots=True)
@@ -55,32 +57,38 @@ def toml_entries(path: Path, text: str, problems: Problems) -> list[Entry]:
                 f"unknown top-level key {key!r}; {did_you_mean(key, TOP_LEVEL)}",
             )
     defaults = data.get("defaults", {})
-    defaults_at = f"{path}:{defaults_line[0] if defaults_line else 1}"
+    defaults_start = defaults_line[0] if defaults_line else 1
+    defaults_at = f"{path}:{defaults_start}"
     if not isinstance(defaults, dict):
         problems.add(defaults_at, "[defaults] must be a table")
         defaults = {}
+    defaults_where = {key: f"{path}:{_table_key_line(lines, defaults_start, key)}" for key in defaults}
     for key in defaults:  # an entry's own keys are its model's to check; these would be checked once per entry
         if key in ("name", "url"):
-            problems.add(defaults_at, f"[defaults]: {key!r} names one deployment: write it in each [[deployments]]")
+            problems.add(
+                defaults_where[key], f"[defaults]: {key!r} names one deployment: write it in each [[deployments]]"
+            )
         elif key not in FIELDS:
-            problems.add(defaults_at, f"[defaults]: {unknown_key_message(key)}")
+            problems.add(defaults_where[key], f"[defaults]: {unknown_key_message(key)}")
     raw = data.get("deployments", [])
     if not isinstance(raw, list):
         problems.add(str(path), "deployments must be an array of tables: write [[deployments]] before each entry")
         return []
     entries = []
     for index, item in enumerate(raw):
-        at = f"{path}:{entry_lines[index] if index < len(entry_lines) else 1}"
+        start = entry_lines[index] if index < len(entry_lines) else 1
+        at = f"{path}:{start}"
         name = item.get("name", "?") if isinstance(item, dict) else "?"
         label = f"deployments[{index}] ({name})"
         if not isinstance(item, dict):
             problems.add(at, f"{label}: must be a table")
             continue
         values = {k: v for k, v in defaults.items() if k in FIELDS and k not in ("name", "url")}
-        where = dict.fromkeys(values, defaults_at)
+        where = {key: defaults_where[key] for key in values}
+        inherited = frozenset(values) - frozenset(item)
         values.update(item)
-        where.update(dict.fromkeys(item, at))
-        entries.append(Entry(values, where, label, at))
+        where.update({key: f"{path}:{_table_key_line(lines, start, key)}" for key in item})
+        entries.append(Entry(values, where, label, at, inherited))
     return entries
 
 
@@ -121,6 +129,17 @@ def _number_or_text(cell: str) -> Any:
 
 def _header_lines(lines: list[str], header: str) -> list[int]:
     return [number for number, line in enumerate(lines, 1) if line.strip().startswith(header)]
+
+
+def _table_key_line(lines: list[str], start: int, key: str) -> int:
+    """The line of `key = ...` in the table whose header is at line `start` (the header's if not found there)."""
+    for number in range(start + 1, len(lines) + 1):
+        line = lines[number - 1]
+        if re.match(r"\s*\[", line):  # the next table's header
+            break
+        if re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return start
 
 
 def _key_line(lines: list[str], key: str) -> int:

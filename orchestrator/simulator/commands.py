@@ -192,7 +192,7 @@ async def demo_plan(
                 "inventory": inventory,
                 "report_dir": report_dir,
                 "quiet": quiet,
-                "ledger": report_dir / "demo-ledger.sqlite3",
+                "ledger": demo_ledger(report_dir),
             }
             plan = prepare_run(
                 flags,
@@ -202,6 +202,11 @@ async def demo_plan(
                 inventory_key=f"demo:{count}:{profile}",
             )
             yield plan, served
+
+
+def demo_ledger(report_dir: Path) -> Path:
+    """The demo's own ledger, beside its reports: demo runs stay out of the real ledger (and `orchestrator runs`)."""
+    return report_dir / "demo-ledger.sqlite3"
 
 
 def demo_audit_plan(plan: RunPlan) -> AuditPlan:

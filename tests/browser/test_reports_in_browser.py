@@ -87,7 +87,10 @@ def test_the_run_charts_are_drawn_with_report_json_counts(run_report: tuple[Open
         ".tile[data-outcome]", "ts => ts.map(t => [t.dataset.outcome, +t.dataset.count])"
     )
     assert dict(tiles) == {o: document["summary"][o] for o, _ in tiles}
-    assert opened.page.text_content("[data-verdict-line]") == "8 of 13 backed up; 3 failed, 1 timed out, 1 skipped."
+    assert opened.page.text_content("[data-verdict-line]") == (
+        "8 of 13 backed up; 3 failed, 1 timed out, 1 skipped: gis-eu-3/default, gis-lab-3/default, gis-us-2/default"
+        " and 2 more."
+    )
 
 
 def test_the_table_filters_by_text_and_by_outcome(run_report: tuple[Opened, Any]) -> None:
