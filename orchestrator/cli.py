@@ -92,9 +92,11 @@ RUN_COMMANDS: Final = (
     ),
     (
         "retry",
-        "a new run over the targets of RUN_ID that did not succeed",
-        "Start a new run over exactly the targets of RUN_ID that failed, timed out, were not started or were "
-        "interrupted, with that run's settings unless a flag overrides one.",
+        "after a fix: a new run over the targets of RUN_ID that did not succeed, with today's inventory",
+        "After a fix: start a new run over the targets of RUN_ID that failed, timed out, were not started or were "
+        "interrupted, with the inventory as it is now (deployments matched by name; changed stores and deployments "
+        "gone are said) and that run's settings unless a flag overrides one (output settings come from this "
+        "command).",
     ),
 )
 

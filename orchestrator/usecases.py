@@ -378,7 +378,7 @@ async def _execute(plan: RunPlan, path: Path, clock: Clock, observer: Observer |
             except BaseException as stopped:  # cancelled from outside: the report still, then on it goes
                 _write_what_is_known(plan, clock, stopped)
                 raise
-            resumable = control.stop_requested or result.jobs_may_still_run
+            resumable = result.jobs_may_still_run or (control.stop_requested and _left_to_do(plan.kind, result))
             state = "interrupted" if resumable else "finished"
             ledger.end_run(plan.run_id, result.finished_at, result.stopped_reason, result.targets, state=state)
             result.changes = past.changes(result.targets)
@@ -399,6 +399,15 @@ async def _execute(plan: RunPlan, path: Path, clock: Clock, observer: Observer |
         inventories = tuple(write_inventories(folder, Path(plan.inventory), answers, plan.run_id))
     ready = document.get("readiness")
     return Finished(result, folder, document["summary"], resumable, ready, inventories, document, warnings)
+
+
+def _left_to_do(kind: str, result: RunResult) -> bool:
+    """Whether a stopped run left work for `resume`: a target never started, or a snapshot's backup not
+    verified. (One whose every job ended during the grace period is simply finished.)"""
+    return any(
+        t.outcome is Outcome.NOT_STARTED or (kind == "snapshot" and t.outcome is Outcome.SUCCEEDED and not t.verified)
+        for t in result.targets
+    )
 
 
 def _record_the_start(ledger: Ledger, plan: RunPlan) -> None:
