@@ -31,7 +31,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from orchestrator.model import Outcome
-from orchestrator.report import run_verdict
 
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 VERDICTS: Final = ("compliant", "violation", "unknown")
@@ -46,6 +45,7 @@ TOP: Final = 16  # room above it for the tallest bar's count
 MAX_ROWS: Final = 40  # rows of a horizontal bar chart; the rest are in the JSON report
 MAX_LISTED: Final = 100  # violations of one control listed with their fix; all are in the table of every target
 HISTOGRAM_BINS: Final = 12
+MIN_BIN: Final = 0.001
 TIME_BUCKETS: Final = 30
 # The table's columns whose cells sort as numbers; every other column sorts as text (ISO times sort so too).
 NUMERIC: Final = frozenset({"attempts", "polls", "duration_s", "age_hours", "good_backups", "days_covered"})
@@ -154,6 +154,7 @@ def histogram(name: str, title: str, values: list[float], unit: str) -> Chart:
         return Chart(name, title, 0)
     low, high = min(values), max(values)
     width = nice_step((high - low) / HISTOGRAM_BINS) if high > low else nice_step(max(abs(high), 1.0) / 10)
+    width = max(width, MIN_BIN)  # no finer than the numbers are shown (three decimals), or edges would repeat
     first = math.floor(low / width)
     bins = math.floor(high / width) - first + 1
     counts = Counter(min(max(math.floor(v / width) - first, 0), bins - 1) for v in values)
@@ -343,7 +344,7 @@ def run_html(document: dict[str, Any]) -> str:
         "run.html.j2",
         document=document,
         title=f"{title} {document['run_id']}",
-        verdict=run_verdict(summary),
+        verdict=document["verdict"],
         readiness_line=readiness_line(document.get("readiness")),
         good=summary["succeeded"] == summary["total"] and not document.get("readiness", {}).get("not_ready"),
         outcomes=OUTCOMES,

@@ -42,7 +42,6 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from orchestrator.audit.controls import Verdict
 from orchestrator.errors import InputError
 from orchestrator.model import Outcome, RunResult, TargetState
 
@@ -54,6 +53,10 @@ SUFFIX: Final = ".prom"  # the textfile collector reads only these
 _OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
 _SURROGATES: Final = re.compile(r"[\ud800-\udfff]")
 _TARGET: Final = ("deployment", "store")
+
+# An audit's verdicts, as its document spells them (`audit.controls.Verdict`): read from the document, so
+# this module needs nothing of the audit's package (which imports it).
+VERDICTS: Final = ("compliant", "violation", "unknown")
 
 
 def write_run_metrics(path: Path, result: RunResult, last_success: Mapping[tuple[str, str], float]) -> None:
@@ -106,8 +109,8 @@ def write_audit_metrics(path: Path, document: dict[str, Any]) -> None:
         gauge("audit_end_timestamp_seconds", "When the audit ended").set(finished_at)
     summary = document["summary"]
     by_verdict = gauge("audit_targets", "Targets of the audit by verdict", "verdict")
-    for verdict in Verdict:
-        by_verdict.labels(verdict.value).set(summary.get(verdict.value, 0))
+    for verdict in VERDICTS:
+        by_verdict.labels(verdict).set(summary.get(verdict, 0))
     by_control = gauge("audit_violations", "Violations by control", "control")
     for control, count in summary.get("by_control", {}).items():
         by_control.labels(control).set(count)

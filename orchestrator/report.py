@@ -167,7 +167,8 @@ def report_document(result: RunResult) -> dict[str, Any]:
 
 
 def _document(result: RunResult) -> dict[str, Any]:
-    document = {
+    summary = summarize(result.targets)
+    document: dict[str, Any] = {
         "run_id": result.run_id,
         "kind": result.kind,
         "parent_run_id": result.parent_run_id,
@@ -176,7 +177,8 @@ def _document(result: RunResult) -> dict[str, Any]:
         "inventory": result.inventory,
         "stopped_reason": result.stopped_reason,
         "settings": result.settings.public(),
-        "summary": summarize(result.targets),
+        "verdict": run_verdict(summary),  # the run in one line, said alike in every form
+        "summary": summary,
         "changes": result.changes,
         "targets": [row(t, result.kind) for t in result.targets],
     }
@@ -228,7 +230,7 @@ def markdown_text(document: dict[str, Any]) -> str:
     lines = [
         f"# {title} {document['run_id']}",
         "",
-        f"**{md_cell(run_verdict(document['summary']))}**",
+        f"**{md_cell(document['verdict'])}**",
         "",
         f"Started {document['started_at']}, finished {document['finished_at']}; "
         f"inventory `{md_cell(document['inventory'])}`.",
@@ -370,7 +372,7 @@ def index_entry(document: Mapping[str, Any]) -> dict[str, Any]:
         "kind": document["kind"],
         "started_at": document["started_at"],
         "finished_at": document["finished_at"],
-        "verdict": run_verdict(summary),
+        "verdict": document["verdict"],
         "counts": {o: summary[o] for o in ("total", *OUTCOMES) if summary[o]},
     }
 

@@ -552,7 +552,7 @@ def rewrite_report(run_id: str, flags: dict[str, Any]) -> Path:
         settings = model.model_validate({**recorded, **{k: v for k, v in flags.items() if k == "report_dir"}})
         ended = [t.finished_at for t in targets if t.finished_at is not None]
         result = RunResult(
-            run_id, record.started_at, record.finished_at or max(ended, default=record.started_at), targets,
+            found, record.started_at, record.finished_at or max(ended, default=record.started_at), targets,
             settings, record.inventory, record.stopped_reason, kind=record.kind, parent_run_id=record.parent_run_id,
         )  # fmt: skip
         result.changes = read_past(ledger, record.inventory, record.started_at).changes(targets)

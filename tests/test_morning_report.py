@@ -138,3 +138,21 @@ def test_a_run_id_may_be_latest_or_an_unambiguous_start_of_one(tmp_path: Path) -
             ledger.resolve("")
     finally:
         ledger.close()
+
+
+def test_report_latest_rewrites_the_real_runs_folder(tmp_path: Path) -> None:
+    """`orchestrator report latest` (or a prefix) writes into the run's own folder, and adds no index entry."""
+    from orchestrator import usecases
+    from orchestrator.ledger import Ledger
+
+    ledger_path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger.open(ledger_path)
+    targets = _fleet()
+    ledger.begin_run(run_id="20261201T020000Z-abc123", kind="run", parent_run_id="", inventory="inv",
+                     settings={"report_dir": str(tmp_path)}, started_at=1.0, targets=targets)  # fmt: skip
+    ledger.end_run("20261201T020000Z-abc123", 2.0, "", targets)
+    ledger.close()
+    for wanted in ("latest", "20261201T02"):
+        folder = usecases.rewrite_report(wanted, {"ledger": ledger_path, "report_dir": tmp_path})
+        assert folder == tmp_path / "20261201T020000Z-abc123"
+    assert not (tmp_path / "latest").exists() and not (tmp_path / "20261201T02").exists()
