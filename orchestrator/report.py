@@ -29,7 +29,7 @@ from orchestrator.errors import InputError
 from orchestrator.files import UnsafePath, named_dir, open_private, private_dir, write_private
 from orchestrator.model import Outcome, RunResult, TargetState, iso
 from orchestrator.redact import redact_all
-from orchestrator.untrusted import csv_cell, md_cell
+from orchestrator.untrusted import code_span, csv_cell, md_cell
 
 _log = logging.getLogger(__name__)
 OUTCOMES: Final = tuple(o.value for o in Outcome if o is not Outcome.PENDING)
@@ -233,7 +233,7 @@ def markdown_text(document: dict[str, Any]) -> str:
         f"**{md_cell(document['verdict'])}**",
         "",
         f"Started {document['started_at']}, finished {document['finished_at']}; "
-        f"inventory `{md_cell(document['inventory'])}`.",
+        f"inventory `{code_span(document['inventory'])}`.",
         *_readiness_lines(document.get("readiness")),
         *_summary_lines(document),
         *_changes_lines(document["changes"]),

@@ -39,3 +39,8 @@ def md_cell(value: Any) -> str:
     """A Markdown table cell: its pipes escaped, its HTML, links and images inert, on one line."""
     text = "" if value is None else str(value)
     return text.translate(_MARKDOWN)
+
+
+def code_span(value: Any) -> str:
+    """Text for inside a Markdown code span: shown as it is, but for what could end the span or the line."""
+    return shown(value, 300).replace("`", "'")

@@ -27,7 +27,7 @@ from orchestrator.files import private_dir, write_private
 from orchestrator.html_report import compliance_html
 from orchestrator.model import iso
 from orchestrator.redact import redact_all
-from orchestrator.untrusted import csv_cell, md_cell
+from orchestrator.untrusted import code_span, csv_cell, md_cell
 
 VERDICTS: Final = tuple(v.value for v in Verdict)
 
@@ -172,7 +172,7 @@ def markdown_text(document: dict[str, Any]) -> str:
         "",
         f"**{verdict_line(summary)}**",
         "",
-        f"Audited {document['audited_at']}; inventory `{md_cell(document['inventory'])}`; "
+        f"Audited {document['audited_at']}; inventory `{code_span(document['inventory'])}`; "
         f"policy: {md_cell(document['policy']['source'])}.",
     ]
     if document["stopped_reason"]:
