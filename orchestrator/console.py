@@ -52,9 +52,7 @@ def _failure_lines(targets: list[TargetState]) -> list[str]:
 
 
 def _stopped_line(reason: str, targets: list[TargetState]) -> str:
-    """Why submitting stopped, and what that left: the reason is worded for a target never submitted
-    ("not started: the run was interrupted"), so it is said of the run, with the targets it touched counted."""
-    reason = reason.removeprefix("not started: ")  # Ctrl-C's: the targets it left are counted below
+    """Why submitting stopped, said of the run, and what that left, counted."""
     counts = Counter(t.outcome for t in targets)
     left = [
         f"{counts[outcome]} {label}"

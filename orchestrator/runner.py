@@ -89,11 +89,11 @@ class _Run:
 
     def check_failure_budget(self) -> None:
         if self.gate.open and self.settings.failure_budget.exceeded(self.failed, len(self.targets)):
-            self.stop_submitting(f"not submitted: the failure threshold ({self.settings.max_failures}) was reached")
+            self.stop_submitting(f"the failure threshold ({self.settings.max_failures}) was reached")
 
-    def stop_submitting(self, reason: str, outcome: Outcome = Outcome.SKIPPED, detail: str = "") -> None:
-        self.gate.close(reason, outcome)  # the first reason stays: a closed gate does not change
-        self.emit(EventKind.STOPPED_SUBMITTING, detail=detail or reason)
+    def stop_submitting(self, why: str, outcome: Outcome = Outcome.SKIPPED, detail: str = "") -> None:
+        self.gate.close(why, outcome)  # the first reason stays: a closed gate does not change
+        self.emit(EventKind.STOPPED_SUBMITTING, detail=detail or self.gate.reason)
 
 
 async def run_fleet(
@@ -148,9 +148,7 @@ async def run_fleet(
             services.cancel_scope.cancel()
     settle_unfinished(targets, clock.now(), run.gate.reason)
     cut_short = not run.gate.open and any(t.outcome in _CUT_SHORT for t in targets)
-    result = RunResult(
-        run_id, started_at, clock.now(), targets, settings, inventory, run.gate.reason if cut_short else ""
-    )
+    result = RunResult(run_id, started_at, clock.now(), targets, settings, inventory, run.gate.why if cut_short else "")
     run.emit(EventKind.RUN_FINISHED, detail=result.stopped_reason)
     return result
 
@@ -222,7 +220,7 @@ async def _stop_when_asked(control: RunControl, run: _Run, run_scope: anyio.Canc
     await control.stopped()
     grace = run.settings.grace
     run.stop_submitting(
-        "not started: the run was interrupted",
+        "the run was interrupted",
         Outcome.NOT_STARTED,
         f"interrupted: following running jobs for {grace:g} s",
     )
@@ -237,7 +235,7 @@ async def _end_when_aborted(control: RunControl, run_scope: anyio.CancelScope) -
 
 async def _stop_at_the_deadline(run: _Run, left: float) -> None:
     await run.clock.sleep(max(0.0, left))
-    run.stop_submitting(f"not submitted: the run deadline ({run.settings.deadline:g} s) was reached")
+    run.stop_submitting(f"the run deadline ({run.settings.deadline:g} s) was reached")
 
 
 async def _nothing_to_record(target: TargetState) -> None:

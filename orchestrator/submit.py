@@ -54,14 +54,17 @@ class Gate:
     """Whether new backups may still be submitted, and why not."""
 
     open: bool = True
-    reason: str = ""
+    reason: str = ""  # said of each target left unsubmitted ("not submitted: the run deadline ... was reached")
     outcome: Outcome = Outcome.SKIPPED  # what an unsubmitted target becomes once closed
+    why: str = ""  # said of the run ("the run deadline ... was reached")
 
     _closed: anyio.Event | None = field(default=None, repr=False, compare=False)  # made by the first waiter
 
-    def close(self, reason: str, outcome: Outcome = Outcome.SKIPPED) -> None:
+    def close(self, why: str, outcome: Outcome = Outcome.SKIPPED) -> None:
+        """Submit nothing more, because of `why`; a target left unsubmitted becomes `outcome`, saying so."""
         if self.open:
-            self.open, self.reason, self.outcome = False, reason, outcome
+            prefix = "not started" if outcome is Outcome.NOT_STARTED else "not submitted"
+            self.open, self.why, self.reason, self.outcome = False, why, f"{prefix}: {why}", outcome
             if self._closed is not None:
                 self._closed.set()
 

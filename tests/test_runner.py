@@ -222,7 +222,7 @@ async def test_interrupt_stops_submitting_and_keeps_every_row(tmp_path: Path) ->
         result = await run(deployments, tmp_path, control=control, observer=stop_after_two, max_running=2, grace=0.2)
     outcomes = Counter(t.outcome for t in result.targets)
     assert outcomes == {Outcome.INTERRUPTED: 2, Outcome.NOT_STARTED: 4}
-    assert result.stopped_reason == "not started: the run was interrupted"
+    assert result.stopped_reason == "the run was interrupted"
     interrupted = [t for t in result.targets if t.outcome is Outcome.INTERRUPTED]
     assert all(t.job_id and "may still complete" in t.error for t in interrupted)
     assert len(fleet.creates) == 2
@@ -353,8 +353,8 @@ async def test_the_deadline_skips_what_was_not_submitted_before_it() -> None:
     result = await run_on_fakes(fakes, clock, deadline=30.0, max_running=1)
     assert [t.outcome for t in result.targets] == [Outcome.SUCCEEDED] + [Outcome.SKIPPED] * 3
     assert [len(fake.creates) for fake in fakes] == [1, 0, 0, 0]
-    reason = "not submitted: the run deadline (30 s) was reached"
-    assert result.stopped_reason == reason and all(t.error == reason for t in result.targets[1:])
+    reason = "the run deadline (30 s) was reached"  # said of the run; each target left says "not submitted: ..."
+    assert result.stopped_reason == reason and all(t.error == f"not submitted: {reason}" for t in result.targets[1:])
 
 
 async def test_a_deadline_after_everything_was_submitted_is_not_an_abort() -> None:
@@ -375,8 +375,8 @@ async def test_the_failure_threshold_skips_the_rest() -> None:
     result = await run_on_fakes(fakes, clock, max_failures="2", max_running=1)
     assert [t.outcome for t in result.targets] == [Outcome.FAILED] * 2 + [Outcome.SKIPPED] * 3
     assert sum(len(fake.creates) for fake in fakes) == 2
-    reason = "not submitted: the failure threshold (2) was reached"
-    assert result.stopped_reason == reason and all(t.error == reason for t in result.targets[2:])
+    reason = "the failure threshold (2) was reached"
+    assert result.stopped_reason == reason and all(t.error == f"not submitted: {reason}" for t in result.targets[2:])
 
 
 # -- a transient fault never costs a night's backup: the simulator on the manual clock, retries by time --

@@ -39,7 +39,8 @@ pytestmark = pytest.mark.anyio
 RETRY = Backoff(2.0, 2.0, 8.0)  # the retry backoff of every test context
 RETENTION_MS = 1_797_000_000_000
 RECONCILE = ("backup_names", "dr_status", "job_ids", "job")  # the requests only a reconciliation makes here
-STOPPED = "not submitted: the run deadline (60 s) was reached"
+WHY = "the run deadline (60 s) was reached"  # what the gate is closed with: said of the run
+STOPPED = f"not submitted: {WHY}"  # what a target left unsubmitted says
 
 
 def _target(deployment: Deployment | None = None, store: str = "default", index: int = 0) -> TargetState:
@@ -552,7 +553,7 @@ async def test_a_gate_closed_during_the_failed_attempt_stops_the_retry() -> None
     clock = ManualClock()
     api = FakeDeployment(clock, creates=[_unavailable()])
     ctx, _ = _context(clock)
-    api.on_create = lambda: ctx.gate.close(STOPPED)
+    api.on_create = lambda: ctx.gate.close(WHY)
     target = _target()
 
     outcome = await _submit(target, api, ctx)
@@ -564,7 +565,7 @@ async def test_a_gate_closed_during_the_failed_attempt_stops_the_retry() -> None
 def _close_gate_during_backoff(ctx: WorkerContext) -> Background:
     async def close_the_gate_meanwhile() -> None:
         await _clock_of(ctx).sleep(0.1)  # after the failed attempt, during the backoff sleep (>= 2 s here)
-        ctx.gate.close(STOPPED)
+        ctx.gate.close(WHY)
 
     return close_the_gate_meanwhile
 
@@ -622,7 +623,7 @@ async def test_a_closed_gate_submits_nothing_and_holds_no_slot() -> None:
     clock = ManualClock()
     api = FakeDeployment(clock)
     ctx, _ = _context(clock, running=1)
-    ctx.gate.close(STOPPED)
+    ctx.gate.close(WHY)
     target = _target()
 
     assert await _submit(target, api, ctx) == Stopped(STOPPED)
@@ -640,10 +641,11 @@ async def test_a_closed_gate_ends_every_store_with_its_outcome_and_reason(outcom
     api = FakeDeployment(clock)
     ctx, seen = _context(clock)
     ctx.gate.close("stopped for the test", outcome)
+    said = f"{'not started' if outcome is Outcome.NOT_STARTED else 'not submitted'}: stopped for the test"
 
     await _back_up(ctx, (targets, api))
 
-    assert [(t.outcome, t.error, t.error_class) for t in targets] == [(outcome, "stopped for the test", "")] * 2
+    assert [(t.outcome, t.error, t.error_class) for t in targets] == [(outcome, said, "")] * 2
     assert seen.finished == ["d/default", "d/offsite"] and seen.submitted == []
     assert api.creates == [] and api.calls == []  # not even a sign-in
     assert ctx.running_limiter.borrowed_tokens == 0
