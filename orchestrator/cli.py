@@ -58,7 +58,7 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, FlagSources]:
     sources = _add_run_commands(commands)
     sources["snapshot"] = _add_snapshot_command(commands)
     sources["audit"] = _add_audit_command(commands)
-    _add_ledger_commands(commands)
+    _add_ledger_commands(commands, merging=_is_report_merge(argv))
     _add_simulator_commands(commands, load_flags=_command_word(argv) in SIMULATOR_COMMANDS)
     return parser, sources
 
@@ -148,13 +148,33 @@ def _add_audit_command(commands: Commands) -> CliSettingsSource[Any]:
     return _add_setting_flags(audit, AuditSettings)
 
 
-def _add_ledger_commands(commands: Commands) -> None:
+def _is_report_merge(argv: Sequence[str]) -> bool:
+    """`report merge DIR...`: the report command's first word is `merge` (no run id is)."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[:2] == ["report", "merge"]
+
+
+def _add_ledger_commands(commands: Commands, *, merging: bool = False) -> None:
     runs = commands.add_parser("runs", help="the recent runs in the ledger, with their counts and state")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     runs.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file (default: ORCHESTRATOR_LEDGER or "
                       "REPORT_DIR/ledger.sqlite3)")  # fmt: skip
     runs.add_argument("--report-dir", type=Path, metavar="DIR", help="the reports' folder, where the ledger is")
-    report = commands.add_parser("report", help="write a past run's reports again, from the ledger")
+    report = commands.add_parser(
+        "report",
+        help="write a past run's reports again, from the ledger; or `report merge DIR...`: one report over several",
+        usage="orchestrator report [-h] RUN_ID [--ledger PATH] [--report-dir DIR]\n"
+        "       orchestrator report merge DIR [DIR ...] [--report-dir DIR]",
+        description="report RUN_ID: write a past run's reports again, from the ledger. report merge DIR...: one "
+        "consolidated report over the runs' (or audits') reports in the folders given (a run's folder, an audit's, "
+        "or a report folder, whose latest.json names its run), e.g. the shards of one fleet run, written under "
+        "REPORT_DIR/merged-ID/.",
+    )
+    if merging:
+        report.add_argument("merge", choices=["merge"], metavar="merge")
+        report.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="run, audit or report folders")
+        report.add_argument("--report-dir", type=Path, metavar="DIR", help="where (default: reports)")
+        return
     report.add_argument("run_id", metavar="RUN_ID")
     report.add_argument("--ledger", type=Path, metavar="PATH", help="ledger file")
     report.add_argument("--report-dir", type=Path, metavar="DIR", help="where (default: the run's report dir)")
@@ -287,6 +307,8 @@ def _dispatch(args: argparse.Namespace, sources: FlagSources) -> int:
         _warn(listing.warnings)
         print(console.runs_text(listing))
         return EXIT_OK
+    if command == "report" and getattr(args, "merge", None):
+        return _merge(args.folders, args.report_dir or Path("reports"))
     if command == "report":
         folder = usecases.rewrite_report(args.run_id, _given(args, "ledger", "report_dir"))
         print(f"report: {folder / 'report.html'} (also report.md, .json, .csv, .junit.xml)")
@@ -442,6 +464,23 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"(the failures above were injected by the {args.profile!r} fault profile; a real run exits 1)")
         return EXIT_OK
     return code
+
+
+def _merge(folders: list[Path], report_dir: Path) -> int:
+    """`report merge`: one report over several; its exit code is that of the merged targets, as a run's."""
+    import random
+
+    from orchestrator import merge
+
+    folder, document = merge.merge_reports(folders, report_dir, now=SystemClock().now(), rng=random.Random())
+    summary = document["summary"]
+    if document["kind"] == "audit":
+        print(audit.verdict_line(summary))
+        print(f"report: {folder / 'compliance.html'} (also compliance.md, .json, .csv, .junit.xml)")
+        return EXIT_OK if summary["compliant"] == summary["targets"] else EXIT_SOME_FAILED
+    print(document["verdict"])
+    print(f"report: {folder / 'report.html'} (also report.md, .json, .csv, .junit.xml)")
+    return EXIT_OK if summary["succeeded"] == summary["total"] else EXIT_SOME_FAILED
 
 
 # -- audit --

@@ -6,6 +6,7 @@ Read once, at the edge (`cli`); everything else takes the frozen `RunSettings` o
 from __future__ import annotations
 
 import math
+import os
 import re
 import string
 import tomllib
@@ -25,6 +26,7 @@ from pydantic_settings import (
 from orchestrator.backoff import Backoff, Retry
 from orchestrator.errors import InputError
 from orchestrator.redact import MASK
+from orchestrator.shard import parse_shard
 
 NAME_FIELDS: Final = frozenset({"timestamp", "deployment", "store", "run_id"})
 DEFAULT_NAME_TEMPLATE: Final = "backup-{timestamp}-{deployment}"
@@ -98,6 +100,17 @@ class ConnectionSettings(BaseSettings):
     )
     notify: tuple[str, ...] = Field((), description="Apprise URL to send the summary to; repeat for more")
     notify_on: Literal["failure", "always"] = Field("failure", description="when to notify: failure or always")
+    shard: str | None = Field(
+        None,
+        description="K/N: only the deployments whose name hashes to shard K (0 to N-1) of N; "
+        "/N: K from JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs)",
+    )
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        """Recorded as K/N, K resolved: the run's report and ledger say which shard it was."""
+        return None if value is None else str(parse_shard(value, os.environ))
 
     @property
     def retry_policy(self) -> Retry:

@@ -40,6 +40,7 @@ from orchestrator.settings import (
     load_settings,
     snapshot_identity,
 )
+from orchestrator.shard import empty_shard_warning, in_shard, parse_shard
 from orchestrator.snapshot import preflight_targets, verify_targets, write_inventories
 
 T = TypeVar("T")
@@ -153,9 +154,14 @@ def prepare_run(
     inventory = load_inventory(settings.inventory)
     with _warning_too(inventory.warnings):
         deployments = select(inventory.deployments, settings.select)
+    warnings = inventory.warnings
+    if settings.shard is not None:  # after the selection: every shard of a fleet selects alike
+        shard = parse_shard(settings.shard, {})
+        selected, deployments = len(deployments), in_shard(deployments, shard)
+        warnings += () if deployments else (empty_shard_warning(shard, selected),)
     return new_plan(
         settings, deployments, name or str(settings.inventory), clock=clock, kind=kind, inventory_key=inventory_key,
-        warnings=inventory.warnings,
+        warnings=warnings,
     )  # fmt: skip
 
 

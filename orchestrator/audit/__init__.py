@@ -31,6 +31,7 @@ from orchestrator.model import DEFAULT_STORE, Deployment, new_run_id
 from orchestrator.report import check_report_dir
 from orchestrator.runner import RunControl
 from orchestrator.settings import AuditSettings, load_command_settings
+from orchestrator.shard import empty_shard_warning, in_shard, parse_shard
 
 __all__ = ["AuditPlan", "AuditTarget", "Audited", "Policy", "Verdict", "prepare_audit", "run_audit", "verdict_line"]
 
@@ -75,6 +76,10 @@ def prepare_audit(flags: dict[str, Any], settings_file: Path | None) -> AuditPla
         inventory = load_inventory(settings.inventory)
         warnings = inventory.warnings
         deployments = select(inventory.deployments, settings.select)
+        if settings.shard is not None:  # after the selection: every shard of a fleet selects alike
+            shard = parse_shard(settings.shard, {})
+            selected, deployments = len(deployments), in_shard(deployments, shard)
+            warnings += () if deployments else (empty_shard_warning(shard, selected),)
     except InputError as error:
         problems += error.problems
         warnings += error.warnings
@@ -130,6 +135,8 @@ async def run_audit(plan: AuditPlan, *, clock: Clock | None = None, control: Run
         selection=plan.settings.select,
         stopped_reason="interrupted (Ctrl-C or SIGTERM)" if interrupted else "",
     )
+    if plan.settings.shard is not None:  # which shard of the fleet, for `report merge`
+        document["shard"] = plan.settings.shard
     folder = write_compliance(document, plan.settings.report_dir)
     warnings: tuple[str, ...] = ()
     if plan.settings.metrics_file is not None:
