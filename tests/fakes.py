@@ -7,6 +7,7 @@ create answers: the unit tests of `submit` drive it directly, and the runner's t
 
 from __future__ import annotations
 
+import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+from aiohttp import web
 
 from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, TargetError
@@ -191,3 +193,34 @@ async def time_flows(clock: ManualClock, *background: Background) -> AsyncIterat
         with anyio.fail_after(5):
             yield
         tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]], shutdown_timeout: float = 0.2
+) -> AsyncIterator[int]:
+    """`handler` answering every path on a free 127.0.0.1 port, for the block; yields the port."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (once the probe that found it is closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

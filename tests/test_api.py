@@ -35,6 +35,7 @@ from orchestrator.model import Deployment
 from orchestrator.settings import RunSettings
 from orchestrator.simulator import SimulatedFleet
 from tests.conftest import PASSCODE, PASSWORD, FleetStarter, make_deployment
+from tests.fakes import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -160,22 +161,8 @@ class Stub:
     @asynccontextmanager
     async def serve(self) -> AsyncIterator[str]:
         """Serve on a free loopback port; yields the base URL."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.2)
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind(("127.0.0.1", 0))
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            await runner.cleanup()
+        async with serving(self.handle) as port:
+            yield f"http://127.0.0.1:{port}"
 
 
 def records(fleet: SimulatedFleet, since: int = 0) -> list[tuple[str, int, int]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,10 @@ from orchestrator.simulator import SimulatedFleet
 from orchestrator.simulator.inventory_file import write_inventory
 from orchestrator.simulator.jobs import Backup, ms
 from tests.conftest import PASSWORD, FleetStarter
+from tests.fakes import closed_port
 
 pytestmark = pytest.mark.anyio
 DAY = 86_400.0
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port  # nothing listens there once the probe is closed
 
 
 def put_backup(

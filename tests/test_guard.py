@@ -15,6 +15,7 @@ from aiohttp import web
 
 from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer, RequestSlots, last_word, reached
+from tests.fakes import serving
 from tests.test_api import Handler, SteppingClock, client_for
 
 
@@ -174,17 +175,8 @@ async def _serving(handler: Handler) -> AsyncIterator[str]:
             return web.json_response({"token": "t", "expires": 4_102_444_800_000})  # 2100
         return await handler(request)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", granting)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(granting) as port:
         yield f"http://127.0.0.1:{port}/ctx"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.anyio

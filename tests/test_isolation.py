@@ -33,6 +33,7 @@ from orchestrator.settings import load_settings
 from orchestrator.simulator import SimulatedFleet, serve_fleet
 from orchestrator.simulator.config import fleet_from_mapping
 from tests.conftest import PASSWORD, make_deployment
+from tests.fakes import serving
 from tests.test_hostile_answers import huge_numbers, json_objects, json_values
 
 pytestmark = pytest.mark.anyio
@@ -162,17 +163,8 @@ async def hostile_server(script: dict[str, list[Answer]]) -> AsyncIterator[str]:
         status, body = next(turns[endpoint])
         return web.Response(status=status, body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(answer) as port:
         yield f"http://127.0.0.1:{port}/hostile"
-    finally:
-        await runner.cleanup()
 
 
 FUZZ = settings(

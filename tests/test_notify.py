@@ -4,7 +4,6 @@ failing or silent costs at most the timeout and is a problem line, never an exce
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from orchestrator.redact import MASK, redact, remember
 from orchestrator.report import report_document
 from orchestrator.settings import RunSettings
 from tests.conftest import make_deployment
+from tests.fakes import closed_port, serving
 
 pytestmark = pytest.mark.anyio
 SECRET = "s3cret-Hunter2-xyz"  # a password the inventory referenced, echoed by a careless server
@@ -56,31 +56,9 @@ class Receiver:
 @asynccontextmanager
 async def receiving() -> AsyncIterator[Receiver]:
     receiver = Receiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.1)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        await web.SockSite(runner, sock).start()
-    except BaseException:
-        sock.close()
-        await runner.cleanup()
-        raise
-    receiver.port = sock.getsockname()[1]
-    try:
+    async with serving(receiver.handle, shutdown_timeout=0.1) as port:
+        receiver.port = port
         yield receiver
-    finally:
-        await runner.cleanup()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def run_document(tmp_path: Path, kind: str = "run") -> dict[str, Any]:
