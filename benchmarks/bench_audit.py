@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+from fleetbench.output import report_figures
 
 from orchestrator.audit import prepare_audit, run_audit
 
@@ -126,12 +127,7 @@ def main() -> int:
         "verdicts": {v: audited.summary[v] for v in ("compliant", "violation", "unknown")},
         "by_control": audited.summary["by_control"],
     }
-    print("| figure | value |\n|---|---|")
-    for key, value in figures.items():
-        print(f"| {key} | {value} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    report_figures(figures, args.out)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -38,6 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+from fleetbench.output import report_figures
 
 from orchestrator.api import open_clients
 from orchestrator.clock import SystemClock
@@ -200,12 +201,7 @@ def main() -> int:
         "mean_intent_wait_ms": round(costs.intent_wait_seconds * 1000 / max(1, creates), 3),
         "ledger_bytes": ledger_bytes,
     }
-    print("| figure | value |\n|---|---|")
-    for key, value in figures.items():
-        print(f"| {key} | {value} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    report_figures(figures, args.out)
     return 0
 
 

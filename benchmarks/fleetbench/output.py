@@ -132,6 +132,15 @@ def write_json(path: Path, document: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
+def report_figures(figures: Mapping[str, Any], out: Path) -> None:
+    """A benchmark's figures: a Markdown table on stdout, and the JSON at `out`."""
+    print("| figure | value |\n|---|---|")
+    for key, value in figures.items():
+        print(f"| {key} | {value} |")
+    write_json(out, figures)
+    print(f"\nwritten to {out}")
+
+
 def chart(path: Path, panels: Sequence[tuple[str, Points]]) -> bool:
     """Polls per job (x) against detection lag as a share of the job's duration (y), one point per job,
     one series per contender, one panel per fleet. False when matplotlib is not installed."""
