@@ -35,7 +35,7 @@ from urllib.parse import unquote
 import anyio
 
 from orchestrator import redact as redaction
-from orchestrator.errors import MESSAGE_READ
+from orchestrator.errors import MESSAGE_READ, InputError
 from orchestrator.redact import MASK, redact
 from orchestrator.report import OUTCOMES
 from orchestrator.untrusted import shown
@@ -248,6 +248,12 @@ def _scrub(text: str, url: str) -> str:
         if len(piece) >= 3:
             text = text.replace(piece, MASK)
     return _clean(text, LINE_CAP)
+
+
+def refuse_unusable(urls: Sequence[str]) -> None:
+    """A --notify URL Apprise cannot use is bad input (`InputError`), refused before anything is sent."""
+    if urls and (problems := check_urls(urls)):
+        raise InputError(problems)
 
 
 def check_urls(urls: Sequence[str]) -> list[str]:

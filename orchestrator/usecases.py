@@ -145,7 +145,7 @@ def prepare_run(
     and `inventory_key`: how the report names the inventory, and what runs are compared with (default:
     its path). `kind` "snapshot": a pre-upgrade snapshot (`snapshot`), with its own settings."""
     settings = _identified(load_command_settings(settings_model(kind), flags, settings_file), flags)
-    check_notify_urls(settings.notify)
+    notify.refuse_unusable(settings.notify)
     if isinstance(settings, SnapshotSettings) and not settings.purpose:
         raise InputError(["snapshot: say why with --purpose TEXT (e.g. --purpose 'upgrade to 12.0, wave 1'); "
                           "it becomes each backup's description"])  # fmt: skip
@@ -163,12 +163,6 @@ def prepare_run(
         settings, deployments, name or str(settings.inventory), clock=clock, kind=kind, inventory_key=inventory_key,
         warnings=warnings,
     )  # fmt: skip
-
-
-def check_notify_urls(urls: tuple[str, ...]) -> None:
-    """A --notify URL Apprise cannot use is bad input, refused before anything is sent."""
-    if urls and (problems := notify.check_urls(urls)):
-        raise InputError(problems)
 
 
 def _identified(settings: RunSettings, chosen: dict[str, Any]) -> RunSettings:
@@ -190,7 +184,7 @@ def prepare_resume(run_id: str | None, flags: dict[str, Any], settings_file: Pat
     base = _without(record.settings, "inventory", *INVOCATION_ONLY)
     settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
                            {**base, **flags})  # fmt: skip
-    check_notify_urls(settings.notify)
+    notify.refuse_unusable(settings.notify)
     inventory_path = settings.inventory or Path(record.inventory)
     inventory = load_inventory(inventory_path)
     deployments = {d.name: d for d in inventory.deployments}
@@ -226,7 +220,7 @@ def prepare_retry(
     base = _without(record.settings, "inventory", "select", "metrics_file", *INVOCATION_ONLY)  # not the night
     settings = _identified(load_command_settings(settings_model(record.kind), flags, settings_file, base),
                            {**base, **flags})  # fmt: skip
-    check_notify_urls(settings.notify)
+    notify.refuse_unusable(settings.notify)
     inventory_path = settings.inventory or Path(record.inventory)
     if all(t.outcome is Outcome.SUCCEEDED for t in recorded):
         return NothingToRetry()

@@ -65,8 +65,7 @@ class Audited:
 def prepare_audit(flags: dict[str, Any], settings_file: Path | None) -> AuditPlan:
     """Settings, inventory, policy and selection, each checked: every problem at once, before any request."""
     settings = load_command_settings(AuditSettings, flags, settings_file)
-    if settings.notify and (bad_urls := notify.check_urls(settings.notify)):
-        raise InputError(bad_urls)
+    notify.refuse_unusable(settings.notify)
     if settings.inventory is None:
         raise InputError(["no inventory: give --inventory FILE (or set ORCHESTRATOR_INVENTORY)"])
     problems: list[str] = []
