@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-ledger bench-audit fuzz soak-full crash-sweep test-browser clean
+.PHONY: demo test lint typecheck pytest soak simulate bench bench-full bench-simulator bench-client bench-ledger bench-audit fuzz soak-full crash-sweep test-browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench-full: $(BENCH_STAMP)
 
 bench-simulator: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
+
+# Client CPU per request: the orchestrator's HTTP client against bare aiohttp, side by side (under a minute).
+bench-client: $(STAMP)
+	$(BIN)/python benchmarks/bench_client.py
 
 # The same 10,000-deployment run with and without the run ledger (a few minutes).
 bench-ledger: $(STAMP)

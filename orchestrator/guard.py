@@ -14,8 +14,6 @@ And fleet-wide, `RequestSlots`: the run's cap on requests in flight, where follo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -104,12 +102,17 @@ class RequestSlots:
     Why: at fleet scale the request queue is thousands deep with sign-ins and creates; a poll behind
     them sees its job's end seconds late. The fan-out's requests are many and each waits a little longer
     instead, which costs the run almost nothing.
+
+    `async with slots.slot(urgent=...)` holds one. Taken on every request, so it is plain code, not a
+    generator: a free slot is taken at once (a cancellation point, not a scheduling one: the request
+    that follows waits on the network anyway), and the two context managers are made once.
     """
 
     def __init__(self, total: int) -> None:
         self._free = total
         self._urgent: deque[anyio.Event] = deque()
         self._normal: deque[anyio.Event] = deque()
+        self._slots = (_Slot(self, urgent=False), _Slot(self, urgent=True))
 
     @property
     def waiting(self) -> int:
@@ -120,36 +123,52 @@ class RequestSlots:
         """Slots no request holds and none is waiting for."""
         return self._free
 
-    @asynccontextmanager
-    async def slot(self, *, urgent: bool = False) -> AsyncIterator[None]:
-        if self._free > 0 and not self.waiting:
+    def slot(self, *, urgent: bool = False) -> _Slot:
+        return self._slots[urgent]
+
+    async def acquire(self, urgent: bool) -> None:
+        """Take a slot, waiting in line if none is free; `release` gives it back (`slot` pairs the two)."""
+        if self._free > 0 and not self._urgent and not self._normal:
             self._free -= 1
             try:
-                await anyio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint_if_cancelled()
             except BaseException:  # cancelled as it took the slot: given straight back
-                self._release()
+                self.release()
                 raise
-        else:
-            handed = anyio.Event()
-            queue = self._urgent if urgent else self._normal
-            queue.append(handed)
-            try:
-                await handed.wait()
-            except BaseException:
-                if handed.is_set():  # a slot was handed over as this waiter was cancelled: pass it on
-                    self._release()
-                else:
-                    queue.remove(handed)
-                raise
+            return
+        handed = anyio.Event()
+        queue = self._urgent if urgent else self._normal
+        queue.append(handed)
         try:
-            yield
-        finally:
-            self._release()
+            await handed.wait()
+        except BaseException:
+            if handed.is_set():  # a slot was handed over as this waiter was cancelled: pass it on
+                self.release()
+            else:
+                queue.remove(handed)
+            raise
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """Hand the slot straight to the next waiter (urgent first), or put it back."""
-        for queue in (self._urgent, self._normal):
-            if queue:
-                queue.popleft().set()
-                return
-        self._free += 1
+        if self._urgent:
+            self._urgent.popleft().set()
+        elif self._normal:
+            self._normal.popleft().set()
+        else:
+            self._free += 1
+
+
+class _Slot:
+    """`RequestSlots.slot`'s context manager: one for urgent requests, one for the rest, shared by all."""
+
+    __slots__ = ("_slots", "_urgent")
+
+    def __init__(self, slots: RequestSlots, *, urgent: bool) -> None:
+        self._slots = slots
+        self._urgent = urgent
+
+    async def __aenter__(self) -> None:
+        await self._slots.acquire(self._urgent)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._slots.release()

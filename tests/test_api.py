@@ -724,9 +724,9 @@ def count_network_attempts(client: ArcGISClient) -> list[str]:
     sent: list[str] = []
     post = client.link.post
 
-    async def counted(path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
+    async def counted(path: str, form: Mapping[str, str], token: str | None = None) -> dict[str, Any]:
         sent.append(path)
-        return await post(path, form, headers)
+        return await post(path, form, token)
 
     client.link.post = counted  # type: ignore[method-assign]
     return sent
@@ -993,6 +993,47 @@ async def test_a_late_498_for_a_replaced_token_does_not_sign_in_again() -> None:
             release.set()
     assert stub.tokens == ["t1", "t1", "t1", "t2", "t2"]  # /first t1, /slow t1, /admin t1, /admin t2, /slow t2
     assert stub.hits[TOKEN_PATH] == 2
+
+
+async def test_every_request_is_one_form_post_with_the_current_token_in_a_header_only() -> None:
+    """The body and headers made once, not per request, are still right: `f=json` alone without a form and
+    first with one; the form content type, no compression asked; the sign-in unsigned; then the current
+    token in the header, the renewed one after a 498, and never in the body."""
+    clock = SteppingClock()
+    stub = Stub(clock)
+    seen: list[tuple[str, bytes, str, str, str]] = []
+
+    def capturing(handler: Handler) -> Handler:
+        async def capture(request: web.Request) -> web.StreamResponse:
+            headers = request.headers
+            authorization = headers.get("X-Esri-Authorization", "")
+            seen.append(
+                (request.path, await request.read(), headers["Content-Type"], headers["Accept-Encoding"], authorization)
+            )
+            return await handler(request)
+
+        return capture
+
+    stub.script(TOKEN_PATH, capturing(stub.grant))
+    stub.script("/admin", capturing(OK), capturing(reply(body={"error": {"code": 498}})), capturing(OK))
+    stub.script("/create", capturing(OK))
+    form = "application/x-www-form-urlencoded"
+    async with stub.serve() as url, client_for(url, clock) as client:
+        await client.call("/admin")
+        await client.call("/admin")  # 498: signed in again, sent again with t2
+        await client.call("/create", {"name": "a b&c", "f": "pjson"})
+    assert [(path, authorization) for path, _, _, _, authorization in seen] == [
+        (TOKEN_PATH, ""),
+        ("/admin", "Bearer t1"),
+        ("/admin", "Bearer t1"),
+        (TOKEN_PATH, ""),
+        ("/admin", "Bearer t2"),
+        ("/create", "Bearer t2"),
+    ]
+    assert {(content_type, encoding) for _, _, content_type, encoding, _ in seen} == {(form, "identity")}
+    assert [body for path, body, _, _, _ in seen if path == "/admin"] == [b"f=json"] * 3
+    assert seen[-1][1] == b"f=pjson&name=a+b%26c"  # the form's own `f` wins, in the first place
+    assert all(b"t1" not in body and b"t2" not in body for _, body, _, _, _ in seen)
 
 
 # -- server answers through the client, against the simulator --

@@ -13,8 +13,11 @@ import anyio.lowlevel
 import pytest
 from aiohttp import web
 
+from orchestrator.api import ArcGISClient
+from orchestrator.clock import ManualClock
 from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 from orchestrator.guard import MAX_GAP_S, MIN_GAP_S, CircuitBreaker, Pacer, RequestSlots, last_word, reached
+from tests.conftest import PASSWORD, make_deployment
 from tests.fakes import serving
 from tests.test_api import Handler, SteppingClock, client_for
 
@@ -141,6 +144,32 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
 
 
 @pytest.mark.anyio
+async def test_a_request_waiting_out_its_deployments_pacing_holds_no_request_slot() -> None:
+    """A throttled deployment's next request waits for its pacing before it takes a request slot: with one
+    slot for the whole run, another deployment's request goes meanwhile, and the paced one follows."""
+    answers = [web.Response(status=429, text="slow down", headers={"Retry-After": "5"})]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if answers:
+            return answers.pop()
+        return web.json_response({"fullVersion": "11.3"})
+
+    clock = ManualClock()
+    async with _serving(handler) as url, client_for(url, clock, retries=0, concurrency=1) as paced:
+        other = ArcGISClient(make_deployment("gis-0001", url=url, password=PASSWORD), paced.context)
+        slots = paced.context.transport.slots
+        with pytest.raises(TargetError):
+            await paced.detect_version()  # 429: its next request waits 5 s
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(paced.detect_version)
+            await anyio.wait_all_tasks_blocked()
+            assert paced.version == "" and slots.free == 1  # pacing, no slot held
+            assert await other.detect_version() == "11.3"
+            clock.advance(5)
+    assert paced.version == "11.3" and slots.free == 1
+
+
+@pytest.mark.anyio
 async def test_an_answer_that_stalls_midway_times_out_on_the_read_timeout() -> None:
     """Headers sent, then silence: the read timeout ends the wait long before the whole-request timeout."""
 
@@ -206,6 +235,43 @@ async def test_a_waiter_cancelled_in_the_queue_neither_loses_nor_leaks_a_slot() 
     with anyio.fail_after(5):
         async with slots.slot():  # the slot came back
             pass
+
+
+@pytest.mark.anyio
+async def test_request_slots_hold_their_cap_and_serve_urgent_waiters_first_under_load() -> None:
+    """The slots' context managers are shared by every request: many requests at once, urgent and not, never
+    hold more than the cap; every slot comes back; and a slot freed by a request that took it at once (free
+    and no queue) still goes to the urgent waiter before the others that queued earlier."""
+    slots, held, peak, served = RequestSlots(3), 0, 0, []
+
+    async def request(name: str, urgent: bool) -> None:
+        nonlocal held, peak
+        async with slots.slot(urgent=urgent):
+            held += 1
+            peak = max(peak, held)
+            served.append(name)
+            await anyio.lowlevel.checkpoint()
+            held -= 1
+
+    async with anyio.create_task_group() as tg:
+        for index in range(30):
+            tg.start_soon(request, f"r{index}", index % 3 == 0)
+    assert peak == 3 and held == 0 and slots.free == 3 and slots.waiting == 0
+    assert len(served) == 30
+
+    served.clear()
+    one = RequestSlots(1)
+    async with anyio.create_task_group() as tg, one.slot():  # taken at once: no waiter was queued
+        tg.start_soon(request_on, one, served, "create", False)
+        await until_waiting(one, 1)
+        tg.start_soon(request_on, one, served, "poll", True)
+        await until_waiting(one, 2)
+    assert served == ["poll", "create"] and one.free == 1
+
+
+async def request_on(slots: RequestSlots, served: list[str], name: str, urgent: bool) -> None:
+    async with slots.slot(urgent=urgent):
+        served.append(name)
 
 
 async def until_waiting(slots: RequestSlots, count: int) -> None:

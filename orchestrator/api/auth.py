@@ -63,7 +63,7 @@ class TokenCache:
             "expiration": str(self._token_minutes),
         }
         try:
-            answer = await link.post(SIGN_IN_PATH, form, {})
+            answer = await link.post(SIGN_IN_PATH, form)
         except TargetError as error:
             raise refused_sign_in(error) from None
         grant = read_grant(answer, now)

@@ -126,7 +126,7 @@ class ArcGISClient:
         async with self.link.slot(urgent=urgent, not_after=limit):
             token = await self._tokens.token(self.link)
             try:
-                return await self.link.post(path, form, {"X-Esri-Authorization": f"Bearer {token}"})
+                return await self.link.post(path, form, token)
             except TargetError as error:
                 if error.code in TOKEN_REFUSED:
                     self._tokens.discard(token)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -30,6 +31,8 @@ from orchestrator.settings import ConnectionSettings
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024  # a DR answer is a few KiB; anything huge is refused unread
 THROTTLED: Final = frozenset({429, 503})  # the deployment asks for less: every request to it slows
 _FORM: Final = "application/x-www-form-urlencoded"
+_HEADERS: Final[Mapping[str, str]] = MappingProxyType({"Content-Type": _FORM, "Accept-Encoding": "identity"})
+_JSON_ONLY: Final = b"f=json"  # the body of a request with no form of its own: most of them (polls)
 
 
 @dataclass(slots=True)
@@ -113,19 +116,25 @@ class Link:
         self._breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown)
         self._pacer = Pacer()
         self._last_failure = ""  # the latest transport failure: what an open circuit's refusals say it was
+        self._signed_with: str | None = None  # the token `_signed_headers` carry: made once per token
+        self._signed_headers: Mapping[str, str] = _HEADERS
 
     @property
     def pacing_gap(self) -> float:
         """Seconds between two requests to this deployment now (0: not throttled)."""
         return self._pacer.gap
 
-    @asynccontextmanager
-    async def slot(self, *, urgent: bool = False, not_after: float = math.inf) -> AsyncIterator[None]:
-        """A request slot for this deployment; `urgent` (following a job) goes before the fan-out's requests.
-        A pacing wait that would end after `not_after` (the request's retry budget, the run's deadline) is not
-        waited out: the request fails at once, as throttled."""
-        clock = self._transport.clock
-        open_for = self._breaker.open_for(clock.now())
+    def slot(self, *, urgent: bool = False, not_after: float = math.inf) -> _LinkSlot:
+        """A request slot for this deployment (`async with`); `urgent` (following a job) goes before the
+        fan-out's requests. A pacing wait that would end after `not_after` (the request's retry budget, the
+        run's deadline) is not waited out: the request fails at once, as throttled."""
+        return _LinkSlot(self, urgent, not_after)
+
+    def _admit(self, not_after: float) -> float:
+        """The seconds of pacing to wait before taking a request slot; raises while the circuit is open, or
+        when that wait would end after `not_after`."""
+        now = self._transport.clock.now()
+        open_for = self._breaker.open_for(now)
         if open_for > 0:
             raise TargetError(
                 ErrorClass.UNREACHABLE,
@@ -133,28 +142,34 @@ class Link:
                 f"{self._last_failure}); left alone for {self._transport.settings.breaker_cooldown:g} s at a time",
                 retry_after=open_for,
             )
-        wait = self._pacer.wait(clock.now())
-        if wait > 0 and clock.now() + wait > not_after:
+        wait = self._pacer.wait(now)
+        if wait > 0 and now + wait > not_after:
             raise TargetError(
                 ErrorClass.TRANSIENT,
                 f"throttled: the deployment asked for {wait:.0f} s between requests",
                 retry_after=wait,
             )
-        if wait > 0:
-            await clock.sleep(wait)  # throttled by this deployment: no request slot is held meanwhile
-        async with self._transport.slots.slot(urgent=urgent):
-            yield
+        return wait
 
-    async def post(self, path: str, form: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
-        """One POST and its interpretation; the caller holds a slot."""
+    def _headers(self, token: str | None) -> Mapping[str, str]:
+        if token is None:
+            return _HEADERS
+        if token != self._signed_with:
+            self._signed_headers = {"X-Esri-Authorization": f"Bearer {token}", **_HEADERS}
+            self._signed_with = token
+        return self._signed_headers
+
+    async def post(self, path: str, form: Mapping[str, str], token: str | None = None) -> dict[str, Any]:
+        """One POST and its interpretation, signed with `token` (in a header) if one is given; the caller holds
+        a slot."""
         transport = self._transport
         self._pacer.sent(transport.clock.now())
         try:
             async with transport.http.post(
                 self._root + path,
                 # Encoded here: aiohttp's form machinery costs more CPU than the rest of a request.
-                data=urlencode({"f": "json", **form}).encode(),
-                headers={**headers, "Content-Type": _FORM, "Accept-Encoding": "identity"},
+                data=urlencode({"f": "json", **form}).encode() if form else _JSON_ONLY,
+                headers=self._headers(token),
                 ssl=self._ssl,
                 allow_redirects=False,
                 timeout=transport.timeout,
@@ -174,3 +189,23 @@ class Link:
                 self._breaker.transport_failed(transport.clock.now())
                 self._last_failure = classified.message
             raise classified from None
+
+
+class _LinkSlot:
+    """`Link.slot`'s context manager: the circuit and the pacing first (no request slot is held during a
+    pacing wait), then one of the run's request slots. A plain class: it runs on every request."""
+
+    __slots__ = ("_link", "_not_after", "_urgent")
+
+    def __init__(self, link: Link, urgent: bool, not_after: float) -> None:
+        self._link, self._urgent, self._not_after = link, urgent, not_after
+
+    async def __aenter__(self) -> None:
+        link = self._link
+        wait = link._admit(self._not_after)
+        if wait > 0:
+            await link._transport.clock.sleep(wait)  # throttled by this deployment: no request slot held meanwhile
+        await link._transport.slots.acquire(self._urgent)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._link._transport.slots.release()
