@@ -38,7 +38,10 @@ class JobApi(Protocol):
 
 
 class DeploymentApi(JobApi, Protocol):
-    """What a worker needs of a deployment. Its first request signs in."""
+    """What a worker needs of a deployment. Its first request signs in. `version` says which paths its requests
+    take (10.9's or the others'): `detect_version` reads it, or a worker sets it from memory (`memory`)."""
+
+    version: str
 
     async def detect_version(self) -> str: ...
 

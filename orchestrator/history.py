@@ -1,5 +1,6 @@
 """What the ledger says about the past, asked once: how long each target's job ran before, how it ended
-last time, what a resume carries on and what a retry redoes.
+last time, what each deployment's version and default store were (`memory`), what a resume carries on and
+what a retry redoes.
 
 The reads are in `ledger`; the judgements here are pure functions over what it read.
 """
@@ -13,6 +14,7 @@ from typing import Any, Final
 
 from orchestrator.errors import InputError
 from orchestrator.ledger import Ledger, PastRow, RunRecord
+from orchestrator.memory import Remembered, recalled, worth_remembering
 from orchestrator.model import Outcome, TargetState, duration_s, iso, store_key
 
 PAST_RUNS_COMPARED: Final = 30  # how far back a run looks for each target's previous outcome and durations
@@ -36,11 +38,13 @@ class PastOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Past:
-    """Each target's latest outcome and expected job duration, from earlier finished runs over one inventory."""
+    """Each target's latest outcome and expected job duration, and each deployment's memory (None: nothing
+    worth remembering), from earlier finished runs over one inventory."""
 
     previous_run_id: str = ""  # "" when there is no earlier finished run
     outcomes: dict[Key, PastOutcome] = field(default_factory=dict)
     expected_s: dict[Key, float] = field(default_factory=dict)
+    remembered: dict[str, Remembered | None] = field(default_factory=dict)
 
     def changes(self, targets: list[TargetState]) -> dict[str, Any]:
         """What changed since then ({} with nothing to compare with)."""
@@ -57,12 +61,16 @@ def read_past(ledger: Ledger, inventory: str, before: float) -> Past:
 def past_of(rows: Iterable[PastRow]) -> Past:
     """Newest run first: a target's first outcome seen is its latest, so a retry or a `--select` run in between
     hides nothing. Its expected duration is the median of its latest EXPECTED_FROM running times the poller
-    measured (`poll.measured_run_time`), never "accepted to seen ended", which would feed on itself. Pure."""
+    measured (`poll.measured_run_time`), never "accepted to seen ended", which would feed on itself. A
+    deployment's memory is what its latest run with a success went by (`_remember`). Pure."""
     previous_run_id = ""
     outcomes: dict[Key, PastOutcome] = {}
     measured: dict[Key, list[float]] = {}
     streak_over: set[Key] = set()  # a success seen: its failing streak (if any) is counted
+    remembered: dict[str, Remembered | None] = {}
+    remembered_from: dict[str, str] = {}  # the run each memory comes from
     for row in rows:
+        _remember(remembered, remembered_from, row)
         previous_run_id = previous_run_id or row.run_id
         key = store_key(row.deployment, row.store, row.default_store)
         succeeded = row.outcome == Outcome.SUCCEEDED.value
@@ -78,7 +86,37 @@ def past_of(rows: Iterable[PastRow]) -> Past:
             if len(durations) < EXPECTED_FROM:
                 durations.append(row.ran_s)
     expected = {key: statistics.median(durations) for key, durations in measured.items()}
-    return Past(previous_run_id, outcomes, expected)
+    return Past(previous_run_id, outcomes, expected, remembered)
+
+
+def _remember(remembered: dict[str, Remembered | None], remembered_from: dict[str, str], row: PastRow) -> None:
+    """Learn from one row, newest run first: a deployment's memory is the version its latest run with a success
+    went by, and when that was read, with the default store it backed up with success in that run (if it did).
+    A 10.9 version, or one a ledger did not date, is not remembered (None), and then no older one either."""
+    if row.outcome != Outcome.SUCCEEDED.value:
+        return
+    name = row.deployment
+    if name not in remembered:
+        remembered_from[name] = row.run_id
+        worth = worth_remembering(row.version, row.facts_read_at)
+        read_at = row.facts_read_at if row.facts_read_at is not None else 0.0
+        default = row.store if row.default_store else ""
+        remembered[name] = Remembered(row.version, default, read_at, row.url) if worth else None
+        return
+    memory = remembered[name]
+    if memory is not None and row.default_store and not memory.default_store and remembered_from[name] == row.run_id:
+        remembered[name] = replace(memory, default_store=row.store)
+
+
+def recall(past: Past, targets: list[TargetState], *, remember_for: float | None, now: float) -> None:
+    """Give each target what the past says of it: its job's expected duration and, unless `remember_for` is
+    None (a snapshot: nothing remembered), its deployment's memory, `due` once past its age limit. Pure but for
+    the targets it fills in."""
+    for target in targets:
+        target.expected_s = past.expected_s.get(target.store_key)
+        if remember_for is not None:
+            name, url = target.deployment.name, target.deployment.url
+            target.remembered = recalled(past.remembered.get(name), name, url, remember_for, now)
 
 
 def changes_since(previous_run_id: str, previous: dict[Key, PastOutcome], targets: list[TargetState]) -> dict[str, Any]:

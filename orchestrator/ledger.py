@@ -34,13 +34,14 @@ from orchestrator.redact import redact, redact_each
 
 APP_DIR: Final = "arcgis-fleet-backup"
 RESOLVE_SHOWN: Final = 10  # the candidates an ambiguous run id prefix lists
-SCHEMA_VERSION: Final = 4  # raised with every change of the tables (see ADDED_COLUMNS)
+SCHEMA_VERSION: Final = 5  # raised with every change of the tables (see ADDED_COLUMNS)
 # The target columns each schema version added, by the version before: a ledger keeps its history across
 # upgrades of the tool (its types and defaults come from the record, like every column's).
 ADDED_COLUMNS: Final = {
     1: ("ran_s",),  # 2: how long each job ran, for the poll schedule
     2: ("version",),  # 3: the version a snapshot's backup must be of
     3: ("verified",),  # 4: whether it was found so
+    4: ("facts_read_at",),  # 5: when the version and default store a run went by were read (`memory`)
 }
 _RUNS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -228,6 +229,9 @@ class PastRow:
     finished_at: float | None
     ran_s: float | None
     run_started_at: float = 0.0  # when its run started: since when a target has been failing
+    url: str = ""  # of its deployment then
+    version: str = ""  # its deployment's version as the run went by
+    facts_read_at: float | None = None  # when that version (and a default store) were read from the server
 
 
 class Ledger:
@@ -454,13 +458,15 @@ class Ledger:
         targets are never all in memory at once)."""
         rows = self._db.execute(
             "SELECT r.run_id, t.deployment, t.store, t.default_store, t.outcome, t.submitted_at, t.finished_at, "
-            "t.ran_s, r.started_at FROM (SELECT run_id, started_at FROM runs WHERE inventory = ? "
+            "t.ran_s, r.started_at, t.url, t.version, t.facts_read_at "
+            "FROM (SELECT run_id, started_at FROM runs WHERE inventory = ? "
             "AND state = 'finished' AND started_at < ? ORDER BY started_at DESC LIMIT ?) AS r "
             "JOIN targets AS t ON t.run_id = r.run_id ORDER BY r.started_at DESC, t.idx",
             (inventory, before, runs),
         )
-        for run_id, deployment, store, default, outcome, submitted, finished, ran_s, started in rows:
-            yield PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s, started)
+        for run_id, deployment, store, default, outcome, submitted, finished, ran_s, started, *went_by in rows:
+            yield PastRow(run_id, deployment, store, bool(default), outcome, submitted, finished, ran_s, started,
+                          *went_by)  # fmt: skip
 
     def last_successes(self, inventory: str) -> dict[tuple[str, str], float]:
         """When each target (`model.store_key`: a default store as "") of the runs over `inventory` last

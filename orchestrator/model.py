@@ -20,6 +20,7 @@ from typing import Any, Final
 from pydantic import SecretStr
 
 from orchestrator.errors import ErrorClass, TargetError
+from orchestrator.memory import Remembered
 from orchestrator.settings import RunSettings
 
 RUNTIME_ONLY: Final = MappingProxyType({"kept": False})  # rebuilt by every run: not a ledger column
@@ -123,16 +124,22 @@ class TargetState:
     notes: list[str] = field(default_factory=list, metadata=SERVER_TEXT)
     # How long its job ran, as this run measured it (`poll.measured_run_time`); None when it could not tell.
     ran_s: float | None = None
-    # The deployment's version as read before the backup (a snapshot's preflight): its backup must be of it.
+    # The deployment's version as read before the backup (a snapshot's preflight: its backup must be of it), or
+    # as its worker went by (read, or remembered from an earlier run: `memory`).
     version: str = ""
     # A snapshot's backup was found in its store's list, completed and of `version` (`snapshot.verify_targets`).
     verified: bool = False
+    # When the version (and, for a default store, the store) its worker went by were last read from the server:
+    # by this run, or by the earlier one it remembered them from (`memory`). None before its worker had them.
+    facts_read_at: float | None = None
     phase: Phase = field(default=Phase.QUEUED, metadata=RUNTIME_ONLY)
     # 10.9 only: the start of the DR job its status described before our first create (0.0: none), so a
     # job started since can be told for ours (`dr.dr_status_is_ours`).
     dr_mark: float | None = field(default=None, metadata=RUNTIME_ONLY)
     # How long this target's job ran in earlier runs (the ledger's history), if known.
     expected_s: float | None = field(default=None, metadata=RUNTIME_ONLY)
+    # Its deployment's version and default store as earlier runs read them (`history.recall`), if any.
+    remembered: Remembered | None = field(default=None, metadata=RUNTIME_ONLY)
 
     def __post_init__(self) -> None:
         if self.finished:

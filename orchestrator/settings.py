@@ -166,6 +166,12 @@ class RunSettings(ConnectionSettings):
         True, description="keep the run ledger (--no-ledger: keep none; then no resume, retry or history)"
     )
     log_format: Literal["text", "json"] = Field("text", description="log lines when not on a terminal")
+    remember_for: float = Field(
+        7 * 86_400.0,
+        ge=0,
+        description="go by a deployment's version and default store as an earlier run read them for up to this "
+        "many seconds (each deployment half to all of it), instead of asking; 0: ask every run (not for snapshot)",
+    )
 
     @field_validator("max_failures")
     @classmethod

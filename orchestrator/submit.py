@@ -1,5 +1,8 @@
 """Submitting backups, one deployment at a time per worker: sign in, find the stores, create, follow.
 
+A deployment's version and default store are read first, unless an earlier run's are remembered (`memory`):
+then its create is its first request, and one refused in a way that contradicts them has them read again.
+
 A deployment runs one DR job at a time (the server refuses more), so its stores are backed up one
 after another; different deployments run in parallel, bounded by the run's limits. A create whose
 answer never came is ambiguous: before creating again, the server is asked whether it took the first
@@ -21,10 +24,18 @@ import anyio
 
 from orchestrator.backoff import Retry
 from orchestrator.clock import Clock
-from orchestrator.dr import DeploymentApi, dr_status_is_ours, dr_status_started, is_duplicate_name, is_our_create_job
+from orchestrator.dr import (
+    DeploymentApi,
+    dr_status_is_ours,
+    dr_status_started,
+    is_duplicate_name,
+    is_legacy,
+    is_our_create_job,
+)
 from orchestrator.errors import TargetError
 from orchestrator.failpoints import failpoint
 from orchestrator.guard import last_word, reached
+from orchestrator.memory import Facts, Remembered, changed, contradicts, facts_of
 from orchestrator.model import DEFAULT_STORE, Outcome, Phase, TargetState
 from orchestrator.poll import Poller
 
@@ -125,25 +136,92 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
         return
     for target in targets:
         target.phase = Phase.SIGNING_IN
+    going = Going(needs_default=any(target.store == DEFAULT_STORE for target in targets))
+    if any(_maybe_on_server(target) for target in targets):
+        # Its backup may be on the server already: its version is read first, never remembered (its job is
+        # followed by that version's paths, with no create first to contradict a stale memory).
+        try:
+            async with ctx.start_limiter:
+                going.facts = await _read_facts(api, ctx.clock, needs_default=going.needs_default)
+        except TargetError as error:
+            for target in targets:
+                if _maybe_on_server(target):  # its backup may exist or be running: unknown, not failed
+                    reason = (
+                        f"could not reach the deployment to follow this backup ({error.error_class.value}: "
+                        f"{error.message}); `orchestrator resume` looks again"
+                    )
+                    _end(target, ctx, outcome=Outcome.INTERRUPTED, reason=reason)
+                else:
+                    _end(target, ctx, error=error)
+            return
+    else:
+        going.memory = targets[0].remembered
+        going.facts = facts_of(going.memory, needs_default_store=going.needs_default)
+        if going.facts is not None:
+            api.version = going.facts.version  # the create is the first request: it signs in
+    for target in targets:
+        try:
+            await back_up_store(target, api, ctx, going)
+        except _NotRead as failed:  # one refused sign-in fails the deployment: never tried again per store
+            for left in targets:
+                if not left.finished:
+                    _end(left, ctx, error=failed.error)
+            return
+
+
+@dataclass(slots=True)
+class Going:
+    """What one deployment's worker goes by: `facts`, remembered (`memory`) or read. Unless remembered, they are
+    read in its first create's running slot: a deployment that reads keeps its place in the queue for running
+    slots (longest first, `runner.longest_first`), rather than coming after every remembered one."""
+
+    needs_default: bool = False  # a target of it backs up its default store
+    facts: Facts | None = None  # None until read
+    memory: Remembered | None = None  # what earlier runs read, even if too old to go by (then compared)
+
+
+class _NotRead(Exception):
+    """Reading a deployment's facts failed: the error every target of it ends with."""
+
+    def __init__(self, error: TargetError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+async def _read_facts(api: DeploymentApi, clock: Clock, *, needs_default: bool) -> Facts:
+    """The deployment's version and, when asked for, its default store, as the server says them now (the first
+    request signs in)."""
+    version = await api.detect_version()
+    default_store = await api.default_store() if needs_default else ""
+    return Facts(version, default_store, clock.now())
+
+
+async def _learn(target: TargetState, api: DeploymentApi, ctx: WorkerContext, going: Going) -> Facts:
+    """The facts the worker goes by, read now if need be (within a start slot: deployments sign in a few at a
+    time); a memory they differ from is said. `_NotRead` when they cannot be read."""
+    if going.facts is not None:
+        return going.facts
     try:
         async with ctx.start_limiter:
-            await api.detect_version()  # the first request signs in
-            for target in targets:
-                if target.store == DEFAULT_STORE:
-                    target.store = await api.default_store()
+            going.facts = await _read_facts(api, ctx.clock, needs_default=going.needs_default)
     except TargetError as error:
-        for target in targets:
-            if _maybe_on_server(target):  # its backup may exist or be running: unknown, not failed
-                reason = (
-                    f"could not reach the deployment to follow this backup ({error.error_class.value}: "
-                    f"{error.message}); `orchestrator resume` looks again"
-                )
-                _end(target, ctx, outcome=Outcome.INTERRUPTED, reason=reason)
-            else:
-                _end(target, ctx, error=error)
-        return
-    for target in targets:
-        await back_up_store(target, api, ctx)
+        raise _NotRead(error) from None
+    difference = (
+        "" if going.memory is None else changed(going.memory, going.facts, default_store_used=going.needs_default)
+    )
+    if difference:
+        target.notes.append(f"remembered from an earlier run, read again from the server: {difference}")
+    return going.facts
+
+
+def _go_by(target: TargetState, facts: Facts) -> None:
+    """The target's store, if the default one, and what it goes by, as the ledger keeps it (a target resumed or
+    snapshotted keeps what it went by, or its preflight read)."""
+    if target.store == DEFAULT_STORE:
+        target.store = facts.default_store
+    if target.facts_read_at is None:
+        target.version = target.version or facts.version
+        target.facts_read_at = facts.read_at
 
 
 def _maybe_on_server(target: TargetState) -> bool:
@@ -151,10 +229,14 @@ def _maybe_on_server(target: TargetState) -> bool:
     return bool(target.job_id) or target.create_intended
 
 
-async def back_up_store(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> None:
-    """One target: its backup submitted, then its job followed to the end, holding a running-job slot."""
+async def back_up_store(
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, going: Going | None = None
+) -> None:
+    """One target: its backup submitted, then its job followed to the end, holding a running-job slot. `going`:
+    what its worker goes by (read first if need be; a remembered one read again when an answer contradicts it);
+    None: the target's store and the client's paths are already right."""
     try:
-        async with submission(target, api, ctx) as submitted:
+        async with submission(target, api, ctx, going) as submitted:
             if isinstance(submitted, Submitted):
                 await _follow(target, api, ctx, submitted)
     except TargetError as error:  # the last refusal of its create
@@ -227,7 +309,9 @@ class _Attempts:
 
 
 @asynccontextmanager
-async def submission(target: TargetState, api: DeploymentApi, ctx: WorkerContext) -> AsyncIterator[Submitted | Stopped]:
+async def submission(
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, going: Going | None = None
+) -> AsyncIterator[Submitted | Stopped]:
     """The target's backup created (or found, or the resumed run's job), holding one slot of
     `ctx.running_limiter` while the caller follows it; or `Stopped`, holding nothing, when submitting
     stopped before the backup was created. A transient refusal is retried after a backoff sleep, the
@@ -245,7 +329,7 @@ async def submission(target: TargetState, api: DeploymentApi, ctx: WorkerContext
                 attempts.started_at = ctx.clock.now()
             else:
                 attempts.queued += ctx.clock.now() - asked_at
-            step = await _next_step(target, api, ctx, attempts)
+            step = await _next_step(target, api, ctx, attempts, going)
             if isinstance(step, Submitted):
                 yield step
                 return
@@ -262,9 +346,12 @@ async def submission(target: TargetState, api: DeploymentApi, ctx: WorkerContext
 
 
 async def _next_step(
-    target: TargetState, api: DeploymentApi, ctx: WorkerContext, attempts: _Attempts
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, attempts: _Attempts, going: Going | None = None
 ) -> Submitted | TargetError | Stopped:
-    """With a running slot held: the next create or, once submitting has stopped, the last word on it."""
+    """With a running slot held: the next create or, once submitting has stopped, the last word on it. The
+    deployment's facts are read first unless known. A create refused as a remembered fact's contradiction has
+    them read again and, if they changed, is sent again at once (a step of its own: the refusal counts for
+    nothing)."""
     if not ctx.gate.open:
         if attempts.possibly_created is not None:  # an earlier create may have landed: looked for, followed
             found = await _look_for_earlier_create(target, api, attempts.possibly_created)
@@ -273,13 +360,57 @@ async def _next_step(
         if attempts.last_error is None:
             return Stopped(ctx.gate.reason)
         return Stopped(f"{ctx.gate.reason} (the last create attempt: {attempts.last_error.message})")
+    facts = None if going is None else await _learn(target, api, ctx, going)
+    if not ctx.gate.open:  # closed while the facts were read: the last word, as above
+        return await _next_step(target, api, ctx, attempts, going)
+    if facts is not None:
+        _go_by(target, facts)
     outcome = await _attempt_create(target, api, ctx, attempts.possibly_created)
+    if facts is not None and facts.remembered:
+        if isinstance(outcome, Submitted):
+            facts.remembered = False  # its store and its paths held
+        elif contradicts(outcome):
+            again = await _read_again(target, api, ctx, facts, outcome)
+            if again is None:
+                return await _next_step(target, api, ctx, attempts, going)  # no longer remembered: once only
+            outcome = again
     if isinstance(outcome, TargetError):
         attempts.met(outcome, ctx.retry, ctx.clock.now())
         why = attempts.possibly_created
         if why is not None and attempts.spent:  # a last look before giving up
             return await _look_for_earlier_create(target, api, why) or outcome
     return outcome
+
+
+async def _read_again(
+    target: TargetState, api: DeploymentApi, ctx: WorkerContext, facts: Facts, refused: TargetError
+) -> TargetError | None:
+    """`refused` may say that the remembered facts are out of date: read them from the server. None when they
+    changed what the create asks (its store, or its paths), and the target now goes by them; otherwise the error
+    that stands: `refused`, or the one reading them met (then they stay in doubt: a retry reads them again)."""
+    try:
+        fresh = await _read_facts(api, ctx.clock, needs_default=target.default_store)
+    except TargetError as error:
+        return error
+    facts.remembered = False
+    api.version = fresh.version
+    moved = target.default_store and fresh.default_store != target.store
+    other_paths = is_legacy(fresh.version) != is_legacy(facts.version)
+    was = Facts(facts.version, target.store if target.default_store else "", facts.read_at)
+    facts.version, facts.read_at = fresh.version, fresh.read_at
+    facts.default_store = fresh.default_store or facts.default_store
+    target.version, target.facts_read_at = fresh.version, fresh.read_at
+    if not (moved or other_paths):
+        return refused
+    difference = changed(was, fresh, default_store_used=target.default_store)
+    target.notes.append(f"remembered from an earlier run, found stale ({refused.message}); read again: {difference}")
+    if other_paths and api.legacy and target.dr_mark is None:
+        target.dr_mark = await _dr_mark(api)  # 10.9 now: its DR status tells our job by this (`_attempt_create`)
+    if moved:
+        target.store = fresh.default_store
+        if target.create_intended:
+            await ctx.before_create(target)  # the intent again, naming the store it now goes to
+    return None
 
 
 async def _attempt_create(

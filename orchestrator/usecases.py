@@ -24,7 +24,7 @@ from orchestrator.clock import Clock, SystemClock
 from orchestrator.errors import InputError, RunCrashed
 from orchestrator.events import Observer, retries_told_to
 from orchestrator.files import private_dir
-from orchestrator.history import finished_run, read_past, resume_fingerprint, unfinished_run
+from orchestrator.history import finished_run, read_past, recall, resume_fingerprint, unfinished_run
 from orchestrator.inventory import load_inventory, select
 from orchestrator.ledger import Ledger, RunRecord, default_ledger_path, former_default_ledger_path
 from orchestrator.metrics import check_metrics_file, write_run_metrics
@@ -369,8 +369,9 @@ async def _execute(plan: RunPlan, path: Path, clock: Clock, observer: Observer |
         with ledger.lock(plan.run_id):
             _record_the_start(ledger, plan)
             past = read_past(ledger, plan.inventory_key, plan.started_at)
-            for target in plan.targets:
-                target.expected_s = past.expected_s.get(target.store_key)
+            # A snapshot reads every deployment's version afresh: its backups must be of the version it runs now.
+            remember_for = None if plan.kind == "snapshot" else plan.settings.remember_for
+            recall(past, plan.targets, remember_for=remember_for, now=clock.now())
             try:
                 result = await _run(plan, clock, observer, control, LedgerWriter(ledger, plan.run_id))
             except Exception as crash:

@@ -90,6 +90,7 @@ class FakeDeployment:
         self.status: dict[str, Any] | None = None  # the DR status answered; None: the last job's
         self.hide_jobs = False  # the jobs resource lists nothing
         self.legacy = False  # 10.9: no jobs list, and a DR status that names no backup
+        self.version = ""  # as a worker set it (from memory), or "11.3" once read
         self.default = "primary"
         self.overlaps = 0  # creates taken while another DR job of this deployment was running
         self.on_create: Callable[[], None] | None = None
@@ -107,7 +108,8 @@ class FakeDeployment:
         await self._request("token")  # the first request signs in
         await self.clock.sleep(self.sign_in_seconds)
         await self._request("detect_version")
-        return "11.3"
+        self.version = "11.3"
+        return self.version
 
     async def default_store(self) -> str:
         await self._request("default_store")

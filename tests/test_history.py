@@ -4,8 +4,9 @@ first, and what changed since (newly failing, recovered, markedly slower); what 
 from __future__ import annotations
 
 from orchestrator.errors import ErrorClass, TargetError
-from orchestrator.history import EXPECTED_FROM, Past, PastOutcome, changes_since, past_of, to_retry
+from orchestrator.history import EXPECTED_FROM, Past, PastOutcome, changes_since, past_of, recall, to_retry
 from orchestrator.ledger import PastRow
+from orchestrator.memory import Remembered
 from orchestrator.model import Outcome, TargetState
 from tests.conftest import make_deployment
 
@@ -129,3 +130,56 @@ def test_a_retry_redoes_every_store_that_did_not_succeed() -> None:
     targets = [_target("a", Outcome.SUCCEEDED), _target("a", Outcome.FAILED), _target("b", Outcome.SKIPPED)]
     targets[1].store = "offsite"
     assert to_retry(targets) == {"a": {"offsite"}, "b": {"default"}}
+
+
+# -- what each deployment's version and default store were (`memory`) --
+
+
+def _went_by(
+    run_id: str, deployment: str, outcome: str, *, store: str = "main", default: bool = True,
+    version: str = "11.3.0", read_at: float | None = 1000.0, url: str = "https://d.example.com/arcgis",
+) -> PastRow:  # fmt: skip
+    return PastRow(run_id, deployment, store, default, outcome, 100.0, 160.0, None, 0.0, url, version, read_at)
+
+
+def test_a_deployment_remembers_what_its_latest_run_with_a_success_went_by() -> None:
+    """Newest run first: the latest run in which the deployment succeeded gives its version, when it was read, and
+    the default store backed up with success in that run; a failure since says nothing against it."""
+    rows = [
+        _went_by("r3", "a", "failed", store="other", read_at=3000.0),
+        _went_by("r2", "a", "succeeded", store="s3", default=False, read_at=2000.0),
+        _went_by("r2", "a", "succeeded", store="main", read_at=2000.0),
+        _went_by("r1", "a", "succeeded", store="older", version="11.2.0", read_at=1000.0),
+        _went_by("r2", "b", "succeeded", store="x", default=False, read_at=2000.0),  # named stores only
+        _went_by("r1", "b", "succeeded", store="old-default", read_at=1000.0),
+    ]
+    remembered = past_of(rows).remembered
+    assert remembered["a"] == Remembered("11.3.0", "main", 2000.0, "https://d.example.com/arcgis")
+    assert remembered["b"] == Remembered("11.3.0", "", 2000.0, "https://d.example.com/arcgis")
+
+
+def test_10_9_or_an_undated_version_is_not_remembered_nor_anything_older() -> None:
+    """A latest success on 10.9 (paths of its own), or in a ledger that did not date what it read (schema 4),
+    leaves the deployment with nothing remembered: an older run's version is not taken instead."""
+    rows = [
+        _went_by("r2", "legacy", "succeeded", version="10.9.0"),
+        _went_by("r2", "undated", "succeeded", read_at=None),
+        _went_by("r2", "unread", "succeeded", version=""),
+        *(_went_by("r1", name, "succeeded") for name in ("legacy", "undated", "unread")),
+    ]
+    assert past_of(rows).remembered == {"legacy": None, "undated": None, "unread": None}
+
+
+def test_recall_gives_targets_their_memory_due_past_its_age_and_a_snapshot_none() -> None:
+    """Each target gets its deployment's memory (`due` once older than its limit), and its expected duration;
+    with `remember_for` None (a snapshot), no memory at all."""
+    memory = Remembered("11.3.0", "main", 1000.0, "https://127.0.0.1:9/d")
+    past = Past(remembered={"d": memory}, expected_s={("d", "default"): 30.0})
+    target = _target("d", Outcome.PENDING)
+    recall(past, [target], remember_for=86_400.0, now=1060.0)
+    assert (target.remembered, target.expected_s) == (memory, 30.0)
+    recall(past, [target], remember_for=86_400.0, now=1000.0 + 86_400.0)
+    assert target.remembered is not None and target.remembered.due
+    target.remembered = None
+    recall(past, [target], remember_for=None, now=1060.0)
+    assert target.remembered is None and target.expected_s == 30.0

@@ -30,6 +30,7 @@ from orchestrator.errors import InputError
 from orchestrator.events import Event, EventKind
 from orchestrator.history import read_past
 from orchestrator.ledger import SCHEMA_VERSION, Ledger, target_row
+from orchestrator.memory import Remembered
 from orchestrator.model import Deployment, Outcome, Phase, TargetState, build_targets
 from orchestrator.recorder import LedgerWriter
 from tests.test_cli_run import FAST, Simulator, _simulator
@@ -114,6 +115,7 @@ def _every_field_set() -> TargetState:
     target.create_intended, target.accepted_at, target.default_store = True, 1e9 + 3.5, True
     target.job_id, target.server_status, target.error_class, target.error = "j9", "FAILED", "job_failed", "disk full"
     target.attempts, target.polls, target.submitted_at, target.ran_s = 3, 7, 1e9 + 1.25, 42.5
+    target.version, target.verified, target.facts_read_at = "11.3.0", True, 1e9 - 3600.0
     target.notes.extend(["first note", "second note"])
     target.outcome, target.finished_at = Outcome.FAILED, 1e9 + 60.0
     return target
@@ -125,29 +127,30 @@ def test_every_kept_field_of_the_record_round_trips_through_the_ledger(tmp_path:
     ledger = Ledger.open(tmp_path / "l.sqlite3")
     target = _every_field_set()
     target.dr_mark, target.expected_s = 5.0, 9.0  # runtime only
+    target.remembered = Remembered("11.3.0", "offsite", 1e9, "https://gis-1.example.com/arcgis")
     _begin(ledger, [target])
     (read,) = ledger.targets("r1")
     ledger.close()
-    kept = {f.name for f in fields(TargetState)} - {"deployment", "phase", "dr_mark", "expected_s"}
+    kept = {f.name for f in fields(TargetState)} - {"deployment", "phase", "dr_mark", "expected_s", "remembered"}
     assert {name: getattr(read, name) for name in kept} == {name: getattr(target, name) for name in kept}
     assert (read.deployment.name, read.deployment.url, read.deployment.tags, read.deployment.verify_tls) == (
         "gis-1", "https://gis-1.example.com/arcgis", ("prod",), True,
     )  # fmt: skip
     assert read.deployment.password.get_secret_value() == "" and read.deployment.passcode.get_secret_value() == ""
-    assert (read.dr_mark, read.expected_s) == (None, None)
+    assert (read.dr_mark, read.expected_s, read.remembered) == (None, None, None)
     assert read.phase is Phase.DONE  # read back ended
 
 
 # The targets table's columns as schema 2 spelled them out by hand, in the order ledgers in the field have them,
-# and the columns the upgrades to schemas 3 and 4 append.
-SCHEMA_4_COLUMNS = (
+# and the columns the upgrades to schemas 3, 4 and 5 append.
+SCHEMA_5_COLUMNS = (
     "run_id TEXT NOT NULL", "idx INTEGER NOT NULL", "deployment TEXT NOT NULL", "url TEXT NOT NULL",
     "verify_tls INTEGER NOT NULL", "tags TEXT NOT NULL", "store TEXT NOT NULL", "backup_name TEXT NOT NULL",
     "retention_ms INTEGER", "create_intended INTEGER NOT NULL", "accepted_at REAL", "default_store INTEGER NOT NULL",
     "outcome TEXT NOT NULL", "job_id TEXT NOT NULL", "server_status TEXT NOT NULL", "error_class TEXT NOT NULL",
     "error TEXT NOT NULL", "attempts INTEGER NOT NULL", "polls INTEGER NOT NULL", "submitted_at REAL",
     "finished_at REAL", "notes TEXT NOT NULL", "ran_s REAL", "version TEXT NOT NULL DEFAULT ''",
-    "verified INTEGER NOT NULL DEFAULT 0",
+    "verified INTEGER NOT NULL DEFAULT 0", "facts_read_at REAL",
 )  # fmt: skip
 
 
@@ -155,7 +158,7 @@ SCHEMA_4_COLUMNS = (
 def test_rows_are_read_by_name_whatever_the_order_of_the_columns_on_disk(tmp_path: Path, order: str) -> None:
     """A targets table created by hand in schema 2's column order, or in any other, reads every field right."""
     path = tmp_path / "l.sqlite3"
-    columns = SCHEMA_4_COLUMNS if order.startswith("as schema 2") else tuple(reversed(SCHEMA_4_COLUMNS))
+    columns = SCHEMA_5_COLUMNS if order.startswith("as schema 2") else tuple(reversed(SCHEMA_5_COLUMNS))
     with sqlite3.connect(path) as db:
         db.execute(f"CREATE TABLE targets ({', '.join(columns)}, PRIMARY KEY (run_id, idx))")
     ledger = Ledger.open(path)
@@ -523,6 +526,7 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) ->
         db.execute("ALTER TABLE targets DROP COLUMN ran_s")
         db.execute("ALTER TABLE targets DROP COLUMN version")
         db.execute("ALTER TABLE targets DROP COLUMN verified")
+        db.execute("ALTER TABLE targets DROP COLUMN facts_read_at")
         db.execute(
             "INSERT INTO runs (run_id, kind, parent_run_id, inventory, settings, started_at, state) "
             "VALUES ('r1', 'run', '', 'inv', '{}', 1.0, 'finished')"
@@ -535,7 +539,8 @@ def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(tmp_path: Path) ->
         ledger.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert {"ran_s", "version"} <= {column[1] for column in db.execute("PRAGMA table_info(targets)")}
+        columns = {column[1] for column in db.execute("PRAGMA table_info(targets)")}
+        assert {"ran_s", "version", "facts_read_at"} <= columns
 
 
 def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
@@ -553,12 +558,12 @@ def test_resume_refuses_a_finished_run_and_retry_has_nothing_to_do(
     assert "no run 'no-such-run'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("schema", [2, 3])
-def test_an_older_ledger_gains_the_snapshot_columns_and_its_rows_read_their_defaults(
+@pytest.mark.parametrize("schema", [2, 3, 4])
+def test_an_older_ledger_gains_the_snapshot_and_memory_columns_and_its_rows_read_their_defaults(
     tmp_path: Path, schema: int
 ) -> None:
-    """Rows written before `version` (schema 3) or `verified` (schema 4) existed read back with the record's
-    defaults, not NULL."""
+    """Rows written before `version` (schema 3), `verified` (schema 4) or `facts_read_at` (schema 5) existed read
+    back with the record's defaults, not NULL."""
     path = tmp_path / "old.sqlite3"
     ledger = Ledger.open(path)
     _begin(ledger, [_every_field_set()])
@@ -566,14 +571,17 @@ def test_an_older_ledger_gains_the_snapshot_columns_and_its_rows_read_their_defa
     with sqlite3.connect(path) as db:
         if schema == 2:
             db.execute("ALTER TABLE targets DROP COLUMN version")
-        db.execute("ALTER TABLE targets DROP COLUMN verified")
+        if schema <= 3:
+            db.execute("ALTER TABLE targets DROP COLUMN verified")
+        db.execute("ALTER TABLE targets DROP COLUMN facts_read_at")
         db.execute(f"PRAGMA user_version = {schema}")
     ledger = Ledger.open(path)
     try:
         (read,) = ledger.targets("r1")
     finally:
         ledger.close()
-    assert read.version == "" and read.verified is False and read.ran_s == 42.5
+    assert read.version == ("" if schema == 2 else "11.3.0") and read.verified is (schema == 4)
+    assert read.facts_read_at is None and read.ran_s == 42.5
 
 
 def test_a_ledger_of_another_schema_is_refused_not_misread(tmp_path: Path) -> None:

@@ -74,6 +74,20 @@ class SimulatedFleet:
         for deployment in self.deployments.values():
             deployment.settle(now)
 
+    def reconfigure(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        stores: tuple[str, ...] | None = None,
+        default_store: str | None = None,
+    ) -> None:
+        """Change a deployment between runs, as its administrator would (`model.Deployment.reconfigure`); the
+        fleet's plans follow, so an inventory written from them afterwards says the same."""
+        deployment = self.deployments[name]
+        deployment.reconfigure(version=version, stores=stores, default_store=default_store)
+        self.plans = [deployment.plan if plan.name == name else plan for plan in self.plans]
+
     # -- inspection --
     def jobs(self, deployment: str | None = None) -> list[dict[str, Any]]:
         """Every backup job ever created, with its server-side timeline (epoch seconds)."""

@@ -10,10 +10,17 @@ from __future__ import annotations
 import math
 import random
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from orchestrator.simulator.config import DeploymentPlan, ErrorCodes, Quirks, full_version, version_tuple
+from orchestrator.simulator.config import (
+    KNOWN_VERSIONS,
+    DeploymentPlan,
+    ErrorCodes,
+    Quirks,
+    full_version,
+    version_tuple,
+)
 from orchestrator.simulator.history import SeededHistory, seed_history
 from orchestrator.simulator.jobs import (
     NEVER_EXPIRES,
@@ -89,6 +96,21 @@ class Deployment:
         opens, closes = self.plan.down
         return opens <= now - self.fleet_started_at < closes
 
+    def reconfigure(
+        self, *, version: str | None = None, stores: tuple[str, ...] | None = None, default_store: str | None = None
+    ) -> None:
+        """What an administrator does between two nights: upgrade it (`version`), register or remove stores
+        (`stores`: a new one starts empty, a removed one takes its backups with it), make another the default."""
+        version = version or self.plan.version
+        stores = stores if stores is not None else self.plan.stores
+        default_store = default_store if default_store is not None else self.plan.default_store
+        if version not in KNOWN_VERSIONS:
+            raise ValueError(f"unknown version {version!r}; use one of {', '.join(KNOWN_VERSIONS)}")
+        if default_store not in stores:
+            raise ValueError(f"the default store {default_store!r} is not one of the stores {stores!r}")
+        self.plan = replace(self.plan, version=version, stores=stores, default_store=default_store)
+        self.backups = {store: self.backups.get(store, {}) for store in stores}
+
     # -- time --
     def settle(self, now: float) -> None:
         """Bring the state up to `now`: finished jobs leave their backups, the retention cleaner runs."""
@@ -119,7 +141,8 @@ class Deployment:
                 completed_at=job.work_done_at,
                 retention_ms=job.retention_ms,
             )
-            self.backups[job.store][job.backup_name] = backup
+            if job.store in self.backups:  # a store removed while the job ran takes the backup with it
+                self.backups[job.store][job.backup_name] = backup
             if job.retention_ms != NEVER_EXPIRES:
                 self._next_expiry = min(self._next_expiry, job.retention_ms / 1000)
 
