@@ -6,6 +6,7 @@ job runtime with a `ManualClock` that only moves when told to.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -19,6 +20,10 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def sleep_unless(self, event: anyio.Event, seconds: float | None) -> None:
+        """Wait `seconds` on this clock (None: for ever), or less: until `event` is set."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -28,6 +33,11 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
+
+    async def sleep_unless(self, event: anyio.Event, seconds: float | None) -> None:
+        # One cancel scope, no task: the poller waits like this between every two rounds of polls.
+        with anyio.move_on_after(math.inf if seconds is None else max(0.0, seconds)):
+            await event.wait()
 
 
 class ManualClock:
@@ -54,3 +64,24 @@ class ManualClock:
             if self._changed is None:
                 self._changed = anyio.Event()
             await self._changed.wait()
+
+    async def sleep_unless(self, event: anyio.Event, seconds: float | None) -> None:
+        await sleep_unless_by_sleeping(self, event, seconds)
+
+
+async def sleep_unless_by_sleeping(clock: Clock, event: anyio.Event, seconds: float | None) -> None:
+    """`Clock.sleep_unless` for a clock that only knows how to sleep: its sleep raced against the event."""
+    async with anyio.create_task_group() as race:
+
+        async def sleep_then_stop() -> None:
+            assert seconds is not None
+            await clock.sleep(seconds)
+            race.cancel_scope.cancel()
+
+        async def set_then_stop() -> None:
+            await event.wait()
+            race.cancel_scope.cancel()
+
+        if seconds is not None:
+            race.start_soon(sleep_then_stop)
+        race.start_soon(set_then_stop)

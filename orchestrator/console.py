@@ -96,8 +96,9 @@ def plan_text(settings: RunSettings, targets: list[TargetState], deployments: in
     table = tabulate(rows, headers=["deployment", "url", "store", "backup name", "tags"])
     limits = (
         f"{len(targets)} targets on {deployments} deployments; concurrency {settings.concurrency} requests, "
-        f"max running jobs {settings.max_running or 'no cap'}, poll {settings.poll_initial:g}..{settings.poll_max:g} s "
-        f"x{settings.poll_factor:g}, job timeout {settings.job_timeout:g} s, deadline "
+        f"max running jobs {settings.max_running or 'no cap'}, poll from {settings.poll_initial:g} s, gaps up to "
+        f"{settings.poll_lag:.0%} of a job's running time and {settings.poll_max:g} s, "
+        f"job timeout {settings.job_timeout:g} s, deadline "
         f"{settings.deadline or 'none'}, max failures {settings.max_failures or 'none'}, retries {settings.retries}"
     )
     return f"{table}\n\n{limits}"

@@ -1,76 +1,35 @@
 """One poller for every running backup job.
 
-Each job has its own next-poll time (`next_poll_delay`, pure): a job with an expected end (its own
-duration in earlier runs, from the ledger, or else how long this run's jobs have been taking) is not
-polled before it can be done, then at gaps that grow with its running time, so a poll comes at most
-`poll_lag` of the job's duration after its end; a job with nothing known backs off exponentially with
-full jitter, capped. The poller sleeps until the earliest poll (or until a new job arrives), polls
-what is due, and decides with `judge_job`, a pure function. A job that says COMPLETED is confirmed
-by finding its backup in the store's list (11.4 says COMPLETED before the backup exists); a missing
-`result` is fine (12.0). Unknown or missing statuses, UNAVAILABLE and transient errors are tolerated
-until the job timeout. No limiter is held while waiting: the only one, on HTTP requests, lives inside
-the client.
+Each job has its own next-poll time (`schedule.next_poll_delay`, pure): no poll before the job can be
+done (its own duration in earlier runs, from the ledger; else what the fleet's quickest jobs took in
+this run), then polls at gaps of at most `poll_lag` of its running time, so its end is seen at most
+`poll_lag` of its duration late. While nothing is known of the fleet, a few jobs (the scouts) are
+followed from their first second and the others are held, unpolled, until the scouts show how long
+jobs take (`schedule.FleetSample`). The poller sleeps until the earliest poll (or until a new job
+arrives), polls what is due, and decides with `judge_job`, a pure function. A job that says COMPLETED
+is confirmed by finding its backup in the store's list (11.4 says COMPLETED before the backup exists);
+a missing `result` is fine (12.0). Unknown or missing statuses, UNAVAILABLE and transient errors are
+tolerated until the job timeout. No limiter is held while waiting: the only one, on HTTP requests,
+lives inside the client.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
 
 import anyio
 
-from orchestrator.backoff import Backoff
 from orchestrator.clock import Clock
 from orchestrator.dr import JobApi, Verdict, dr_status_is_ours, dr_status_message, judge_job
 from orchestrator.errors import ErrorClass, TargetError, internal_error
 from orchestrator.failpoints import failpoint
 from orchestrator.model import Outcome, Phase, TargetState
+from orchestrator.schedule import EXPECTED_LEAD, SCOUTS_MIN, FleetSample, measured_run_time, next_poll_delay
 from orchestrator.untrusted import shown
-
-EXPECTED_LEAD: Final = 0.8  # a job with a known past duration is first polled at this share of it
-FLEET_QUANTILE: Final = 0.05  # with no past of its own, a job waits for what the quickest 5 % of this run took
-FLEET_SAMPLES: Final = 10  # ... once this many jobs of this run have succeeded
-_LAG_FLOOR: Final = 0.2  # the shortest gap, as a share of poll_initial: a young job is not polled in a loop
-
-
-def next_poll_delay(
-    elapsed: float, polls: int, not_before: float | None, backoff: Backoff, lag: float, rng: random.Random
-) -> float:
-    """Seconds until the next poll of a job that has run `elapsed` seconds and been polled `polls` times.
-
-    `not_before`: how long the job can be expected to run at least (None: nothing known). Before it,
-    no poll. After it, the gap is at most `lag` times the running time, so the poll that sees the end
-    comes at most `lag` of the job's duration late, and the number of polls grows with the logarithm
-    of the duration, not with the duration. Never more than `backoff.cap`. Pure but for `rng`, whose
-    jitter keeps jobs started together from polling together.
-    """
-    if not_before is None:
-        return backoff.delay(polls, rng)
-    if elapsed < not_before:
-        return not_before - elapsed + rng.uniform(0.0, lag / 4) * not_before
-    gap = min(backoff.cap, max(backoff.initial * _LAG_FLOOR, lag * elapsed))
-    return rng.uniform(0.75, 1.0) * gap
-
-
-def measured_run_time(started: float, last_not_done_at: float | None, seen_done_at: float) -> float:
-    """How long a job ran, for the schedule of later ones. Pure.
-
-    From its start to the last poll that found it not done: a little short of the truth (by at most
-    one gap, `poll_lag` of it), never long, so an expectation built on it cannot grow night after night.
-    A job done by its first poll only tells it took at most until then: that upper bound, which shrinks
-    with every night the job keeps being done early, so a job that got quicker is soon polled earlier.
-    """
-    return max(0.0, (last_not_done_at if last_not_done_at is not None else seen_done_at) - started)
-
-
-def quantile(ordered: list[float], share: float) -> float:
-    """The `share` quantile of a sorted, non-empty list (nearest rank). Pure."""
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 @dataclass(eq=False)
@@ -80,8 +39,12 @@ class _Followed:
     give_up_at: float
     confirming: bool
     measurable: bool  # accepted in this process and followed by its job id: its running time can be measured
+    key: int  # its own number in this poller
     done: anyio.Event = field(default_factory=anyio.Event)
     last_not_done_at: float | None = None  # the latest poll that found the job not done yet
+    entry: int = 0  # the heap entry that stands for it: an older one, left in the heap, is skipped
+    scout: bool = False  # followed from its first second, for the fleet's sake (`schedule.FleetSample`)
+    held: bool = False  # waiting, unpolled, for the scouts to show how long jobs take
 
 
 OnPoll = Callable[[TargetState], None]
@@ -93,19 +56,23 @@ class Poller:
     def __init__(
         self,
         *,
-        backoff: Backoff,
         clock: Clock,
         rng: random.Random,
+        first_look: float = 1.0,
+        cap: float = 60.0,
         on_poll: OnPoll | None = None,
         lag: float = 0.08,
         max_in_flight: float = math.inf,
+        scouts: int = SCOUTS_MIN,
     ) -> None:
-        self._backoff = backoff
+        self._first_look = first_look
+        self._cap = cap
         self._lag = lag
         # Polls under way at once. More would only queue for a request slot, each a task with its
         # stack: at 10,000 jobs coming due together, tens of MB. The rest wait in the heap, as entries.
         self._max_in_flight = max_in_flight
-        self._durations: list[float] = []  # of this run's succeeded jobs, sorted: what the fleet takes
+        self._fleet = FleetSample(scouts)
+        self._held: list[_Followed] = []
         self._started = clock.now()
         self._clock = clock
         self._rng = rng
@@ -114,30 +81,77 @@ class Poller:
         self._sequence = 0
         self._in_flight = 0
         self._wake = anyio.Event()
+        self._waiting = 0  # jobs in the heap or held, each once
         self.peak_followed = 0
 
     @property
     def followed(self) -> int:
-        return len(self._due) + self._in_flight
+        return self._waiting + self._in_flight
+
+    @property
+    def held(self) -> int:
+        """Jobs waiting, unpolled, for the scouts to show how long the fleet's jobs take."""
+        return len(self._held)
+
+    @property
+    def fleet_quantile(self) -> float | None:
+        """How long the quickest of this run's jobs take, once the scouts have shown it (seconds)."""
+        return self._fleet.known
 
     @property
     def next_due(self) -> float | None:
         """When the next poll is due (None when no job waits): for tests that step a manual clock."""
+        while self._due and self._due[0][2].entry != self._due[0][1]:
+            heapq.heappop(self._due)  # superseded: the job was released from hold and pushed again
         return self._due[0][0] if self._due else None
 
     async def follow(self, target: TargetState, api: JobApi, give_up_at: float) -> None:
         """Poll the target's job (or, without a job id, its store's list) until it ends or times out."""
         accepted_here = target.accepted_at is not None and target.accepted_at >= self._started
-        followed = _Followed(target, api, give_up_at, confirming=not target.job_id, measurable=accepted_here)
+        self._sequence += 1
+        followed = _Followed(
+            target, api, give_up_at, confirming=not target.job_id, measurable=accepted_here, key=self._sequence
+        )
         target.phase = Phase.CONFIRMING if followed.confirming else Phase.RUNNING
+        self._waiting += 1
+        if target.expected_s is None and self._fleet.known is None and not followed.confirming:
+            if followed.measurable and self._fleet.wants_scout():
+                followed.scout = True
+                self._fleet.enlist(followed.key, target.job_started_at(self._clock.now()))
+            elif followed.measurable:
+                self._hold(followed)
         self._push(self._next_poll_at(followed), followed)
+        self.peak_followed = max(self.peak_followed, self.followed)
         await followed.done.wait()
 
+    def _hold(self, followed: _Followed) -> None:
+        """Not polled until the scouts show how long jobs take, or until its give-up time."""
+        followed.held = True
+        self._held.append(followed)
+
+    def _release_held(self) -> None:
+        """The fleet's durations are known: every held job gets its place in the schedule."""
+        held, self._held = self._held, []
+        for followed in held:
+            if followed.held:
+                followed.held = False
+                self._push(self._next_poll_at(followed), followed)
+
+    def _enlist_a_held_one(self) -> None:
+        """A scout ended without showing the fleet's durations: a held job takes its place."""
+        while self._held and self._fleet.wants_scout():
+            followed = self._held.pop(0)
+            if not followed.held:
+                continue
+            followed.held, followed.scout = False, True
+            self._fleet.enlist(followed.key, followed.target.job_started_at(self._clock.now()))
+            self._push(self._next_poll_at(followed), followed)
+
     def _push(self, at: float, followed: _Followed) -> None:
-        earliest = not self._due or at < self._due[0][0]
+        earliest = self.next_due is None or at < self._due[0][0]
         self._sequence += 1
+        followed.entry = self._sequence
         heapq.heappush(self._due, (at, self._sequence, followed))
-        self.peak_followed = max(self.peak_followed, self.followed)
         if earliest:  # the loop sleeps until the earliest poll: only a new earliest one needs it awake
             self._wake.set()
 
@@ -147,30 +161,16 @@ class Poller:
             while True:
                 self._wake = anyio.Event()  # reset before looking, so no push can be missed
                 now = self._clock.now()
-                while self._due and self._due[0][0] <= now and self._in_flight < self._max_in_flight:
+                while (due := self.next_due) is not None and due <= now and self._in_flight < self._max_in_flight:
                     _, _, followed = heapq.heappop(self._due)
+                    followed.held = False  # its give-up time came while held: looked at all the same
+                    self._waiting -= 1
                     self._in_flight += 1
                     polls.start_soon(self._poll, followed)
                 saturated = self._in_flight >= self._max_in_flight  # a finishing poll wakes the loop
-                delay = self._due[0][0] - now if self._due and not saturated else None
-                await self._sleep_or_wake(delay)
-
-    async def _sleep_or_wake(self, delay: float | None) -> None:
-        wake = self._wake
-        async with anyio.create_task_group() as race:
-
-            async def sleep_then_stop() -> None:
-                assert delay is not None
-                await self._clock.sleep(delay)
-                race.cancel_scope.cancel()
-
-            async def wake_then_stop() -> None:
-                await wake.wait()
-                race.cancel_scope.cancel()
-
-            if delay is not None:
-                race.start_soon(sleep_then_stop)
-            race.start_soon(wake_then_stop)
+                due = self.next_due
+                delay = due - now if due is not None and not saturated else None
+                await self._clock.sleep_unless(self._wake, delay)
 
     async def _poll(self, followed: _Followed) -> None:
         target = followed.target
@@ -188,42 +188,45 @@ class Poller:
         if self._on_poll is not None:
             self._on_poll(target)
         if finished:
-            self._learn(target)
-            followed.done.set()
-            self._wake.set()
+            self._ended(followed)
             return
         now = self._clock.now()
         if now >= followed.give_up_at:
             if not await self._backup_listed(followed):  # a last look: the job may have ended unseen
                 target.fail(_timed_out(followed, self._clock), self._clock.now())
-            followed.done.set()
-            self._wake.set()
+            self._ended(followed)
             return
+        self._waiting += 1
         self._push(self._next_poll_at(followed), followed)
 
+    def _ended(self, followed: _Followed) -> None:
+        """The job has its outcome: a scout's tells the fleet's durations (or makes room for another scout)."""
+        if followed.scout:
+            target, now = followed.target, self._clock.now()
+            measured = target.outcome is Outcome.SUCCEEDED and target.ran_s is not None
+            running_time = target.ran_s if measured and target.ran_s is not None else now - target.job_started_at(now)
+            if self._fleet.ended(followed.key, running_time, measured, now):
+                self._release_held()
+            else:
+                self._enlist_a_held_one()
+        followed.done.set()
+        self._wake.set()
+
     def _next_poll_at(self, followed: _Followed) -> float:
-        """When to poll this job next, but never after the moment we would give up."""
+        """When to poll this job next (its give-up time while it is held), never after its give-up time."""
+        if followed.held:
+            return followed.give_up_at
         target, now = followed.target, self._clock.now()
         started = target.job_started_at(now)
         not_before = self._expected_at_least(target)
-        delay = next_poll_delay(now - started, target.polls, not_before, self._backoff, self._lag, self._rng)
+        delay = next_poll_delay(now - started, not_before, self._first_look, self._lag, self._cap, self._rng)
         return min(now + delay, followed.give_up_at)
 
-    def _expected_at_least(self, target: TargetState) -> float | None:
-        """How long the job will run at least, as far as anything tells; None below the first poll's ceiling,
-        where the backoff is the better guide."""
+    def _expected_at_least(self, target: TargetState) -> float:
+        """How long the job will run at least, as far as anything tells (0: nothing does)."""
         if target.expected_s is not None:
-            at_least: float | None = EXPECTED_LEAD * target.expected_s
-        elif len(self._durations) >= FLEET_SAMPLES:
-            at_least = quantile(self._durations, FLEET_QUANTILE)
-        else:
-            at_least = None
-        return at_least if at_least is not None and at_least >= self._backoff.initial else None
-
-    def _learn(self, target: TargetState) -> None:
-        """A job's measured running time: what the jobs with no past of their own can expect."""
-        if target.outcome is Outcome.SUCCEEDED and target.ran_s is not None:
-            bisect.insort(self._durations, target.ran_s)
+            return EXPECTED_LEAD * target.expected_s
+        return self._fleet.known or 0.0
 
     async def _check(self, followed: _Followed) -> bool:
         """One look at the job; True once the target has its outcome."""

@@ -23,6 +23,7 @@ from orchestrator.events import Event, EventKind, Observer, Observers
 from orchestrator.model import Deployment, Outcome, RunResult, TargetState, run_timestamp
 from orchestrator.poll import Poller
 from orchestrator.recorder import LedgerWriter
+from orchestrator.schedule import scouts_for
 from orchestrator.settings import RunSettings
 from orchestrator.submit import Gate, WorkerContext, back_up_deployment
 
@@ -123,12 +124,14 @@ async def run_fleet(
     run.emit(EventKind.RUN_STARTED, detail=f"{len(targets)} targets on {deployments} deployments")
     run.check_failure_budget()  # a resumed run may have spent its budget before it was cut
     poller = Poller(
-        backoff=settings.poll_backoff,
         clock=clock,
         rng=rng,
+        first_look=settings.poll_initial,
+        cap=settings.poll_max,
         on_poll=lambda target: run.emit(EventKind.POLLED, target, target.server_status),
         lag=settings.poll_lag,
         max_in_flight=2 * settings.concurrency,
+        scouts=scouts_for(sum(1 for t in targets if not t.finished)),
     )
     worker_context = _worker_context(run, poller, rng, run_id, started_at, ledger)
     with anyio.CancelScope() as run_scope:

@@ -142,9 +142,16 @@ class RunSettings(ConnectionSettings):
     """Every setting of a fleet run. Each default is explained in the README and in `--help`."""
 
     max_running: int = Field(0, ge=0, description="backup jobs running at once, fleet-wide (0: no cap)")
-    poll_initial: float = Field(5.0, gt=0, description="first poll of a job after this many seconds (ceiling)")
+    poll_initial: float = Field(
+        1.0,
+        gt=0,
+        description="first poll of a job nothing is known of, this many seconds after it started (a job at least "
+        "this long is seen ended within --poll-lag of its duration)",
+    )
     poll_max: float = Field(60.0, gt=0, description="longest wait between two polls of one job, seconds")
-    poll_factor: float = Field(2.0, ge=1, description="poll interval growth per poll (full jitter below it)")
+    poll_factor: float = Field(
+        2.0, ge=1, description="no longer used (polls follow --poll-lag); accepted so that settings naming it load"
+    )
     poll_lag: float = Field(
         0.08,
         gt=0,
@@ -207,11 +214,6 @@ class RunSettings(ConnectionSettings):
         policy = super().retry_policy
         budget = min(policy.budget, self.job_timeout, self.deadline if self.deadline is not None else math.inf)
         return replace(policy, budget=budget)
-
-    @property
-    def poll_backoff(self) -> Backoff:
-        """The poll schedule of a job about which nothing is known yet."""
-        return Backoff(self.poll_initial, self.poll_factor, self.poll_max)
 
 
 SNAPSHOT_NAME_TEMPLATE: Final = "pre-upgrade-{timestamp}-{deployment}"

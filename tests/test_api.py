@@ -28,7 +28,7 @@ from orchestrator import api
 from orchestrator.api import ArcGISClient, envelope_error, interpret, open_api_context
 from orchestrator.api.transport import MAX_BODY_BYTES, transport_error
 from orchestrator.backoff import MAX_RETRY_AFTER
-from orchestrator.clock import Clock, ManualClock
+from orchestrator.clock import Clock, ManualClock, sleep_unless_by_sleeping
 from orchestrator.dr import dr_job_running, dr_status_is_ours, dr_status_message
 from orchestrator.errors import ErrorClass, TargetError
 from orchestrator.model import Deployment
@@ -102,6 +102,9 @@ class SteppingClock:
         self.sleeps.append(seconds)
         self._now += max(0.0, seconds)
         await anyio.lowlevel.checkpoint()
+
+    async def sleep_unless(self, event: anyio.Event, seconds: float | None) -> None:
+        await sleep_unless_by_sleeping(self, event, seconds)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.api import ArcGISClient, envelope_error, interpret
-from orchestrator.backoff import MAX_RETRY_AFTER, Backoff
+from orchestrator.backoff import MAX_RETRY_AFTER
 from orchestrator.clock import ManualClock
 from orchestrator.dr import FAILED_STATUSES, Verdict, judge_job
 from orchestrator.errors import ErrorClass, TargetError
@@ -449,7 +449,7 @@ async def _let_tasks_run() -> None:
 async def _follow(api: HostileDeployment, *, job_id: str = "j1", give_up_at: float = GIVE_UP) -> TargetState:
     """Follow one job with a real Poller, stepping the manual clock to each due poll (as tests/test_poll.py)."""
     clock = api.clock
-    poller = Poller(backoff=Backoff(5, 2, 60), clock=clock, rng=random.Random(7))
+    poller = Poller(clock=clock, rng=random.Random(7))
     target = TargetState(0, make_deployment(), "default", BACKUP, None, job_id=job_id)
     target.submitted_at = 0.0
     async with anyio.create_task_group() as tg:

@@ -17,7 +17,7 @@ def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESTRATOR_RETRIES", "9")
     settings = load_settings({"retries": 1}, settings_file)
     assert (settings.concurrency, settings.max_running, settings.retries) == (5, 60, 1)
-    assert settings.poll_initial == 5.0  # nobody set it: the default
+    assert settings.poll_initial == 1.0  # nobody set it: the default
 
 
 def test_defaults_without_any_source(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,7 +85,7 @@ def _context(
         await anyio.lowlevel.checkpoint()
 
     ctx = WorkerContext(
-        poller=Poller(backoff=Backoff(1.0, 2.0, 4.0), clock=clock, rng=random.Random(11)),
+        poller=Poller(clock=clock, rng=random.Random(11), first_look=1.0, cap=4.0),
         gate=Gate(),
         running_limiter=anyio.CapacityLimiter(running),
         clock=clock,
