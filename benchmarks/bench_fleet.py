@@ -17,6 +17,8 @@ against the ideal (the longest deployment's jobs back to back; with W workers, m
 against the creates as sent; requests by kind and polls per job; detection lag (contender's record of
 the end minus the simulator's completion), absolute and as a share of the job; CPU and peak RSS (from
 `os.wait4`); the simulator's CPU. A contender capped by `--time-cap` is extrapolated, and labelled so.
+Then (unless `--no-client`) `bench_client.measure_client_cpu`: the client's CPU per request against bare
+aiohttp on the same requests. Issue 16's targets are judged on all of it (`fleetbench.summary`).
 
 Output: `benchmarks/results/fleet-<scenario>.json`, `.md` (printed at the end) and
 `-polls-vs-lag.png`. `--scenario quick` (`make bench`, a few minutes) runs 100 deployments;
@@ -44,6 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from bench_client import measure_client_cpu
 from fleetbench.contenders import (
     NAMES,
     PASSCODE_ENV,
@@ -208,13 +211,6 @@ def measure_fleet(
     return result, points
 
 
-def judged_run(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run the issue's targets are judged on: the largest one-store fleet (else the largest)."""
-    if not runs:
-        return None
-    return max(runs, key=lambda r: (r["fleet"]["stores"] == 1, r["fleet"]["deployments"], -r["fleet"]["stores"]))
-
-
 def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
@@ -251,6 +247,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequential-cap", type=float, metavar="S", help="time cap of the sequential loop (0: none)")
     parser.add_argument("--pool-cap", type=float, metavar="S", help="time cap of the thread pool (0: none)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results", help="where results go")
+    parser.add_argument(
+        "--client",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the client's CPU per request against bare aiohttp (benchmarks/bench_client.py)",
+    )
     parser.add_argument("--name", help="results are fleet-NAME.*; default: the scenario, or adhoc-NxK")
     return parser
 
@@ -300,7 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the simulator and the contender were stopped", file=sys.stderr)
         return 130
-    judged = judged_run(results)
+    client = None
+    if args.client:
+        print("client CPU per request: ours against bare aiohttp", file=sys.stderr, flush=True)
+        client = measure_client_cpu(seed=args.seed)
     document = {
         "benchmark": "fleet",
         "scenario": scenario,
@@ -311,11 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scale_text": str(args.scale),
         "harness_wall_s": round(time.perf_counter() - started, 1),
         "runs": results,
-        "issue_targets": {
-            "at_deployments": judged["fleet"]["deployments"] if judged else None,
-            "issue_sets_them_at": ISSUE_FLEET,
-            "checks": issue_targets(judged) if judged else [],
-        },
+        "client": client,
+        "issue_targets": {"issue_sets_them_at": ISSUE_FLEET, "checks": issue_targets(results, client)},
     }
     base = args.out_dir / f"fleet-{scenario}"
     write_json(base.with_suffix(".json"), document)

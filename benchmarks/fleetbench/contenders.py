@@ -25,7 +25,7 @@ from .fleet import FleetSpec
 # The orchestrator's real-time settings (its defaults, seconds) that the benchmark scales. One place:
 # a poll-schedule setting added to the orchestrator goes here, with its real default.
 ORCHESTRATOR_REAL_TIMES: Final[Mapping[str, float]] = {
-    "poll_initial": 5.0,
+    "poll_initial": 1.0,
     "poll_max": 60.0,
     "job_timeout": 7500.0,
 }
