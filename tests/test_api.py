@@ -874,6 +874,17 @@ async def test_a_token_refused_mid_run_is_renewed_once_and_the_request_retried(s
     assert records(fleet, mark) == [("root", 200, 498), ("token", 200, 0), ("root", 200, 0)]
 
 
+async def test_requests_of_one_deployment_sent_together_sign_in_once(start_fleet: FleetStarter) -> None:
+    """Five requests of a deployment with no token yet: one sign-in, which the other four wait for and use."""
+    async with simulated(start_fleet) as (fleet, _, client):
+        mark = len(fleet.requests)
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(client.call, "/admin")
+    assert count(fleet, "token") == 1
+    assert sorted(endpoint for endpoint, _, _ in records(fleet, mark)) == ["root"] * 5 + ["token"]
+
+
 async def test_a_sign_in_failing_transiently_before_a_create_is_retried_and_the_create_sent_once() -> None:
     """A create is never retried by the client, but the sign-in it needs is: the create was not sent, so a 503
     from generateToken is waited out, and the create goes once, with the new token."""
