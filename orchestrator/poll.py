@@ -45,6 +45,7 @@ class _Followed:
     entry: int = 0  # the heap entry that stands for it: an older one, left in the heap, is skipped
     scout: bool = False  # followed from its first second, for the fleet's sake (`schedule.FleetSample`)
     held: bool = False  # waiting, unpolled, for the scouts to show how long jobs take
+    was_held: bool = False  # its first poll came when released: done by then says nothing of its running time
 
 
 OnPoll = Callable[[TargetState], None]
@@ -72,7 +73,8 @@ class Poller:
         # stack: at 10,000 jobs coming due together, tens of MB. The rest wait in the heap, as entries.
         self._max_in_flight = max_in_flight
         self._fleet = FleetSample(scouts)
-        self._held: list[_Followed] = []
+        self._held: dict[int, _Followed] = {}  # by key, in the order held
+        self._holding = True  # False once submitting stopped: every job is then followed as it is
         self._started = clock.now()
         self._clock = clock
         self._rng = rng
@@ -114,7 +116,7 @@ class Poller:
         )
         target.phase = Phase.CONFIRMING if followed.confirming else Phase.RUNNING
         self._waiting += 1
-        if target.expected_s is None and self._fleet.known is None and not followed.confirming:
+        if target.expected_s is None and self._fleet.known is None and not followed.confirming and self._holding:
             if followed.measurable and self._fleet.wants_scout():
                 followed.scout = True
                 self._fleet.enlist(followed.key, target.job_started_at(self._clock.now()))
@@ -124,25 +126,28 @@ class Poller:
         self.peak_followed = max(self.peak_followed, self.followed)
         await followed.done.wait()
 
+    def stop_holding(self) -> None:
+        """Submitting stopped (Ctrl-C, the deadline): the scouts may never show the fleet in the time left, so
+        no job waits for them any longer; a held one is followed from now as one nothing is known of."""
+        self._holding = False
+        self._release_held()
+
     def _hold(self, followed: _Followed) -> None:
         """Not polled until the scouts show how long jobs take, or until its give-up time."""
-        followed.held = True
-        self._held.append(followed)
+        followed.held = followed.was_held = True
+        self._held[followed.key] = followed
 
     def _release_held(self) -> None:
-        """The fleet's durations are known: every held job gets its place in the schedule."""
-        held, self._held = self._held, []
-        for followed in held:
-            if followed.held:
-                followed.held = False
-                self._push(self._next_poll_at(followed), followed)
+        """Every held job gets its place in the schedule: the fleet's durations are known, or waited for no more."""
+        held, self._held = self._held, {}
+        for followed in held.values():
+            followed.held = False
+            self._push(self._next_poll_at(followed), followed)
 
     def _enlist_a_held_one(self) -> None:
-        """A scout ended without showing the fleet's durations: a held job takes its place."""
-        while self._held and self._fleet.wants_scout():
-            followed = self._held.pop(0)
-            if not followed.held:
-                continue
+        """A scout ended without showing the fleet's durations: the longest-held job takes its place."""
+        if self._held and self._fleet.wants_scout():
+            followed = self._held.pop(next(iter(self._held)))
             followed.held, followed.scout = False, True
             self._fleet.enlist(followed.key, followed.target.job_started_at(self._clock.now()))
             self._push(self._next_poll_at(followed), followed)
@@ -163,7 +168,9 @@ class Poller:
                 now = self._clock.now()
                 while (due := self.next_due) is not None and due <= now and self._in_flight < self._max_in_flight:
                     _, _, followed = heapq.heappop(self._due)
-                    followed.held = False  # its give-up time came while held: looked at all the same
+                    if followed.held:  # its give-up time came while held: looked at all the same
+                        followed.held = False
+                        del self._held[followed.key]
                     self._waiting -= 1
                     self._in_flight += 1
                     polls.start_soon(self._poll, followed)
@@ -268,7 +275,9 @@ class Poller:
                 return True
             return False
         if target.backup_name in names:
-            if followed.measurable and target.job_id:
+            # Held, then found done by its first poll: how long it ran is unknown (the hold is not its time).
+            unknown = followed.was_held and followed.last_not_done_at is None
+            if followed.measurable and target.job_id and not unknown:
                 target.ran_s = measured_run_time(target.job_started_at(asked_at), followed.last_not_done_at, asked_at)
             target.finish(Outcome.SUCCEEDED, self._clock.now())
             return True

@@ -139,7 +139,7 @@ async def run_fleet(
             if ledger is not None:
                 services.start_soon(ledger.run)
             services.start_soon(poller.run)
-            services.start_soon(_stop_when_asked, control, run, run_scope)
+            services.start_soon(_stop_when_asked, control, run, poller, run_scope)
             services.start_soon(_end_when_aborted, control, run_scope)
             if settings.deadline is not None:
                 left = started_at + settings.deadline - clock.now()  # a resumed run keeps its deadline
@@ -218,9 +218,11 @@ def longest_first(targets: list[TargetState]) -> list[list[TargetState]]:
     return sorted(groups, key=expected, reverse=True)
 
 
-async def _stop_when_asked(control: RunControl, run: _Run, run_scope: anyio.CancelScope) -> None:
-    """Ctrl-C: nothing new is submitted; running jobs are followed for the grace period, then the run ends."""
+async def _stop_when_asked(control: RunControl, run: _Run, poller: Poller, run_scope: anyio.CancelScope) -> None:
+    """Ctrl-C: nothing new is submitted; running jobs are followed for the grace period, then the run ends. A job
+    held until the scouts show the fleet's durations is followed too: the grace period will not wait for them."""
     await control.stopped()
+    poller.stop_holding()
     grace = run.settings.grace
     run.stop_submitting(
         "the run was interrupted",

@@ -397,11 +397,41 @@ async def test_a_held_job_is_still_looked_at_when_its_give_up_time_comes() -> No
         "s1": FakeJob(reports_completed_at=10**9, backup_at=10**9),
         "held": FakeJob(reports_completed_at=100.0, backup_at=100.0),
     }
-    targets, api, _, _ = await _follow_all(jobs, scouts=1, give_up_after=500.0)
+    targets, api, _, poller = await _follow_all(jobs, scouts=1, give_up_after=500.0)
     scout, held = targets
     assert held.outcome is Outcome.SUCCEEDED and held.finished_at == 500.0
     assert api.polls["held"] == [500.0]
     assert scout.outcome is Outcome.TIMED_OUT
+    assert poller.held == 0
+    assert held.ran_s is None  # held, then found done: its 500 s were mostly the hold, not its running time
+
+
+async def test_when_submitting_stops_no_job_is_held_any_longer() -> None:
+    """Ctrl-C's grace period will not wait for the scouts: a held job is followed from then on like one nothing
+    is known of, so one that ended meanwhile is seen in the grace period, not left `interrupted`."""
+    clock = ManualClock(start=0.0)
+    jobs = {"s1": FakeJob(10**9, 10**9), "held": FakeJob(reports_completed_at=100.0, backup_at=100.0)}
+    api = FakeDeployment(clock, jobs)
+    poller = Poller(clock=clock, rng=random.Random(7), scouts=1)
+    targets = [TargetState(n, make_deployment(), "default", f"backup-{j}", None, job_id=j) for n, j in enumerate(jobs)]
+    for target in targets:
+        target.submitted_at = target.accepted_at = 0.0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+        for target in targets:
+            tg.start_soon(poller.follow, target, api, 7000.0)
+        with anyio.fail_after(10):
+            while clock.now() < 150.0:
+                await _let_tasks_run()
+                clock.advance(min(1.0, max((poller.next_due or 150.0) - clock.now(), 0.0)) or 1.0)
+            assert poller.held == 1 and api.polls["held"] == []
+            poller.stop_holding()
+            while not targets[1].finished:
+                await _let_tasks_run()
+                clock.advance(max((poller.next_due or clock.now() + 1.0) - clock.now(), 0.0))
+        tg.cancel_scope.cancel()
+    assert targets[1].outcome is Outcome.SUCCEEDED and targets[1].finished_at is not None
+    assert targets[1].finished_at <= 150.0 * (1 + LAG) and poller.held == 0
 
 
 async def test_a_first_night_fleet_is_followed_within_its_bounds_at_a_few_polls_a_job() -> None:
@@ -493,7 +523,7 @@ async def test_at_most_max_in_flight_polls_are_under_way_and_the_rest_wait_their
             with anyio.fail_after(10):
                 while not all(t.finished for t in targets):
                     await _let_tasks_run()
-                    clock.advance(10.0)  # every first poll (within poll_initial, 5 s) comes due at once
+                    clock.advance(10.0)  # every first poll (at poll_initial, 1 s) comes due at once
         tg.cancel_scope.cancel()  # every job followed has ended
     assert all(t.outcome is Outcome.SUCCEEDED for t in targets)
     assert SlowAnswers.peak == 2

@@ -138,6 +138,8 @@ def test_scouts_are_a_small_share_of_the_run_within_bounds(targets: int, scouts:
         ([(30.0, True), (10.0, True), (20.0, True)], 0.5, 20.0),  # all ended: the plain nearest-rank quantile
         ([(10.0, False), (10.0, True)], 0.5, 10.0),  # at equal times an end counts before a censoring
         ([], 0.05, None),
+        # a plain quantile of the ended ones would say 10 s; 18 jobs still running at 11 s say otherwise
+        ([(10.0, True), (12.0, True)] + [(11.0, False)] * 18, 0.1, 12.0),
     ],
 )
 def test_the_fleet_quantile_counts_running_jobs_as_still_running(
