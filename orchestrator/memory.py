@@ -7,12 +7,12 @@ only reused it passes the same time on). It is trusted for at most `--remember-f
 share of it (half to all, from a stable hash of its name), so a fleet's re-reads are spread over the nights. A
 10.9 version is never remembered: its paths differ, so it is always read.
 
-A memory is a guess that costs nothing, never a fact: an answer that contradicts it (`contradicts`: the store
-or the path is not there) has the worker read both again and carry on with what the server says, so a stale
-memory costs a request or two, never a wrong outcome. What no answer contradicts is a default store switched to
-another store that still exists: the backup goes to the remembered one (a good backup) until the memory is due.
-A deployment at another URL than remembered, or with a backup of a resumed run maybe on the server already (its
-job is followed by its version's paths, with no create first to contradict them), is read.
+A memory is a guess that costs nothing, never a fact: a create the server refuses (`contradicts`: a store or a
+path that is not there, in whatever words) has the worker read both again and carry on with what the server
+says, so a stale memory costs a request or two, never a wrong outcome. What no answer contradicts is a default
+store switched to another store that still exists: the backup goes to the remembered one (a good backup) until
+the memory is due. A deployment at another URL than remembered, or with a backup of a resumed run maybe on the
+server already (its job is followed by its version's paths, with no create first to contradict them), is read.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from orchestrator.dr import clean_version, is_legacy
+from orchestrator.dr import clean_version, is_duplicate_name, is_legacy
 from orchestrator.errors import ErrorClass, SignInFailed, TargetError
 from orchestrator.shard import shard_of
 
@@ -86,14 +86,14 @@ def facts_of(memory: Remembered | None, *, needs_default_store: bool) -> Facts |
 
 
 def contradicts(error: TargetError) -> bool:
-    """Whether a refusal may say that a remembered fact no longer holds: the store, or the path (another
-    version's), is not there (a 404 in the envelope or the status line, "does not exist", "not found"). Never a
-    refusal that says nothing of them (sign-in, a duplicate name, a transient error), nor one whose request may
-    have been carried out. Pure."""
+    """Whether a refusal may say that a remembered fact no longer holds: any refusal of the create as such
+    (configuration or permanent), not only one that says a store or a path is not there in the words of the
+    servers seen so far ("does not exist", "not found", a 404): another release may word it otherwise, and one
+    read of the facts, made only on a refusal, is cheap. Never a refusal that says nothing of them: a sign-in, a
+    duplicate name, a transient error, or one whose request may have been carried out. Pure."""
     if error.ambiguous or isinstance(error, SignInFailed) or error.error_class not in _CONTRADICTED_BY:
         return False
-    text = error.message.lower()
-    return error.code == 404 or "does not exist" in text or "not found" in text
+    return not is_duplicate_name(error)
 
 
 def changed(before: Facts | Remembered, now: Facts, *, default_store_used: bool) -> str:

@@ -73,7 +73,7 @@ def test_a_worker_goes_by_a_memory_only_when_it_says_all_it_needs() -> None:
     assert facts_of(None, needs_default_store=False) is None
 
 
-def test_only_a_refusal_that_says_a_store_or_path_is_not_there_contradicts_a_memory() -> None:
+def test_a_refusal_of_the_create_as_such_may_contradict_a_memory() -> None:
     """A 404 in the envelope or the status line, "does not exist", "not found" contradict; a sign-in, a duplicate
     name, a transient error, a create that may have been carried out, a refused passcode do not."""
     assert contradicts(envelope_error({"code": 404, "message": "Backup store 'a' does not exist."}))
@@ -86,7 +86,8 @@ def test_only_a_refusal_that_says_a_store_or_path_is_not_there_contradicts_a_mem
     assert not contradicts(TargetError(ErrorClass.PERMANENT, "Backup 'b' already exists.", code=400))
     assert not contradicts(TargetError(ErrorClass.TRANSIENT, "HTTP 503", code=503))
     assert not contradicts(TargetError(ErrorClass.PERMANENT, "not found", ambiguous=True))
-    assert not contradicts(envelope_error({"code": 400, "message": "Invalid passcode."}))
+    assert contradicts(envelope_error({"code": 400, "message": "Invalid backup store."}))  # another wording
+    assert contradicts(envelope_error({"code": 400, "message": "Invalid passcode."}))  # read once, then it stands
     assert not contradicts(TargetError(ErrorClass.AUTHENTICATION, "HTTP 403: access refused", code=404))
 
 
@@ -181,12 +182,20 @@ async def test_a_contradiction_the_server_does_not_bear_out_stands() -> None:
     assert not any("stale" in note for note in target.notes)
 
 
-async def test_a_refusal_that_does_not_contradict_the_memory_reads_nothing() -> None:
-    """A refused passcode says nothing of the store or the version: no re-read, the refusal is the outcome."""
+async def test_a_refusal_the_facts_do_not_explain_is_read_once_and_stands() -> None:
+    """A refused passcode: the facts are read once (a server may word a missing store so too), they have not
+    changed, so the create is not sent again and the refusal is the outcome, with no note."""
     clock = ManualClock()
     fake = FakeDeployment(clock, "d", creates=[TargetError(ErrorClass.PERMANENT, "Invalid passcode.", code=400)])
     target = await _run_remembering(fake, clock, Remembered("11.3.0", "primary", clock.now() - 60, URL))
-    assert target.outcome is Outcome.FAILED and "detect_version" not in fake.calls
+    assert target.outcome is Outcome.FAILED and fake.calls.count("detect_version") == 1
+    assert len(fake.creates) == 1 and not any("stale" in note for note in target.notes)
+
+
+async def test_a_refusal_that_says_nothing_of_the_facts_reads_nothing() -> None:
+    """A duplicate name or a sign-in refused say nothing of the store or the version: nothing is read."""
+    assert not contradicts(TargetError(ErrorClass.PERMANENT, "Backup 'b' already exists.", code=400))
+    assert not contradicts(SignInFailed(ErrorClass.AUTHENTICATION, "Invalid username or password.", code=400))
 
 
 async def test_a_due_memory_is_read_again_and_a_changed_default_store_is_said() -> None:
