@@ -263,6 +263,7 @@ GC_YOUNG_THRESHOLD: Final = 50_000
 def _collect_garbage_seldom() -> None:
     """What the process holds at start (modules, settings) is never scanned again, and the rest seldom: most of
     a run's garbage is freed by reference counting; the collector is only for cycles."""
+    gc.collect()  # start-up's own garbage first: frozen, it would stay for the whole run
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
