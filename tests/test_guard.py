@@ -4,7 +4,7 @@ level alone, and the pacer slows requests to one that says 429/503, then recover
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -120,9 +120,8 @@ async def test_a_deployment_that_keeps_hanging_up_is_left_alone_then_tried_again
         assert caught.value.error_class is ErrorClass.UNREACHABLE and len(connections) == 4
 
 
-@pytest.mark.anyio
-async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_speed_it_up_again() -> None:
-    """Retry-After from one answer delays the deployment's next request, whoever sends it; then it recovers."""
+def _throttled_once() -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A deployment that answers its first request 429 with Retry-After: 5, then every request its version."""
     answers = [web.Response(status=429, text="slow down", headers={"Retry-After": "5"})]
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -130,6 +129,13 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
             return answers.pop()
         return web.json_response({"fullVersion": "11.3"})
 
+    return handler
+
+
+@pytest.mark.anyio
+async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_speed_it_up_again() -> None:
+    """Retry-After from one answer delays the deployment's next request, whoever sends it; then it recovers."""
+    handler = _throttled_once()
     clock = SteppingClock()
     async with _serving(handler) as url, client_for(url, clock, retries=0) as client:
         with pytest.raises(TargetError):
@@ -147,13 +153,7 @@ async def test_a_429_slows_every_request_to_that_deployment_and_plain_answers_sp
 async def test_a_request_waiting_out_its_deployments_pacing_holds_no_request_slot() -> None:
     """A throttled deployment's next request waits for its pacing before it takes a request slot: with one
     slot for the whole run, another deployment's request goes meanwhile, and the paced one follows."""
-    answers = [web.Response(status=429, text="slow down", headers={"Retry-After": "5"})]
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if answers:
-            return answers.pop()
-        return web.json_response({"fullVersion": "11.3"})
-
+    handler = _throttled_once()
     clock = ManualClock()
     async with _serving(handler) as url, client_for(url, clock, retries=0, concurrency=1) as paced:
         other = ArcGISClient(make_deployment("gis-0001", url=url, password=PASSWORD), paced.context)
