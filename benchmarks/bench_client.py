@@ -36,7 +36,6 @@ import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import re
@@ -54,7 +53,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
-from fleetbench.processes import clean_environment, get_json, running_simulator
+from fleetbench.processes import clean_environment, get_json, machine, running_simulator
 from pydantic import SecretStr
 
 from orchestrator.api.client import ArcGISClient, open_clients
@@ -313,7 +312,7 @@ def measure_client_cpu(plan: Plan | None = None, *, seed: int = 0, profile: bool
     simulate += ["--deployments", str(plan.fleet_size(profile)), "--profile", "none", "--versions", "11.3=1"]
     simulate += ["--job-seconds", "3600", "--history", "0"]  # every poll finds its job running, as most do
     simulate += ["--host", "127.0.0.1", "--port", "0", "--password-env", PASSWORD_ENV]
-    host = machine()  # before the run: its load average is the machine's other work
+    host = machine(aiohttp=aiohttp.__version__)
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         folder = Path(tmp)
         with running_simulator(simulate, env, REPO, folder / "simulator.log") as simulator:
@@ -339,16 +338,6 @@ def measure_client_cpu(plan: Plan | None = None, *, seed: int = 0, profile: bool
         if profile:
             result["profile"] = top_functions(folder / "ours.prof")
     return result
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "load_average_1m_before": round(os.getloadavg()[0], 2),  # other work here skews every figure
-    }
 
 
 # -- output --

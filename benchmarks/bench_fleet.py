@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import secrets
 import signal
 import sys
@@ -59,7 +57,7 @@ from fleetbench.contenders import (
 from fleetbench.figures import SimJob, deployment_chains, ideal_wall_s, job_of_poll, spread
 from fleetbench.fleet import FleetSpec, predicted_durations
 from fleetbench.output import Points, chart, markdown, run_title, write_json
-from fleetbench.processes import clean_environment, run_accounted, running_simulator
+from fleetbench.processes import clean_environment, machine, run_accounted, running_simulator
 from fleetbench.summary import ISSUE_FLEET, Measured, contender_figures, issue_targets
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -209,16 +207,6 @@ def measure_fleet(
             flush=True,
         )
     return result, points
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-    }
 
 
 # -- the command line --

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import aiohttp
-from fleetbench.processes import process_cpu_s
+from fleetbench.processes import machine, process_cpu_s
 
 PASSWORD_ENV: Final = "BENCH_SIMULATOR_PASSWORD"
 PASSCODE: Final = "bench-passcode-0001"
@@ -345,18 +345,6 @@ def report(settings: Settings, phases: Phases, host: dict[str, Any]) -> dict[str
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "load_average_1m_before": round(os.getloadavg()[0], 2),  # other work here skews every figure
-    }
-
-
 def markdown(result: dict[str, Any]) -> str:
     measured, settings = result["measured"], result["settings"]
     rows = [
@@ -404,7 +392,7 @@ async def run(settings: Settings, password: str) -> dict[str, Any]:
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    host = machine()  # before the run: its load average is then the machine's other work
+    host = machine(processor=platform.processor() or None, aiohttp=aiohttp.__version__)
     result = report(settings, await measure(settings, password), host)
     if settings.baseline:
         result["startup_s_1_deployment"] = round(await baseline_startup_s(settings.seed), 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import queue
 import re
 import signal
@@ -189,3 +190,16 @@ def run_accounted(
         sys_s=usage.ru_stime,
         peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
     )
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The machine a measurement ran on, taken before it (its load average is then the machine's other work,
+    which skews every figure), with what the benchmark adds (`extra`: a library's version, the processor)."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        **extra,
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
+    }
