@@ -86,19 +86,7 @@ class Gate:
             return
         if self._closed is None:
             self._closed = anyio.Event()
-        closed = self._closed
-        async with anyio.create_task_group() as race:
-
-            async def sleep_then_stop() -> None:
-                await clock.sleep(seconds)
-                race.cancel_scope.cancel()
-
-            async def closed_then_stop() -> None:
-                await closed.wait()
-                race.cancel_scope.cancel()
-
-            race.start_soon(sleep_then_stop)
-            race.start_soon(closed_then_stop)
+        await clock.sleep_unless(self._closed, seconds)
 
 
 @dataclass(slots=True)
@@ -137,36 +125,30 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
     for target in targets:
         target.phase = Phase.SIGNING_IN
     going = Going(needs_default=any(target.store == DEFAULT_STORE for target in targets))
-    if any(_maybe_on_server(target) for target in targets):
-        # Its backup may be on the server already: its version is read first, never remembered (its job is
-        # followed by that version's paths, with no create first to contradict a stale memory).
-        try:
-            async with ctx.start_limiter:
-                going.facts = await _read_facts(api, ctx.clock, needs_default=going.needs_default)
-        except TargetError as error:
-            for target in targets:
-                if _maybe_on_server(target):  # its backup may exist or be running: unknown, not failed
-                    reason = (
-                        f"could not reach the deployment to follow this backup ({error.error_class.value}: "
-                        f"{error.message}); `orchestrator resume` looks again"
-                    )
-                    _end(target, ctx, outcome=Outcome.INTERRUPTED, reason=reason)
-                else:
-                    _end(target, ctx, error=error)
-            return
-    else:
+    maybe_on_server = any(_maybe_on_server(target) for target in targets)
+    # Its backup may be on the server already: its version is read, never remembered (its job is followed by
+    # that version's paths, with no create first to contradict a stale memory).
+    if not maybe_on_server:
         going.memory = targets[0].remembered
         going.facts = facts_of(going.memory, needs_default_store=going.needs_default)
         if going.facts is not None:
             api.version = going.facts.version  # the create is the first request: it signs in
-    if going.facts is None and ctx.running_limiter.total_tokens == math.inf:
-        # No cap on running jobs, so no place in their queue to keep: read here, before the create. A worker
-        # waiting for its turn to sign in waits shallow here; 10,000 waiting inside their creates took 18 MB more.
+    # Read here, before the first create, unless a cap on running jobs keeps a queue to hold its place in (then
+    # it reads in its first create's slot). A worker waiting for its turn to sign in waits shallow here: 10,000
+    # waiting inside their creates took 18 MB more.
+    if going.facts is None and (maybe_on_server or ctx.running_limiter.total_tokens == math.inf):
         try:
             await _learn(targets[0], api, ctx, going)
         except _NotRead as failed:
             for target in targets:
-                _end(target, ctx, error=failed.error)
+                if _maybe_on_server(target):  # its backup may exist or be running: unknown, not failed
+                    reason = (
+                        f"could not reach the deployment to follow this backup ({failed.error.error_class.value}: "
+                        f"{failed.error.message}); `orchestrator resume` looks again"
+                    )
+                    _end(target, ctx, outcome=Outcome.INTERRUPTED, reason=reason)
+                else:
+                    _end(target, ctx, error=failed.error)
             return
     for target in targets:
         try:
@@ -180,9 +162,10 @@ async def back_up_deployment(targets: list[TargetState], api: DeploymentApi, ctx
 
 @dataclass(slots=True)
 class Going:
-    """What one deployment's worker goes by: `facts`, remembered (`memory`) or read. Unless remembered, they are
-    read in its first create's running slot: a deployment that reads keeps its place in the queue for running
-    slots (longest first, `runner.longest_first`), rather than coming after every remembered one."""
+    """What one deployment's worker goes by: `facts`, remembered (`memory`) or read. Under a cap on running jobs,
+    unremembered ones are read in its first create's running slot: a deployment that reads keeps its place in the
+    queue for running slots (longest first, `runner.longest_first`), rather than coming after every remembered
+    one."""
 
     needs_default: bool = False  # a target of it backs up its default store
     facts: Facts | None = None  # None until read
