@@ -127,8 +127,8 @@ class Poller:
         await followed.done.wait()
 
     def stop_holding(self) -> None:
-        """Submitting stopped (Ctrl-C, the deadline): the scouts may never show the fleet in the time left, so
-        no job waits for them any longer; a held one is followed from now as one nothing is known of."""
+        """Ctrl-C: the scouts may not show the fleet within the grace period, so no job waits for them any
+        longer; a held one is followed from now as one nothing is known of."""
         self._holding = False
         self._release_held()
 

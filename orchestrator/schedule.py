@@ -7,7 +7,7 @@ past its first poll. What differs is where the first poll goes:
 
 - a job whose duration the ledger knows: at `EXPECTED_LEAD` of it;
 - a job nothing is known of, on a run whose fleet has shown how long its jobs take: where the quickest
-  `FLEET_QUANTILE` of them had ended (`FleetSample.quantile`);
+  `FLEET_QUANTILE` of them had ended (`FleetSample.known`);
 - before that, a few jobs (the scouts) are followed from their first second, and the others are held,
   not polled, until the scouts have shown it. A fleet's jobs are alike: a handful measured closely spares
   thousands of polls of the rest.
